@@ -1,0 +1,135 @@
+//! Store benchmarks: metric ingestion, and the resolver's queries on a large history.
+//!
+//! Run: `cargo bench -p flow --bench store --profile dev` (dependencies are optimized in the
+//! dev profile; this avoids a release build of the whole workspace). Optional argument:
+//! the number of runs to fill (default 100000).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use flow::store::{fill_synthetic, Metric, NewRun, ReuseQuery, RunFilter, Store, SYNTHETIC_COMMIT};
+
+const ENTRIES: [&str; 5] = ["load", "process", "train", "evaluate", "predict"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n_runs: usize = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(100_000);
+    metric_ingestion()?;
+    resolver_queries(n_runs)?;
+    Ok(())
+}
+
+fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join(".flow"))?;
+    let params = BTreeMap::new();
+    let run = store.begin_run(&NewRun {
+        experiment: "bench",
+        entry: "train",
+        key_value: None,
+        params: &params,
+        upstream: &[],
+        data_version: "d",
+        code_version: "none",
+        code_dirty: false,
+        command: "bench",
+        run_time: Utc::now(),
+    })?;
+    let keys = ["loss", "val_loss", "forecast_loss", "recon_loss", "lr", "grad_norm", "f1", "precision"];
+    let batch_size = 10_000;
+    let n_batches = 200;
+    let mut step = 0i64;
+    let start = Instant::now();
+    for _ in 0..n_batches {
+        let batch: Vec<Metric> = (0..batch_size)
+            .map(|idx| {
+                let key = keys[idx % keys.len()];
+                if idx % keys.len() == keys.len() - 1 {
+                    step += 1;
+                }
+                Metric { key: key.to_string(), value: 1.0 / (step + 1) as f64, step, timestamp_ms: 1_700_000_000_000 + step }
+            })
+            .collect();
+        store.log_metrics(&run, &batch)?;
+    }
+    let elapsed = start.elapsed();
+    let points = batch_size * n_batches;
+    println!(
+        "log_metrics: {points} points in batches of {batch_size}: {:.3} s = {:.0} points/s",
+        elapsed.as_secs_f64(),
+        points as f64 / elapsed.as_secs_f64()
+    );
+    let start = Instant::now();
+    let read = store.metrics(&run)?.len();
+    println!("metrics(): read {read} points in {:.3} s", start.elapsed().as_secs_f64());
+    let start = Instant::now();
+    let latest = store.latest_metrics(&run)?;
+    println!("latest_metrics(): {} keys in {:.3} s", latest.len(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join(".flow"))?;
+    let start = Instant::now();
+    fill_synthetic(&store, n_runs, &ENTRIES)?;
+    println!("fill_synthetic: {n_runs} runs in {:.2} s", start.elapsed().as_secs_f64());
+
+    // Hits: every stored run of a sample, asked for by its own key; misses: a changed seed.
+    let sample = store.list_runs(&RunFilter { limit: Some(1000), ..Default::default() })?;
+    let mut reuse_time = Duration::ZERO;
+    let mut recent_time = Duration::ZERO;
+    let mut hits = 0;
+    for run in &sample {
+        let mut params = run.params.clone();
+        if hits % 2 == 1 {
+            params.insert("seed".to_string(), "miss".to_string());
+        }
+        let day_start = run.run_time.date_naive().and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t));
+        let window = day_start.map(|from| (from, from + chrono::Duration::days(1)));
+        let query = ReuseQuery {
+            entry: &run.entry,
+            key_value: run.key_value.as_deref(),
+            params: &params,
+            upstream: &run.upstream,
+            data_version: &run.data_version,
+            code_version: Some(SYNTHETIC_COMMIT),
+            run_time: window,
+        };
+        let start = Instant::now();
+        let found = store.find_reusable(&query)?;
+        reuse_time += start.elapsed();
+        let start = Instant::now();
+        let recent = store.recent_runs(&run.entry, run.key_value.as_deref(), 10)?;
+        recent_time += start.elapsed();
+        assert!(!recent.is_empty());
+        if found.is_some() {
+            hits += 1;
+        }
+    }
+    let per_query = |total: Duration| total.as_secs_f64() * 1e3 / sample.len() as f64;
+    println!(
+        "with {n_runs} runs: find_reusable {:.3} ms, recent_runs(limit 10) {:.3} ms, together {:.3} ms per node ({} queries, {hits} hits)",
+        per_query(reuse_time),
+        per_query(recent_time),
+        per_query(reuse_time + recent_time),
+        sample.len()
+    );
+
+    let start = Instant::now();
+    for run in &sample {
+        store.get_run(&run.run_id[..8])?;
+    }
+    println!("get_run by 8-char prefix: {:.3} ms", per_query(start.elapsed()));
+    let start = Instant::now();
+    let listed = store.list_runs(&RunFilter { entry: Some("train".into()), limit: Some(50), ..Default::default() })?;
+    println!("list_runs(entry=train, limit 50): {} runs in {:.3} ms", listed.len(), start.elapsed().as_secs_f64() * 1e3);
+    let start = Instant::now();
+    let reaped = store.reap_dead_runs()?;
+    println!("reap_dead_runs: {} reaped in {:.3} ms", reaped.len(), start.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}

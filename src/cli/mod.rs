@@ -1,0 +1,233 @@
+//! The command line: parses arguments, calls the library, renders results.
+//!
+//! The only module that writes to the terminal (steps' own output aside). Data goes to
+//! stdout, progress and errors to stderr; errors are rendered once, in [`main`].
+
+mod render;
+mod runs;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dag::Dag;
+use crate::exec::{self, ExecOptions};
+use crate::lineage::{self, Direction};
+use crate::resolve::{Plan, ReusePolicy};
+use crate::spec::Project;
+use crate::store::Store;
+
+/// flow: run ML pipelines declared in MLproject.yaml, reusing every step that is
+/// already computed, tracking every run, and tracing where each result came from.
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Project directory (holding MLproject.yaml).
+    #[arg(long, global = true, env = "FLOW_PROJECT", default_value = ".")]
+    pub project: PathBuf,
+    /// Store directory [default: <project>/.flow].
+    #[arg(long, global = true, env = "FLOW_HOME")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  flow run -e main                          run the whole pipeline, reusing what exists
+  flow run -e train -P epochs=3             params reach every step that declares them
+  flow run -e train -P load.dataset=M-6     or exactly one step
+  flow plan -e main                         what would be reused or executed, and why
+  flow lineage <run>                        where a result came from
+  flow runs list --entry train --sort metric.val_loss";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an entry point and everything upstream of it that is not already computed.
+    Run(RunArgs),
+    /// Show what `flow run` would reuse or execute, and why, without running anything.
+    Plan(PlanArgs),
+    /// Show the runs a result came from (or, with --down, what was derived from it).
+    Lineage(LineageArgs),
+    /// List, show and delete runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Show two runs' params and metrics side by side.
+    Compare {
+        /// First run (id or unique prefix).
+        left: String,
+        /// Second run.
+        right: String,
+    },
+    /// Remove stored objects that no run references, and report the bytes freed.
+    Gc,
+    /// Record a metric, param, tag or artifact from inside a running step (any language).
+    #[command(subcommand)]
+    Log(runs::LogCommand),
+    /// Run a built-in step (load, process, train, evaluate, predict) in this process.
+    #[command(subcommand)]
+    Step(flow_steps::StepCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Entry point to run (its upstream steps come along).
+    #[arg(short, long, default_value = "main")]
+    pub entry: String,
+    /// Parameter `name=value` for every step declaring it, or `step.name=value` for one step.
+    #[arg(short = 'P', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Which earlier runs may be reused: same `commit` (and uncommitted changes), `any` commit, or `never`.
+    #[arg(long, value_enum, default_value = "commit")]
+    pub reuse: ReusePolicy,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Experiment the new runs belong to.
+    #[arg(long, default_value = "Default")]
+    pub experiment: String,
+    /// Steps to run at once [default: number of cores].
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Print one JSON object describing every step instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LineageArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// Show what was derived from the run instead of what it came from.
+    #[arg(long)]
+    pub down: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: LineageFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LineageFormat {
+    Text,
+    Json,
+    Dot,
+}
+
+/// Parses the process arguments, runs the command, renders any error; returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            render::error(&error);
+            1
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(&cli.project, cli.store.as_deref(), args),
+        Command::Plan(args) => plan(&cli.project, cli.store.as_deref(), args),
+        Command::Lineage(args) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            let direction = if args.down { Direction::Downstream } else { Direction::Upstream };
+            let tree = lineage::build(&store, &args.run, direction)?;
+            match args.format {
+                LineageFormat::Text => print!("{}", tree.to_text()),
+                LineageFormat::Json => println!("{}", serde_json::to_string_pretty(&tree)?),
+                LineageFormat::Dot => print!("{}", tree.to_dot()),
+            }
+            Ok(0)
+        }
+        Command::Runs(command) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            runs::runs(&store, command)
+        }
+        Command::Compare { left, right } => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            runs::compare(&store, &left, &right)
+        }
+        Command::Gc => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            let report = store.gc()?;
+            println!(
+                "removed {} object{}, freed {}",
+                report.objects_removed,
+                if report.objects_removed == 1 { "" } else { "s" },
+                render::bytes(report.bytes_freed)
+            );
+            Ok(0)
+        }
+        Command::Log(command) => runs::log(command),
+        Command::Step(command) => {
+            flow_steps::run_step(command)?;
+            Ok(0)
+        }
+    }
+}
+
+fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i32> {
+    let (project, dag) = load_project(project_dir)?;
+    let store = open_store(project_dir, store_dir)?;
+    let selection = &args.selection;
+    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse)?;
+    exec::install_interrupt_handler();
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let options = ExecOptions { experiment: args.experiment.clone(), jobs, echo: true };
+    if !args.json {
+        render::plan_header(&plan);
+    }
+    let report = exec::execute(&project, &store, &plan, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        render::report(&report);
+    }
+    Ok(report.exit_code())
+}
+
+fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<i32> {
+    let (project, dag) = load_project(project_dir)?;
+    let store = open_store(project_dir, store_dir)?;
+    let selection = &args.selection;
+    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&render::plan_json(&plan))?);
+    } else {
+        print!("{}", render::plan_text(&plan));
+    }
+    Ok(0)
+}
+
+fn load_project(dir: &Path) -> Result<(Project, Dag)> {
+    let project = Project::load(dir)?;
+    for section in &project.ignored_sections {
+        eprintln!("note: `{section}` is accepted and ignored: flow runs commands in the current environment");
+    }
+    let dag = Dag::new(&project).with_context(|| format!("in {}", project.path.display()))?;
+    Ok((project, dag))
+}
+
+/// The store for `project_dir` (or `store_dir`), with runs left RUNNING by dead processes marked FAILED.
+pub fn open_store(project_dir: &Path, store_dir: Option<&Path>) -> Result<Store> {
+    let dir = store_dir.map(Path::to_path_buf).unwrap_or_else(|| project_dir.join(".flow"));
+    let store = Store::open(&dir).with_context(|| format!("cannot open the store at `{}`", dir.display()))?;
+    for run in store.reap_dead_runs()? {
+        eprintln!("note: run {} was left RUNNING by a process that died; marked FAILED", &run[..run.len().min(12)]);
+    }
+    Ok(store)
+}

@@ -1,0 +1,223 @@
+//! Bounded uniform sampling of a window's rows (Vitter's Algorithm R), so window statistics
+//! stay representative however much traffic arrives, with memory fixed at `capacity` rows.
+
+/// SplitMix64 (Steele, Lea and Flood 2014): a tiny seeded generator, plenty for sampling
+/// (not for anything secret). Seeded so a window's sample is reproducible in tests.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64 { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform integer in `0..bound` (bound > 0), without modulo bias (Lemire's method).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        debug_assert!(bound > 0);
+        let threshold = bound.wrapping_neg() % bound;
+        loop {
+            let product = (self.next_u64() as u128) * (bound as u128);
+            if (product as u64) >= threshold {
+                return (product >> 64) as u64;
+            }
+        }
+    }
+}
+
+/// Where the next offered item goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The sample is not full yet: push the item.
+    Append,
+    /// Overwrite the sampled item at this index.
+    Replace(usize),
+    /// Drop the item.
+    Skip,
+}
+
+/// Algorithm R's decisions, separate from storage so rows can live in one flat buffer.
+/// After n offers every offered item is in the sample with probability min(1, capacity / n).
+#[derive(Debug, Clone)]
+pub struct ReservoirSampler {
+    capacity: usize,
+    seen: u64,
+    rng: SplitMix64,
+}
+
+impl ReservoirSampler {
+    pub fn new(capacity: usize, seed: u64) -> ReservoirSampler {
+        ReservoirSampler {
+            capacity,
+            seen: 0,
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// Decides the fate of the next item; counts it as seen.
+    pub fn next_slot(&mut self) -> Slot {
+        let index = self.seen;
+        self.seen += 1;
+        if self.capacity == 0 {
+            return Slot::Skip;
+        }
+        if index < self.capacity as u64 {
+            return Slot::Append;
+        }
+        let pick = self.rng.below(index + 1);
+        if pick < self.capacity as u64 {
+            Slot::Replace(pick as usize)
+        } else {
+            Slot::Skip
+        }
+    }
+
+    /// Items offered so far (exact, unlike the sample size).
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// A reservoir of fixed-width rows of `f64`, stored flat.
+#[derive(Debug, Clone)]
+pub struct RowReservoir {
+    width: usize,
+    sampler: ReservoirSampler,
+    values: Vec<f64>,
+}
+
+impl RowReservoir {
+    pub fn new(width: usize, capacity: usize, seed: u64) -> RowReservoir {
+        RowReservoir {
+            width,
+            sampler: ReservoirSampler::new(capacity, seed),
+            values: Vec::new(),
+        }
+    }
+
+    /// Offers one row; `row.len()` must equal the width (other rows are ignored).
+    pub fn offer(&mut self, row: &[f64]) {
+        if row.len() != self.width {
+            return;
+        }
+        match self.sampler.next_slot() {
+            Slot::Append => self.values.extend_from_slice(row),
+            Slot::Replace(slot) => {
+                self.values[slot * self.width..(slot + 1) * self.width].copy_from_slice(row)
+            }
+            Slot::Skip => {}
+        }
+    }
+
+    /// Rows currently sampled.
+    pub fn len(&self) -> usize {
+        if self.width == 0 {
+            0
+        } else {
+            self.values.len() / self.width
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows offered so far.
+    pub fn seen(&self) -> u64 {
+        self.sampler.seen()
+    }
+
+    /// Column `col` of the sampled rows.
+    pub fn column(&self, col: usize) -> Vec<f64> {
+        self.values
+            .chunks_exact(self.width.max(1))
+            .map(|row| row[col])
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_stays_in_range_and_covers_it() {
+        let mut rng = SplitMix64::new(7);
+        let mut hits = [0u32; 6];
+        for _ in 0..6000 {
+            hits[rng.below(6) as usize] += 1;
+        }
+        assert!(hits.iter().all(|&h| (850..1150).contains(&h)), "{hits:?}");
+    }
+
+    #[test]
+    fn same_seed_same_sequence() {
+        let (mut a, mut b) = (SplitMix64::new(42), SplitMix64::new(42));
+        assert!((0..100).all(|_| a.next_u64() == b.next_u64()));
+        assert_ne!(SplitMix64::new(1).next_u64(), SplitMix64::new(2).next_u64());
+    }
+
+    #[test]
+    fn reservoir_keeps_at_most_capacity_and_counts_exactly() {
+        let mut reservoir = RowReservoir::new(2, 100, 1);
+        for i in 0..10_000 {
+            reservoir.offer(&[i as f64, -(i as f64)]);
+        }
+        assert_eq!(reservoir.len(), 100);
+        assert_eq!(reservoir.seen(), 10_000);
+        // Rows stay intact: the second value is always the negated first.
+        let (firsts, seconds) = (reservoir.column(0), reservoir.column(1));
+        assert!(firsts.iter().zip(&seconds).all(|(a, b)| *a == -*b));
+        let mut small = RowReservoir::new(1, 100, 1);
+        (0..10).for_each(|i| small.offer(&[i as f64]));
+        assert_eq!(
+            small.column(0),
+            (0..10).map(|i| i as f64).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn reservoir_sample_is_uniform_over_the_stream() {
+        // 10 runs of a 100-row sample from 10_000 items; count sampled items per tenth of the
+        // stream. Each tenth expects 100 of the 1000 picks; chi-square with 9 degrees of freedom
+        // stays below 27.9 (p = 0.001) for a uniform sampler. Algorithm R without the random
+        // replacement (keep the first 100) would put all 1000 in the first tenth.
+        let mut per_tenth = [0f64; 10];
+        for seed in 0..10 {
+            let mut reservoir = RowReservoir::new(1, 100, seed);
+            (0..10_000).for_each(|i| reservoir.offer(&[i as f64]));
+            for value in reservoir.column(0) {
+                per_tenth[(value as usize) / 1000] += 1.0;
+            }
+        }
+        let chi_square: f64 = per_tenth
+            .iter()
+            .map(|&observed| (observed - 100.0).powi(2) / 100.0)
+            .sum();
+        assert!(
+            chi_square < 27.9,
+            "chi-square {chi_square}, counts {per_tenth:?}"
+        );
+    }
+
+    #[test]
+    fn zero_capacity_samples_nothing() {
+        let mut reservoir = RowReservoir::new(1, 0, 3);
+        (0..10).for_each(|i| reservoir.offer(&[i as f64]));
+        assert!(reservoir.is_empty());
+        assert_eq!(reservoir.seen(), 10);
+    }
+}

@@ -1,0 +1,251 @@
+//! The embedded tracking store: runs with their params, metrics, tags and lineage edges
+//! in SQLite, and their outputs as content-addressed objects.
+//!
+//! # Layout
+//!
+//! ```text
+//! .flow/flow.db         runs, params, metrics, tags, run_inputs, artifacts, registry (schema.rs)
+//! .flow/objects/ab/cd…  blobs named by their blake3 hex (objects.rs)
+//! .flow/runs/<run_id>/  read-only views of published outputs, rebuilt on demand (artifacts.rs)
+//! .flow/tmp/            staging for atomic writes; gc reclaims only its own `store-*` entries
+//! ```
+//!
+//! # Locking
+//!
+//! SQLite runs in WAL mode with a 10 s busy timeout, and every write is one IMMEDIATE
+//! transaction, so concurrent processes queue instead of failing on a lock upgrade.
+//! Object writes hold a shared `flock` on `.flow/objects.lock` and gc holds it
+//! exclusively, so gc never deletes an object that a publish is about to reference.
+//!
+//! # Crash safety
+//!
+//! Objects are written to `tmp/`, fsynced and renamed into place; a run's manifest hash
+//! is set in the same transaction as its artifact rows. A crash leaves at worst orphan
+//! objects (gc reclaims them) and a run without a manifest, which has no outputs.
+//!
+//! # Performance
+//!
+//! The resolver's questions are answered by one index each (see schema.rs); reuse
+//! compares params and upstream runs through stored digests (digest.rs). Metrics are
+//! inserted in one transaction per batch with a cached prepared statement.
+
+mod artifacts;
+mod digest;
+mod error;
+mod metrics;
+mod objects;
+mod queries;
+mod runs;
+mod schema;
+mod synthetic;
+mod tags;
+mod timestamps;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use artifacts::{Artifact, GcReport};
+pub use digest::{inputs_hash, params_hash};
+pub use error::{Result, StoreError};
+pub use metrics::Metric;
+pub use objects::ContentHash;
+pub use runs::{NewRun, ReuseQuery, RunFilter, RunId, RunRecord, RunStatus};
+#[doc(hidden)]
+pub use synthetic::{fill_synthetic, SYNTHETIC_COMMIT};
+
+/// Name of the database file inside the store directory.
+pub const DB_FILE: &str = "flow.db";
+
+/// Handle on one store directory. Cheap to share across threads (`Send + Sync`); several
+/// handles, in one process or many, may use the same directory at once.
+pub struct Store {
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+    host: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, usually the project's `.flow`, and
+    /// brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Store> {
+        for sub in ["", "objects", "runs", "tmp"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(StoreError::io(&path))?;
+        }
+        let mut conn = Connection::open(dir.join(DB_FILE))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let journal: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::corrupt(format!(
+                "{} refused WAL mode (journal_mode is `{journal}`)",
+                dir.join(DB_FILE).display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn, &schema::migrations())?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            conn: Mutex::new(conn),
+            host: hostname(),
+        })
+    }
+
+    /// The store directory (what `FLOW_STORE` points at).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database connection, for sibling modules (the model registry) that own their
+    /// queries over tables this schema creates. Hold it briefly: it serialises this handle.
+    pub fn connection(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open (Transaction
+        // rolls back on drop), so a poisoned connection is still consistent.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh, empty directory for a run's `FLOW_OUTPUT_DIR`, on the store's filesystem
+    /// so `publish` can move files instead of copying them. gc does not touch it.
+    pub fn new_output_dir(&self, run: &str) -> Result<PathBuf> {
+        let record = self.get_run(run)?;
+        let path = self.dir.join("tmp").join(format!("out-{}", record.run_id));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(StoreError::io(&path))?;
+        }
+        std::fs::create_dir_all(&path).map_err(StoreError::io(&path))?;
+        Ok(path)
+    }
+
+    fn objects(&self) -> objects::Objects {
+        objects::Objects::new(&self.dir)
+    }
+}
+
+/// This machine's name; pids recorded on another host are never checked here.
+fn hostname() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let len = buffer.iter().position(|&byte| byte == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..len]).into_owned()
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::*;
+
+    /// A store in a fresh temp dir; keep the TempDir alive as long as the store.
+    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(".flow")).unwrap();
+        (dir, store)
+    }
+
+    pub(crate) fn day(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
+    }
+
+    /// Begins a run of `entry` with the given params and upstream, everything else fixed.
+    pub(crate) fn begin(
+        store: &Store,
+        entry: &str,
+        params: &BTreeMap<String, String>,
+        upstream: &[(String, RunId)],
+        run_time: DateTime<Utc>,
+    ) -> RunId {
+        store
+            .begin_run(&NewRun {
+                experiment: "Default",
+                entry,
+                key_value: Some("SMD"),
+                params,
+                upstream,
+                data_version: "data-1",
+                code_version: "abc123",
+                code_dirty: false,
+                command: "echo hi",
+                run_time,
+            })
+            .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::test_support::day;
+    use super::*;
+
+    #[test]
+    fn open_creates_layout_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".flow");
+        let store = Store::open(&root).unwrap();
+        for sub in ["objects", "runs", "tmp"] {
+            assert!(root.join(sub).is_dir(), "{sub}");
+        }
+        assert!(root.join(DB_FILE).is_file());
+        drop(store);
+        Store::open(&root).unwrap();
+    }
+
+    #[test]
+    fn two_handles_write_concurrently() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".flow");
+        Store::open(&root).unwrap();
+        let workers: Vec<_> = (0..2)
+            .map(|worker| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let store = Store::open(&root).unwrap();
+                    let params = BTreeMap::from([("worker".to_string(), worker.to_string())]);
+                    for _ in 0..50 {
+                        let run = store
+                            .begin_run(&NewRun {
+                                experiment: "concurrent",
+                                entry: "train",
+                                key_value: None,
+                                params: &params,
+                                upstream: &[],
+                                data_version: "d",
+                                code_version: "none",
+                                code_dirty: false,
+                                command: "true",
+                                run_time: day(1),
+                            })
+                            .unwrap();
+                        let points: Vec<Metric> = (0..100)
+                            .map(|step| Metric { key: "loss".into(), value: 1.0, step, timestamp_ms: 0 })
+                            .collect();
+                        store.log_metrics(&run, &points).unwrap();
+                        store.end_run(&run, RunStatus::Finished).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        let store = Store::open(&root).unwrap();
+        assert_eq!(store.list_runs(&RunFilter::default()).unwrap().len(), 100);
+        let conn = store.connection();
+        let points: i64 = conn.query_row("SELECT count(*) FROM metrics", [], |row| row.get(0)).unwrap();
+        assert_eq!(points, 100 * 100);
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
+        assert_eq!(integrity, "ok");
+    }
+}

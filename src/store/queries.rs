@@ -1,0 +1,396 @@
+//! Reading runs back: prefix resolution, the resolver's reuse query, listings, lineage.
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use crate::store::digest::{inputs_hash, params_hash};
+use crate::store::error::{Result, StoreError};
+use crate::store::runs::{ReuseQuery, RunFilter, RunId, RunRecord, RunStatus};
+use crate::store::timestamps::{from_micros, to_micros};
+use crate::store::Store;
+
+/// How many candidates an ambiguous prefix reports.
+const MAX_CANDIDATES: usize = 10;
+
+/// Columns of [`RunRecord`] in the order `record_from_row` reads them.
+const RUN_COLUMNS: &str = "r.id, r.run_id, e.name, r.entry, r.key_value, r.run_time, r.start_time,
+    r.end_time, r.status, r.data_version, r.code_version, r.code_dirty, r.command, r.pid,
+    r.manifest_hash";
+
+impl Store {
+    /// The newest FINISHED run whose key equals the query in every field.
+    pub fn find_reusable(&self, query: &ReuseQuery) -> Result<Option<RunRecord>> {
+        let (from, until) = match query.run_time {
+            Some((from, until)) => (to_micros(from), to_micros(until)),
+            None => (i64::MIN, i64::MAX),
+        };
+        let conn = self.connection();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE r.entry = ?1 AND r.key_value IS ?2 AND r.params_hash = ?3
+               AND r.inputs_hash = ?4 AND (?5 IS NULL OR r.data_version = ?5) AND r.status = 'FINISHED'
+               AND r.run_time >= ?6 AND r.run_time < ?7
+               AND (?8 IS NULL OR r.code_version = ?8)
+             ORDER BY r.run_time DESC, r.id DESC LIMIT 1"
+        );
+        let found = conn
+            .prepare_cached(&sql)?
+            .query_row(
+                params![
+                    query.entry,
+                    query.key_value,
+                    params_hash(query.params),
+                    inputs_hash(query.upstream),
+                    query.data_version,
+                    from,
+                    until,
+                    query.code_version,
+                ],
+                record_from_row,
+            )
+            .optional()?;
+        found.map(|partial| complete(&conn, partial)).transpose()
+    }
+
+    /// Runs of one step with this key value, any status, newest run_time first: the
+    /// candidates `flow plan` explains.
+    pub fn recent_runs(&self, entry: &str, key_value: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let conn = self.connection();
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             WHERE r.entry = ?1 AND r.key_value IS ?2
+             ORDER BY r.run_time DESC, r.id DESC LIMIT ?3"
+        );
+        let partials = conn
+            .prepare_cached(&sql)?
+            .query_map(params![entry, key_value, limit_value(Some(limit))], record_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        partials.into_iter().map(|partial| complete(&conn, partial)).collect()
+    }
+
+    /// One run by full id or unique prefix.
+    pub fn get_run(&self, id_or_prefix: &str) -> Result<RunRecord> {
+        let conn = self.connection();
+        let (rowid, _) = resolve_run(&conn, id_or_prefix)?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?1"
+        );
+        let partial = conn.prepare_cached(&sql)?.query_row([rowid], record_from_row)?;
+        complete(&conn, partial)
+    }
+
+    /// Runs matching the filter, most recently started first.
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        if let Some(entry) = &filter.entry {
+            values.push(Value::Text(entry.clone()));
+            conditions.push(format!("r.entry = ?{}", values.len()));
+        }
+        if let Some(status) = filter.status {
+            values.push(Value::Text(status.as_str().to_string()));
+            conditions.push(format!("r.status = ?{}", values.len()));
+        }
+        if let Some(experiment) = &filter.experiment {
+            values.push(Value::Text(experiment.clone()));
+            conditions.push(format!("e.name = ?{}", values.len()));
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        values.push(Value::Integer(limit_value(filter.limit)));
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
+             {where_clause} ORDER BY r.id DESC LIMIT ?{}",
+            values.len()
+        );
+        let conn = self.connection();
+        let partials = conn
+            .prepare_cached(&sql)?
+            .query_map(params_from_iter(values), record_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        partials.into_iter().map(|partial| complete(&conn, partial)).collect()
+    }
+
+    /// Runs that recorded `run` as an upstream input, oldest first.
+    pub fn downstream(&self, run: &str) -> Result<Vec<RunId>> {
+        let conn = self.connection();
+        let (_, run_id) = resolve_run(&conn, run)?;
+        downstream_of(&conn, &run_id)
+    }
+}
+
+/// Resolves a full id or a unique prefix to `(rowid, run_id)`.
+pub(crate) fn resolve_run(conn: &Connection, id_or_prefix: &str) -> Result<(i64, RunId)> {
+    let prefix = id_or_prefix.trim().to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(StoreError::NotFound(id_or_prefix.to_string()));
+    }
+    let exact = conn
+        .prepare_cached("SELECT id, run_id FROM runs WHERE run_id = ?1")?
+        .query_row([&prefix], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some(found) = exact {
+        return Ok(found);
+    }
+    // Every id is ASCII hex, so `prefix || 'g'` bounds the range of ids that start with it.
+    let mut matches: Vec<(i64, RunId)> = conn
+        .prepare_cached(
+            "SELECT id, run_id FROM runs WHERE run_id >= ?1 AND run_id < ?2 ORDER BY run_id LIMIT ?3",
+        )?
+        .query_map(
+            params![prefix, format!("{prefix}g"), (MAX_CANDIDATES + 1) as i64],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    match matches.len() {
+        0 => Err(StoreError::NotFound(id_or_prefix.to_string())),
+        1 => Ok(matches.remove(0)),
+        _ => Err(StoreError::Ambiguous {
+            prefix: id_or_prefix.to_string(),
+            candidates: matches.into_iter().take(MAX_CANDIDATES).map(|(_, id)| id).collect(),
+        }),
+    }
+}
+
+/// Ids of the runs that list `run_id` among their inputs.
+pub(crate) fn downstream_of(conn: &Connection, run_id: &str) -> Result<Vec<RunId>> {
+    let ids = conn
+        .prepare_cached(
+            "SELECT DISTINCT r.run_id, r.id FROM run_inputs i JOIN runs r ON r.id = i.run
+             WHERE i.upstream_run_id = ?1 ORDER BY r.id",
+        )?
+        .query_map([run_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// A run row before its params and upstream edges are attached.
+struct PartialRecord {
+    rowid: i64,
+    record: RunRecord,
+}
+
+/// Reads one row of `RUN_COLUMNS`; params and upstream are filled by [`complete`].
+fn record_from_row(row: &Row) -> rusqlite::Result<Result<PartialRecord>> {
+    let status: String = row.get(8)?;
+    let run_time: i64 = row.get(5)?;
+    let start_time: i64 = row.get(6)?;
+    let end_time: Option<i64> = row.get(7)?;
+    let build = || -> Result<PartialRecord> {
+        Ok(PartialRecord {
+            rowid: row.get(0)?,
+            record: RunRecord {
+                run_id: row.get(1)?,
+                experiment: row.get(2)?,
+                entry: row.get(3)?,
+                key_value: row.get(4)?,
+                run_time: from_micros(run_time)?,
+                start_time: from_micros(start_time)?,
+                end_time: end_time.map(from_micros).transpose()?,
+                status: status
+                    .parse::<RunStatus>()
+                    .map_err(|_| StoreError::corrupt(format!("unknown run status `{status}`")))?,
+                params: Default::default(),
+                upstream: Vec::new(),
+                data_version: row.get(9)?,
+                code_version: row.get(10)?,
+                code_dirty: row.get(11)?,
+                command: row.get(12)?,
+                pid: row.get(13)?,
+                manifest_hash: row.get(14)?,
+            },
+        })
+    };
+    Ok(build())
+}
+
+/// Attaches params and upstream edges to a row read by `record_from_row`.
+fn complete(conn: &Connection, partial: Result<PartialRecord>) -> Result<RunRecord> {
+    let PartialRecord { rowid, mut record } = partial?;
+    record.params = conn
+        .prepare_cached("SELECT key, value FROM params WHERE run = ?1")?
+        .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    record.upstream = conn
+        .prepare_cached(
+            "SELECT upstream_entry, upstream_run_id FROM run_inputs WHERE run = ?1
+             ORDER BY upstream_entry, upstream_run_id",
+        )?
+        .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(record)
+}
+
+/// SQLite's LIMIT: -1 means no limit.
+fn limit_value(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::test_support::{begin, day, temp_store};
+
+    fn params(seed: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("seed".to_string(), seed.to_string())])
+    }
+
+    /// A FINISHED `train` run keyed like `begin` does, with the given params and upstream.
+    fn finished(store: &Store, seed: &str, upstream: &[(String, RunId)], run_time: chrono::DateTime<chrono::Utc>) -> RunId {
+        let run = begin(store, "train", &params(seed), upstream, run_time);
+        store.end_run(&run, RunStatus::Finished).unwrap();
+        run
+    }
+
+    fn query<'a>(
+        params: &'a BTreeMap<String, String>,
+        upstream: &'a [(String, RunId)],
+    ) -> ReuseQuery<'a> {
+        ReuseQuery {
+            entry: "train",
+            key_value: Some("SMD"),
+            params,
+            upstream,
+            data_version: Some("data-1"),
+            code_version: Some("abc123"),
+            run_time: None,
+        }
+    }
+
+    fn found(store: &Store, query: &ReuseQuery) -> Option<RunId> {
+        store.find_reusable(query).unwrap().map(|run| run.run_id)
+    }
+
+    #[test]
+    fn find_reusable_requires_every_key_field() {
+        let (_dir, store) = temp_store();
+        let load = finished(&store, "0", &[], day(1));
+        let other_load = finished(&store, "1", &[], day(1));
+        let upstream = vec![("load".to_string(), load)];
+        let run = finished(&store, "7", &upstream, day(3));
+        let seven = params("7");
+
+        assert_eq!(found(&store, &query(&seven, &upstream)), Some(run.clone()));
+        assert_eq!(found(&store, &query(&params("8"), &upstream)), None, "params differ");
+        let moved = vec![("load".to_string(), other_load)];
+        assert_eq!(found(&store, &query(&seven, &moved)), None, "upstream differs");
+        assert_eq!(found(&store, &query(&seven, &[])), None, "upstream missing");
+        assert_eq!(found(&store, &ReuseQuery { data_version: Some("data-2"), ..query(&seven, &upstream) }), None);
+        assert_eq!(found(&store, &ReuseQuery { code_version: Some("def456"), ..query(&seven, &upstream) }), None);
+        assert_eq!(found(&store, &ReuseQuery { code_version: None, ..query(&seven, &upstream) }), Some(run.clone()));
+        assert_eq!(found(&store, &ReuseQuery { key_value: None, ..query(&seven, &upstream) }), None);
+        assert_eq!(found(&store, &ReuseQuery { entry: "evaluate", ..query(&seven, &upstream) }), None);
+        let day_three = Some((day(3), day(4)));
+        assert_eq!(found(&store, &ReuseQuery { run_time: day_three, ..query(&seven, &upstream) }), Some(run));
+        // The window is exclusive at its end.
+        let before = Some((day(2), day(3)));
+        assert_eq!(found(&store, &ReuseQuery { run_time: before, ..query(&seven, &upstream) }), None);
+    }
+
+    #[test]
+    fn find_reusable_picks_newest_finished() {
+        let (_dir, store) = temp_store();
+        let seven = params("7");
+        let older = finished(&store, "7", &[], day(2));
+        let newest = finished(&store, "7", &[], day(5));
+        let _earlier_but_later_started = finished(&store, "7", &[], day(3));
+        let failed = begin(&store, "train", &seven, &[], day(9));
+        store.end_run(&failed, RunStatus::Failed).unwrap();
+        let _running = begin(&store, "train", &seven, &[], day(9));
+
+        assert_eq!(found(&store, &query(&seven, &[])), Some(newest));
+        let early = Some((day(1), day(3)));
+        assert_eq!(found(&store, &ReuseQuery { run_time: early, ..query(&seven, &[]) }), Some(older));
+    }
+
+    #[test]
+    fn reuse_and_recent_queries_use_indexes() {
+        let (_dir, store) = temp_store();
+        let conn = store.connection();
+        for (sql, index) in [
+            (
+                "SELECT id FROM runs WHERE entry = ?1 AND key_value IS ?2 AND params_hash = ?3
+                   AND inputs_hash = ?4 AND data_version = ?5 AND status = 'FINISHED'
+                   AND run_time >= ?6 AND run_time < ?7 AND (?8 IS NULL OR code_version = ?8)
+                 ORDER BY run_time DESC, id DESC LIMIT 1",
+                "runs_reuse",
+            ),
+            (
+                "SELECT id FROM runs WHERE entry = ?1 AND key_value IS ?2
+                 ORDER BY run_time DESC, id DESC LIMIT ?3",
+                "runs_recent",
+            ),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([] as [i64; 0], |row| row.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains(index), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "sorts without a temp b-tree: {plan}");
+        }
+    }
+
+    #[test]
+    fn recent_runs_lists_any_status_newest_first() {
+        let (_dir, store) = temp_store();
+        let first = finished(&store, "1", &[], day(1));
+        let third = begin(&store, "train", &params("3"), &[], day(3));
+        let second = finished(&store, "2", &[], day(2));
+        let recent = store.recent_runs("train", Some("SMD"), 10).unwrap();
+        let ids: Vec<RunId> = recent.into_iter().map(|run| run.run_id).collect();
+        assert_eq!(ids, vec![third, second.clone(), first]);
+        assert_eq!(store.recent_runs("train", Some("SMD"), 2).unwrap().len(), 2);
+        assert!(store.recent_runs("train", None, 10).unwrap().is_empty());
+        assert_eq!(store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..Default::default() }).unwrap().len(), 1);
+        let limited = store.list_runs(&RunFilter { entry: Some("train".into()), limit: Some(1), ..Default::default() }).unwrap();
+        assert_eq!(limited[0].run_id, second, "list_runs is newest started first");
+        assert!(store.list_runs(&RunFilter { experiment: Some("other".into()), ..Default::default() }).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prefixes_resolve_or_report_ambiguity() {
+        let (_dir, store) = temp_store();
+        let ids: Vec<RunId> = (0..40).map(|seed| finished(&store, &seed.to_string(), &[], day(1))).collect();
+        let id = &ids[0];
+        assert_eq!(store.get_run(id).unwrap().run_id, *id);
+        assert_eq!(store.get_run(&id[..12].to_ascii_uppercase()).unwrap().run_id, *id);
+        // 40 ids over 16 hex digits: by pigeonhole some first digit is shared.
+        let shared = ids
+            .iter()
+            .map(|id| &id[..1])
+            .find(|first| ids.iter().filter(|id| id.starts_with(*first)).count() >= 2)
+            .unwrap();
+        match store.get_run(shared) {
+            Err(StoreError::Ambiguous { prefix, candidates }) => {
+                assert_eq!(prefix, shared);
+                assert!(candidates.len() >= 2 && candidates.len() <= MAX_CANDIDATES);
+                assert!(candidates.iter().all(|candidate| candidate.starts_with(shared)));
+            }
+            other => panic!("expected Ambiguous, got {other:?}"),
+        }
+        assert!(matches!(store.get_run("zz"), Err(StoreError::NotFound(prefix)) if prefix == "zz"));
+        assert!(matches!(store.get_run(""), Err(StoreError::NotFound(_))));
+        let absent = if id.starts_with('0') { "f".repeat(32) } else { "0".repeat(32) };
+        assert!(matches!(store.get_run(&absent), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn downstream_lists_consumers() {
+        let (_dir, store) = temp_store();
+        let load = finished(&store, "0", &[], day(1));
+        let upstream = vec![("load".to_string(), load.clone())];
+        let first = finished(&store, "1", &upstream, day(1));
+        let second = finished(&store, "2", &upstream, day(1));
+        assert_eq!(store.downstream(&load).unwrap(), vec![first.clone(), second]);
+        assert!(store.downstream(&first).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,412 @@
+//! Runs: their key, their life cycle (begin, end, reap, delete) and the records read back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use crate::store::digest::{inputs_hash, new_run_id, params_hash};
+use crate::store::error::{Result, StoreError};
+use crate::store::queries::resolve_run;
+use crate::store::timestamps::{now, serialize_optional_time, serialize_time, to_micros};
+use crate::store::Store;
+
+/// 32 lower-case hex chars; any unique prefix resolves to it.
+pub type RunId = String;
+
+/// Where a run is in its life; only `Finished` runs are reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Failed,
+    Killed,
+}
+
+/// Everything known when a run starts: its key, its provenance and its command.
+pub struct NewRun<'a> {
+    pub experiment: &'a str,
+    pub entry: &'a str,
+    pub key_value: Option<&'a str>,
+    /// Params with defaults applied: exactly what reuse compares.
+    pub params: &'a BTreeMap<String, String>,
+    /// `(entry, run)` for every upstream run this run reads.
+    pub upstream: &'a [(String, RunId)],
+    pub data_version: &'a str,
+    /// Commit hex, or `none` outside git.
+    pub code_version: &'a str,
+    pub code_dirty: bool,
+    pub command: &'a str,
+    pub run_time: DateTime<Utc>,
+}
+
+/// A stored run as the CLI, lineage and resolver see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub experiment: String,
+    pub entry: String,
+    pub key_value: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    pub run_time: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_time")]
+    pub start_time: DateTime<Utc>,
+    #[serde(serialize_with = "serialize_optional_time")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub status: RunStatus,
+    pub params: BTreeMap<String, String>,
+    /// `(entry, run)` pairs, sorted.
+    pub upstream: Vec<(String, RunId)>,
+    pub data_version: String,
+    pub code_version: String,
+    pub code_dirty: bool,
+    pub command: String,
+    pub pid: Option<i64>,
+    pub manifest_hash: Option<String>,
+}
+
+/// The resolver's question: the newest FINISHED run with exactly this key.
+pub struct ReuseQuery<'a> {
+    pub entry: &'a str,
+    pub key_value: Option<&'a str>,
+    pub params: &'a BTreeMap<String, String>,
+    pub upstream: &'a [(String, RunId)],
+    /// `None` accepts any data version (a run pinned by a time selector).
+    pub data_version: Option<&'a str>,
+    /// `None` accepts any code version (the reuse policy decides).
+    pub code_version: Option<&'a str>,
+    /// Inclusive start, exclusive end; `None` accepts any run time.
+    pub run_time: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// Filters of `flow runs list`; every `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub entry: Option<String>,
+    pub status: Option<RunStatus>,
+    pub experiment: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl RunStatus {
+    /// The spelling stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "RUNNING",
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = StoreError;
+
+    /// Case-insensitive, so `--status finished` works on the command line.
+    fn from_str(text: &str) -> Result<RunStatus> {
+        match text.to_ascii_uppercase().as_str() {
+            "RUNNING" => Ok(RunStatus::Running),
+            "FINISHED" => Ok(RunStatus::Finished),
+            "FAILED" => Ok(RunStatus::Failed),
+            "KILLED" => Ok(RunStatus::Killed),
+            _ => Err(StoreError::Invalid {
+                what: "run status",
+                value: text.to_string(),
+                reason: "expected RUNNING, FINISHED, FAILED or KILLED".to_string(),
+            }),
+        }
+    }
+}
+
+impl Store {
+    /// Records a RUNNING run owned by this process, with its params and upstream edges,
+    /// in one transaction.
+    pub fn begin_run(&self, new: &NewRun) -> Result<RunId> {
+        let mut conn = self.connection();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pid = i64::from(std::process::id());
+        let run_id = insert_run(&tx, new, RunStatus::Running, Some(pid), &self.host, now(), None)?;
+        tx.commit()?;
+        Ok(run_id)
+    }
+
+    /// Sets the final status and end time.
+    pub fn end_run(&self, run: &str, status: RunStatus) -> Result<()> {
+        if status == RunStatus::Running {
+            return Err(StoreError::Invalid {
+                what: "final status",
+                value: status.to_string(),
+                reason: "a run ends FINISHED, FAILED or KILLED".to_string(),
+            });
+        }
+        let conn = self.connection();
+        let (rowid, _) = resolve_run(&conn, run)?;
+        conn.prepare_cached("UPDATE runs SET status = ?1, end_time = ?2, pid = NULL WHERE id = ?3")?
+            .execute(params![status.as_str(), to_micros(now()), rowid])?;
+        Ok(())
+    }
+
+    /// Marks FAILED the RUNNING runs of this host whose process is gone (a crash or a
+    /// kill -9 never reached `end_run`). Returns the runs it changed.
+    pub fn reap_dead_runs(&self) -> Result<Vec<RunId>> {
+        let mut conn = self.connection();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let running: Vec<(i64, RunId, Option<i64>)> = tx
+            .prepare_cached("SELECT id, run_id, pid FROM runs WHERE status = 'RUNNING' AND host = ?1")?
+            .query_map([&self.host], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut reaped = Vec::new();
+        for (rowid, run_id, pid) in running {
+            let Some(pid) = pid else { continue };
+            if process_alive(pid) {
+                continue;
+            }
+            tx.prepare_cached(
+                "UPDATE runs SET status = 'FAILED', end_time = ?1, pid = NULL WHERE id = ?2",
+            )?
+            .execute(params![to_micros(now()), rowid])?;
+            reaped.push(run_id);
+        }
+        tx.commit()?;
+        Ok(reaped)
+    }
+
+    /// Removes the run's rows (params, metrics, tags, edges, artifacts) and its run_dir.
+    /// Refuses, naming them, while other runs or model versions use it, unless `force`.
+    /// Its objects stay until `gc`, which may find them shared with other runs.
+    pub fn delete_run(&self, run: &str, force: bool) -> Result<()> {
+        let run_id = {
+            let mut conn = self.connection();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (rowid, run_id) = resolve_run(&tx, run)?;
+            let mut dependants = crate::store::queries::downstream_of(&tx, &run_id)?;
+            let models: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT name, version FROM model_versions WHERE run_id = ?1 ORDER BY name, version",
+                )?
+                .query_map([&run_id], |row| {
+                    Ok(format!("models:/{}/{}", row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            dependants.extend(models);
+            if !force && !dependants.is_empty() {
+                return Err(StoreError::HasDependants { run: run_id, dependants });
+            }
+            tx.execute("DELETE FROM runs WHERE id = ?1", [rowid])?;
+            tx.commit()?;
+            run_id
+        };
+        let view = self.dir.join("runs").join(&run_id);
+        if view.exists() {
+            std::fs::remove_dir_all(&view).map_err(StoreError::io(&view))?;
+        }
+        Ok(())
+    }
+}
+
+/// Inserts one run with its params and edges inside the caller's transaction; shared by
+/// `begin_run` and the synthetic filler so both write identical rows.
+pub(crate) fn insert_run(
+    tx: &rusqlite::Transaction,
+    new: &NewRun,
+    status: RunStatus,
+    pid: Option<i64>,
+    host: &str,
+    start_time: DateTime<Utc>,
+    end_time: Option<DateTime<Utc>>,
+) -> Result<RunId> {
+    for (_, upstream_run) in new.upstream {
+        let known = tx
+            .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")?
+            .query_row([upstream_run], |_| Ok(()))
+            .optional()?;
+        if known.is_none() {
+            return Err(StoreError::NotFound(upstream_run.clone()));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO experiments (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute(params![new.experiment, to_micros(start_time)])?;
+    let experiment_id: i64 = tx
+        .prepare_cached("SELECT id FROM experiments WHERE name = ?1")?
+        .query_row([new.experiment], |row| row.get(0))?;
+    let run_id = new_run_id();
+    tx.prepare_cached(
+        "INSERT INTO runs (run_id, experiment_id, entry, key_value, run_time, start_time, end_time,
+             status, params_hash, inputs_hash, data_version, code_version, code_dirty, command,
+             pid, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        run_id,
+        experiment_id,
+        new.entry,
+        new.key_value,
+        to_micros(new.run_time),
+        to_micros(start_time),
+        end_time.map(to_micros),
+        status.as_str(),
+        params_hash(new.params),
+        inputs_hash(new.upstream),
+        new.data_version,
+        new.code_version,
+        new.code_dirty,
+        new.command,
+        pid,
+        host,
+    ])?;
+    let rowid = tx.last_insert_rowid();
+    let mut insert_param = tx.prepare_cached("INSERT INTO params (run, key, value) VALUES (?1, ?2, ?3)")?;
+    for (key, value) in new.params {
+        insert_param.execute(params![rowid, key, value])?;
+    }
+    let mut insert_edge = tx.prepare_cached(
+        "INSERT OR IGNORE INTO run_inputs (run, upstream_entry, upstream_run_id) VALUES (?1, ?2, ?3)",
+    )?;
+    for (entry, upstream_run) in new.upstream {
+        insert_edge.execute(params![rowid, entry, upstream_run])?;
+    }
+    Ok(run_id)
+}
+
+/// `kill(pid, 0)`: succeeds, or fails with EPERM, exactly when the process exists.
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::test_support::{begin, day, temp_store};
+
+    #[test]
+    fn status_round_trips_through_text() {
+        for status in [RunStatus::Running, RunStatus::Finished, RunStatus::Failed, RunStatus::Killed] {
+            assert_eq!(status.as_str().parse::<RunStatus>().unwrap(), status);
+        }
+        assert_eq!("finished".parse::<RunStatus>().unwrap(), RunStatus::Finished);
+        assert!(matches!("done".parse::<RunStatus>(), Err(StoreError::Invalid { .. })));
+    }
+
+    #[test]
+    fn begin_end_get_round_trip() {
+        let (_dir, store) = temp_store();
+        let params = BTreeMap::from([("dataset".to_string(), "SMD".to_string())]);
+        let load = begin(&store, "load", &params, &[], day(1));
+        let upstream = vec![("load".to_string(), load.clone())];
+        let train = begin(&store, "train", &params, &upstream, day(2));
+
+        let record = store.get_run(&train).unwrap();
+        assert_eq!(record.status, RunStatus::Running);
+        assert_eq!(record.pid, Some(i64::from(std::process::id())));
+        assert_eq!(record.params, params);
+        assert_eq!(record.upstream, upstream);
+        assert_eq!(record.run_time, day(2));
+        assert_eq!(record.key_value.as_deref(), Some("SMD"));
+        assert!(record.end_time.is_none());
+
+        store.end_run(&train, RunStatus::Finished).unwrap();
+        let record = store.get_run(&train).unwrap();
+        assert_eq!(record.status, RunStatus::Finished);
+        assert!(record.end_time.is_some());
+        assert_eq!(record.pid, None);
+        assert!(store.end_run(&train, RunStatus::Running).is_err());
+    }
+
+    #[test]
+    fn begin_run_rejects_unknown_upstream() {
+        let (_dir, store) = temp_store();
+        let upstream = vec![("load".to_string(), "f".repeat(32))];
+        let result = store.begin_run(&NewRun {
+            experiment: "Default",
+            entry: "train",
+            key_value: None,
+            params: &BTreeMap::new(),
+            upstream: &upstream,
+            data_version: "d",
+            code_version: "none",
+            code_dirty: false,
+            command: "true",
+            run_time: day(1),
+        });
+        assert!(matches!(result, Err(StoreError::NotFound(id)) if id == "f".repeat(32)));
+        assert!(store.list_runs(&RunFilter::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reap_marks_only_runs_of_dead_processes() {
+        let (_dir, store) = temp_store();
+        let none = BTreeMap::new();
+        let alive = begin(&store, "load", &none, &[], day(1));
+        let dead = begin(&store, "load", &none, &[], day(1));
+        // A child that has exited and been waited for: its pid names no process.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = i64::from(child.id());
+        child.wait().unwrap();
+        store
+            .connection()
+            .execute("UPDATE runs SET pid = ?1 WHERE run_id = ?2", params![dead_pid, dead])
+            .unwrap();
+
+        assert_eq!(store.reap_dead_runs().unwrap(), vec![dead.clone()]);
+        assert_eq!(store.get_run(&dead).unwrap().status, RunStatus::Failed);
+        assert_eq!(store.get_run(&alive).unwrap().status, RunStatus::Running);
+        assert!(store.reap_dead_runs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn delete_refuses_with_dependants_unless_forced() {
+        let (_dir, store) = temp_store();
+        let none = BTreeMap::new();
+        let load = begin(&store, "load", &none, &[], day(1));
+        let train = begin(&store, "train", &none, &[("load".to_string(), load.clone())], day(1));
+        store.set_tag(&load, "note", "x").unwrap();
+
+        match store.delete_run(&load, false) {
+            Err(StoreError::HasDependants { run, dependants }) => {
+                assert_eq!(run, load);
+                assert_eq!(dependants, vec![train.clone()]);
+            }
+            other => panic!("expected HasDependants, got {other:?}"),
+        }
+        store.delete_run(&train, false).unwrap();
+        store.delete_run(&load, false).unwrap();
+        assert!(matches!(store.get_run(&load), Err(StoreError::NotFound(_))));
+        let tags: i64 = store
+            .connection()
+            .query_row("SELECT count(*) FROM tags", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(tags, 0, "cascade removes the run's tags");
+    }
+
+    #[test]
+    fn forced_delete_keeps_downstream_lineage_text() {
+        let (_dir, store) = temp_store();
+        let none = BTreeMap::new();
+        let load = begin(&store, "load", &none, &[], day(1));
+        let train = begin(&store, "train", &none, &[("load".to_string(), load.clone())], day(1));
+        store.delete_run(&load, true).unwrap();
+        assert_eq!(store.get_run(&train).unwrap().upstream, vec![("load".to_string(), load)]);
+    }
+}

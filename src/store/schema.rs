@@ -1,0 +1,258 @@
+//! Versioned schema migrations, after cargo's `util/sqlite.rs`.
+//!
+//! The list below is ordered and only ever grows: the database records in `user_version`
+//! how many entries it has applied, and [`migrate`] applies the rest in one exclusive
+//! transaction. Never edit or remove an entry, never drop a table or column; add a new
+//! entry instead. Times are integers (microseconds since the Unix epoch, UTC) so range
+//! queries and ordering use indexes.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// One schema step: a closure so a future step can move data, not only run DDL.
+pub(crate) type Migration = Box<dyn Fn(&Connection) -> rusqlite::Result<()>>;
+
+/// A migration that is a fixed batch of SQL statements.
+pub(crate) fn sql_migration(sql: &'static str) -> Migration {
+    Box::new(move |conn| conn.execute_batch(sql))
+}
+
+/// Applies the migrations the database has not seen yet, all or nothing.
+pub(crate) fn migrate(conn: &mut Connection, migrations: &[Migration]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let applied: usize = tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+        row.get::<_, i64>(0)
+            .map(|version| usize::try_from(version).unwrap_or(0))
+    })?;
+    if applied < migrations.len() {
+        for migration in &migrations[applied..] {
+            migration(&tx)?;
+        }
+        let version = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()
+}
+
+/// The schema of `flow.db`, in the order it was introduced.
+pub(crate) fn migrations() -> Vec<Migration> {
+    vec![
+        sql_migration(
+            "CREATE TABLE experiments (
+                -- Compact key that runs reference.
+                id INTEGER PRIMARY KEY,
+                -- Name chosen by the user (`Default` unless set); groups runs in listings.
+                name TEXT NOT NULL UNIQUE,
+                -- When the first run of the experiment started (µs since epoch, UTC).
+                created_at INTEGER NOT NULL
+            );",
+        ),
+        sql_migration(
+            "CREATE TABLE runs (
+                -- Compact key every per-run table references (cheaper than the text id).
+                id INTEGER PRIMARY KEY,
+                -- 32 lower-case hex chars, what users see and type; UNIQUE gives the prefix index.
+                run_id TEXT NOT NULL UNIQUE,
+                -- Experiment the run belongs to.
+                experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+                -- Entry point (step) name from MLproject.yaml.
+                entry TEXT NOT NULL,
+                -- Value of the step's `key` parameter (dataset, logic, algorithm); NULL when it has none.
+                key_value TEXT,
+                -- Logical time of the run key (µs); time selectors such as `retrieval_time=<day>` match it.
+                run_time INTEGER NOT NULL,
+                -- Wall clock when the run began (µs).
+                start_time INTEGER NOT NULL,
+                -- Wall clock when the run ended (µs); NULL while RUNNING.
+                end_time INTEGER,
+                -- RUNNING, FINISHED, FAILED or KILLED; only FINISHED runs are reused.
+                status TEXT NOT NULL CHECK (status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
+                -- blake3 of the canonical params (digest::params_hash), so reuse compares one column.
+                params_hash TEXT NOT NULL,
+                -- blake3 of the sorted (entry, upstream run) pairs (digest::inputs_hash).
+                inputs_hash TEXT NOT NULL,
+                -- blake3 of the step's input content (raw files or upstream manifests).
+                data_version TEXT NOT NULL,
+                -- git commit hex of the project, or `none` outside git.
+                code_version TEXT NOT NULL,
+                -- 1 when the work tree had uncommitted changes.
+                code_dirty INTEGER NOT NULL,
+                -- The command as executed, params substituted.
+                command TEXT NOT NULL,
+                -- OS process that owns a RUNNING row; reap_dead_runs checks it is alive.
+                pid INTEGER,
+                -- Host of that process: a pid means nothing on another machine.
+                host TEXT NOT NULL,
+                -- Object hash of the output manifest; NULL until publish commits, so a
+                -- half-published run never looks complete.
+                manifest_hash TEXT
+            );
+            -- find_reusable: equality on every key field, then newest run_time first.
+            CREATE INDEX runs_reuse ON runs
+                (entry, key_value, params_hash, inputs_hash, data_version, status, run_time);
+            -- recent_runs: candidates of one step, newest first.
+            CREATE INDEX runs_recent ON runs (entry, key_value, run_time);
+            -- reap_dead_runs: only the few RUNNING rows.
+            CREATE INDEX runs_running ON runs (host) WHERE status = 'RUNNING';",
+        ),
+        sql_migration(
+            "CREATE TABLE params (
+                -- Run the parameter belongs to.
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Parameter name as declared in MLproject.yaml.
+                key TEXT NOT NULL,
+                -- Value with defaults applied, as text; these rows are what params_hash digests.
+                value TEXT NOT NULL,
+                PRIMARY KEY (run, key)
+            ) WITHOUT ROWID;
+            CREATE TABLE logged_params (
+                -- Run that logged the parameter itself (not part of the reuse key).
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Parameter name chosen by the step.
+                key TEXT NOT NULL,
+                -- Last value logged.
+                value TEXT NOT NULL,
+                PRIMARY KEY (run, key)
+            ) WITHOUT ROWID;",
+        ),
+        sql_migration(
+            "CREATE TABLE metrics (
+                -- Run that logged the point.
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Metric name (`loss`, `f1`, ...).
+                key TEXT NOT NULL,
+                -- The value; NULL stands for NaN, which SQLite cannot store as REAL.
+                value REAL,
+                -- Training step or epoch the value belongs to.
+                step INTEGER NOT NULL,
+                -- When it was logged (ms since epoch, UTC).
+                timestamp INTEGER NOT NULL
+            );
+            -- History and latest value per key of one run, in step order.
+            CREATE INDEX metrics_by_run ON metrics (run, key, step);",
+        ),
+        sql_migration(
+            "CREATE TABLE tags (
+                -- Run the tag is attached to.
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Tag name.
+                key TEXT NOT NULL,
+                -- Tag value (last write wins).
+                value TEXT NOT NULL,
+                PRIMARY KEY (run, key)
+            ) WITHOUT ROWID;",
+        ),
+        sql_migration(
+            "CREATE TABLE run_inputs (
+                -- The downstream run.
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Entry point of the upstream run (the FLOW_INPUT_<STEP> it was given as).
+                upstream_entry TEXT NOT NULL,
+                -- run_id of the upstream run; text, not a foreign key, so lineage still names
+                -- an upstream deleted with force.
+                upstream_run_id TEXT NOT NULL,
+                PRIMARY KEY (run, upstream_entry, upstream_run_id)
+            ) WITHOUT ROWID;
+            -- downstream(): who consumed a run; delete_run checks it.
+            CREATE INDEX run_inputs_by_upstream ON run_inputs (upstream_run_id);",
+        ),
+        sql_migration(
+            "CREATE TABLE artifacts (
+                -- Run that produced the file.
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Logical path inside the run's output directory, `/`-separated.
+                path TEXT NOT NULL,
+                -- blake3 hex of the content: the object's name under objects/.
+                hash TEXT NOT NULL,
+                -- Size in bytes.
+                size INTEGER NOT NULL,
+                PRIMARY KEY (run, path)
+            ) WITHOUT ROWID;
+            -- gc: the set of referenced objects as an index scan.
+            CREATE INDEX artifacts_by_hash ON artifacts (hash);",
+        ),
+        sql_migration(
+            "CREATE TABLE registered_models (
+                -- Name users register under (`smd-detector`).
+                name TEXT PRIMARY KEY,
+                -- Free text.
+                description TEXT NOT NULL DEFAULT '',
+                -- When it was registered (µs since epoch, UTC).
+                created_at INTEGER NOT NULL
+            );
+            CREATE TABLE model_versions (
+                -- Registered model this is a version of.
+                name TEXT NOT NULL REFERENCES registered_models(name) ON DELETE CASCADE,
+                -- 1, 2, 3, ... per name.
+                version INTEGER NOT NULL,
+                -- run_id of the run whose bundle this version points at.
+                run_id TEXT NOT NULL,
+                -- Logical path of the bundle inside that run's outputs.
+                artifact_path TEXT NOT NULL,
+                -- None, Staging, Production or Archived.
+                stage TEXT NOT NULL DEFAULT 'None'
+                    CHECK (stage IN ('None', 'Staging', 'Production', 'Archived')),
+                -- When the version was created (µs since epoch, UTC).
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (name, version)
+            );
+            -- delete_run: a run backing a model version is a dependant.
+            CREATE INDEX model_versions_by_run ON model_versions (run_id);
+            CREATE TABLE model_aliases (
+                -- Registered model.
+                name TEXT NOT NULL,
+                -- Alias such as `champion`; unique per model.
+                alias TEXT NOT NULL,
+                -- Version the alias points at.
+                version INTEGER NOT NULL,
+                PRIMARY KEY (name, alias),
+                FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE
+            );",
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn migrate_twice_applies_only_new_steps() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let mut steps = vec![sql_migration("CREATE TABLE foo (a, b)")];
+        migrate(&mut conn, &steps).unwrap();
+        conn.execute("INSERT INTO foo VALUES (1, 2)", []).unwrap();
+        steps.push(sql_migration("ALTER TABLE foo ADD COLUMN c"));
+        migrate(&mut conn, &steps).unwrap();
+        conn.execute("INSERT INTO foo VALUES (1, 2, 3)", []).unwrap();
+        // A third pass with nothing new must not re-run `CREATE TABLE foo`.
+        migrate(&mut conn, &steps).unwrap();
+        assert_eq!(user_version(&conn), 2);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM foo", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn full_schema_migrates_twice() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &migrations()).unwrap();
+        migrate(&mut conn, &migrations()).unwrap();
+        assert_eq!(user_version(&conn), migrations().len() as i64);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 11);
+    }
+}

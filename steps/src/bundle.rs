@@ -1,0 +1,440 @@
+//! The model bundle: preprocessor + MTAD-GAT weights + thresholds, in one directory.
+//!
+//! `flow-model.json` ([`BundleManifest`]) says how to turn raw rows into model input and
+//! how to read the scores; `weights.safetensors` holds the network under the reference
+//! implementation's state-dict names. `train` writes it, `evaluate` fills in thresholds,
+//! `predict` and serving only ever load this directory.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::data::preprocessor::Preprocessor;
+use crate::model::{Config, MtadGat};
+
+pub const MANIFEST_FILE: &str = "flow-model.json";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// Windows per forward pass when scoring.
+const SCORE_BATCH: usize = 256;
+
+/// The manifest, `model/flow-model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleManifest {
+    pub format_version: u32,
+    /// `mtad_gat`.
+    pub algorithm: String,
+    /// Columns, scaler, target dims, window, training statistics.
+    pub preprocessor: Preprocessor,
+    pub model: Config,
+    /// Score = forecast error + gamma * reconstruction error.
+    pub gamma: f64,
+    /// Filled by `evaluate`; `train` leaves them empty.
+    pub thresholds: Thresholds,
+    pub trained: TrainSummary,
+}
+
+impl BundleManifest {
+    pub const FORMAT_VERSION: u32 = 1;
+}
+
+/// Anomaly thresholds on the row score, by method.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub pot: Option<f64>,
+    pub epsilon: Option<f64>,
+    pub best_f1: Option<f64>,
+    /// `pot`, `epsilon` or `best_f1`: the one predict and serving apply.
+    pub chosen: Option<String>,
+}
+
+impl Thresholds {
+    /// The chosen threshold, else epsilon, else POT.
+    pub fn active(&self) -> Option<f64> {
+        let chosen = match self.chosen.as_deref() {
+            Some("pot") => self.pot,
+            Some("epsilon") => self.epsilon,
+            Some("best_f1") => self.best_f1,
+            _ => None,
+        };
+        chosen.or(self.epsilon).or(self.pot)
+    }
+}
+
+/// How the weights were obtained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    /// Best validation loss (the training loss when there was no validation split).
+    pub best_val_loss: f64,
+    pub seed: u64,
+    pub n_train_windows: usize,
+    pub train_run_id: String,
+}
+
+/// Per-row anomaly scores; see the contract in notes/contracts.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// = window: index of the first scored input row.
+    pub first_row: usize,
+    /// Number of scored features (target dims).
+    pub n_target: usize,
+    /// [n_scored]: mean of the per-feature scores.
+    pub total: Vec<f32>,
+    /// [n_scored * n_target]: |forecast - x| + gamma * |reconstruction - x|.
+    pub per_feature: Vec<f32>,
+    /// [n_scored * n_target]; NaN when the model's mode has no forecasting head.
+    pub forecast: Vec<f32>,
+    /// [n_scored * n_target]; NaN when the model's mode has no reconstruction head.
+    pub reconstruction: Vec<f32>,
+    /// [n_scored * n_target]: the scaled observed values.
+    pub actual: Vec<f32>,
+}
+
+impl Scores {
+    pub fn n_scored(&self) -> usize {
+        self.total.len()
+    }
+}
+
+/// A loaded bundle, ready to score.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub manifest: BundleManifest,
+    model: MtadGat,
+    weights: HashMap<String, Tensor>,
+    device: Device,
+}
+
+impl Bundle {
+    /// Assembles a bundle from a manifest and named weights (as `train` produces them).
+    pub fn from_weights(manifest: BundleManifest, weights: HashMap<String, Tensor>) -> Result<Bundle> {
+        let device = Device::Cpu;
+        check_manifest(&manifest)?;
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &device);
+        let model = MtadGat::new(&manifest.model, vb, manifest.trained.seed)
+            .context("the weights do not fit the model described by the manifest")?;
+        Ok(Bundle { manifest, model, weights, device })
+    }
+
+    pub fn load(dir: &Path) -> Result<Bundle> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read model manifest `{}`", manifest_path.display()))?;
+        let version: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not valid JSON", manifest_path.display()))?;
+        match version.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == BundleManifest::FORMAT_VERSION as u64 => {}
+            Some(v) => bail!(
+                "`{}` has format_version {v}; this flow reads format_version {}",
+                manifest_path.display(),
+                BundleManifest::FORMAT_VERSION
+            ),
+            None => bail!("`{}` has no `format_version`", manifest_path.display()),
+        }
+        let manifest: BundleManifest = serde_json::from_value(version)
+            .with_context(|| format!("`{}` is not a flow model manifest", manifest_path.display()))?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+            .with_context(|| format!("cannot read model weights `{}`", weights_path.display()))?;
+        Bundle::from_weights(manifest, weights).with_context(|| format!("invalid model bundle `{}`", dir.display()))
+    }
+
+    /// Writes both files, each through a temporary file, fsync and rename, weights first so a
+    /// manifest never points at missing weights.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights_tmp = temp_path(&weights_path);
+        candle_core::safetensors::save(&self.weights, &weights_tmp)
+            .with_context(|| format!("cannot write `{}`", weights_tmp.display()))?;
+        publish(&weights_tmp, &weights_path)?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest_tmp = temp_path(&manifest_path);
+        let text = serde_json::to_string_pretty(&self.manifest).context("cannot serialise the model manifest")?;
+        std::fs::write(&manifest_tmp, text).with_context(|| format!("cannot write `{}`", manifest_tmp.display()))?;
+        publish(&manifest_tmp, &manifest_path)?;
+        if let Ok(dir_handle) = File::open(dir) {
+            // Persists the renames; not every platform can fsync a directory.
+            let _ = dir_handle.sync_all();
+        }
+        Ok(())
+    }
+
+    pub fn with_thresholds(&self, thresholds: Thresholds) -> Bundle {
+        let mut bundle = self.clone();
+        bundle.manifest.thresholds = thresholds;
+        bundle
+    }
+
+    pub fn model(&self) -> &MtadGat {
+        &self.model
+    }
+
+    /// Named weights as stored in `weights.safetensors`.
+    pub fn weights(&self) -> &HashMap<String, Tensor> {
+        &self.weights
+    }
+
+    /// The scored feature indices (all columns when the preprocessor lists none).
+    pub fn target_dims(&self) -> Vec<usize> {
+        resolve_target_dims(&self.manifest.preprocessor.target_dims, self.manifest.preprocessor.n_features())
+    }
+
+    /// Scores scaled rows (row-major [n_rows, K]): rows window..n_rows. Row t combines the
+    /// forecast from rows t-W..t-1 with the last reconstructed row of rows t-W+1..t, as
+    /// ML4ITS `Predictor.get_score` does, but from one forward pass per window.
+    pub fn score_scaled(&self, series: &[f32], n_rows: usize) -> Result<Scores> {
+        let n_features = self.manifest.model.n_features;
+        let window = self.manifest.model.window;
+        if series.len() != n_rows * n_features {
+            bail!(
+                "the series has {} values, expected {n_rows} rows x {n_features} columns = {}",
+                series.len(),
+                n_rows * n_features
+            );
+        }
+        if n_rows <= window {
+            bail!("scoring needs more rows than the window ({window}): got {n_rows}, need at least {}", window + 1);
+        }
+        let targets = self.target_dims();
+        let n_target = targets.len();
+        let n_scored = n_rows - window;
+        let mode = self.manifest.model.mode;
+        let mut forecast = vec![f32::NAN; n_scored * n_target];
+        let mut reconstruction = vec![f32::NAN; n_scored * n_target];
+        // Window j covers rows j..j+W: it forecasts row j+W (scored index j) and its last
+        // reconstructed row is row j+W-1 (scored index j-1).
+        let n_windows = n_rows - window + 1;
+        let mut start = 0;
+        while start < n_windows {
+            let count = SCORE_BATCH.min(n_windows - start);
+            let mut batch = Vec::with_capacity(count * window * n_features);
+            for j in start..start + count {
+                batch.extend_from_slice(&series[j * n_features..(j + window) * n_features]);
+            }
+            let xs = Tensor::from_vec(batch, (count, window, n_features), &self.device)?;
+            let out = self.model.forward(&xs, false)?;
+            if let Some(fc) = out.forecast {
+                let fc = fc.flatten_all()?.to_vec1::<f32>()?;
+                for (offset, j) in (start..start + count).enumerate() {
+                    if j < n_scored {
+                        forecast[j * n_target..][..n_target].copy_from_slice(&fc[offset * n_target..][..n_target]);
+                    }
+                }
+            }
+            if let Some(rec) = out.reconstruction {
+                let last = rec.narrow(1, window - 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+                for (offset, j) in (start..start + count).enumerate() {
+                    if j >= 1 {
+                        reconstruction[(j - 1) * n_target..][..n_target]
+                            .copy_from_slice(&last[offset * n_target..][..n_target]);
+                    }
+                }
+            }
+            start += count;
+        }
+        let gamma = self.manifest.gamma as f32;
+        let mut actual = Vec::with_capacity(n_scored * n_target);
+        for t in window..n_rows {
+            actual.extend(targets.iter().map(|&d| series[t * n_features + d]));
+        }
+        let per_feature: Vec<f32> = (0..n_scored * n_target)
+            .map(|i| {
+                let fc = if mode.forecasts() { (forecast[i] - actual[i]).abs() } else { 0.0 };
+                let rec = if mode.reconstructs() { gamma * (reconstruction[i] - actual[i]).abs() } else { 0.0 };
+                fc + rec
+            })
+            .collect();
+        let total = per_feature.chunks_exact(n_target).map(|row| row.iter().sum::<f32>() / n_target as f32).collect();
+        Ok(Scores { first_row: window, n_target, total, per_feature, forecast, reconstruction, actual })
+    }
+
+    /// Raw rows (row-major [n_rows, K], unscaled, NaN allowed): scales them, then scores.
+    pub fn score_raw(&self, raw: &[f64], n_rows: usize) -> Result<Scores> {
+        let n_columns = self.manifest.preprocessor.n_features();
+        if raw.len() != n_rows * n_columns {
+            bail!(
+                "expected {n_rows} rows x {n_columns} columns ({}) = {} values, got {}",
+                self.manifest.preprocessor.columns.join(", "),
+                n_rows * n_columns,
+                raw.len()
+            );
+        }
+        let scaled = self.manifest.preprocessor.transform(raw);
+        self.score_scaled(&scaled, n_rows)
+    }
+}
+
+/// Target dims as stored, or every column when none are listed.
+pub fn resolve_target_dims(target_dims: &[usize], n_features: usize) -> Vec<usize> {
+    if target_dims.is_empty() {
+        (0..n_features).collect()
+    } else {
+        target_dims.to_vec()
+    }
+}
+
+fn check_manifest(manifest: &BundleManifest) -> Result<()> {
+    if manifest.format_version != BundleManifest::FORMAT_VERSION {
+        bail!(
+            "unsupported bundle format_version {}; this flow reads format_version {}",
+            manifest.format_version,
+            BundleManifest::FORMAT_VERSION
+        );
+    }
+    if manifest.algorithm != "mtad_gat" {
+        bail!("unsupported algorithm `{}` in the bundle; supported: `mtad_gat`", manifest.algorithm);
+    }
+    manifest.model.validate()?;
+    let pre = &manifest.preprocessor;
+    let cfg = &manifest.model;
+    if pre.n_features() != cfg.n_features || pre.window != cfg.window {
+        bail!(
+            "the preprocessor ({} columns, window {}) and the model ({} features, window {}) disagree",
+            pre.n_features(),
+            pre.window,
+            cfg.n_features,
+            cfg.window
+        );
+    }
+    let targets = resolve_target_dims(&pre.target_dims, pre.n_features());
+    if targets.len() != cfg.n_target || targets.iter().any(|&d| d >= pre.n_features()) {
+        bail!(
+            "target dims {:?} do not fit a model with {} outputs over {} columns",
+            pre.target_dims,
+            cfg.n_target,
+            pre.n_features()
+        );
+    }
+    Ok(())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    File::open(tmp)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("cannot fsync `{}`", tmp.display()))?;
+    std::fs::rename(tmp, path).with_context(|| format!("cannot move `{}` to `{}`", tmp.display(), path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::preprocessor::ScalerKind;
+    use crate::model::init::seeded_var_builder;
+    use candle_nn::VarMap;
+
+    const K: usize = 3;
+    const W: usize = 5;
+
+    fn raw_series(n_rows: usize) -> Vec<f64> {
+        (0..n_rows * K).map(|i| ((i as f64) * 0.37).sin() * 10.0 + 3.0).collect()
+    }
+
+    fn bundle(target_dims: Vec<usize>) -> Bundle {
+        let columns: Vec<String> = (0..K).map(|c| format!("c{c}")).collect();
+        let preprocessor = Preprocessor::fit(&raw_series(40), columns, ScalerKind::Minmax, 0.0, target_dims.clone(), W);
+        let n_target = if target_dims.is_empty() { K } else { target_dims.len() };
+        let model = Config { gru_hidden: 6, forecast_hidden: 5, recon_hidden: 4, kernel_size: 3, ..Config::paper(K, W, n_target) };
+        let varmap = VarMap::new();
+        MtadGat::new(&model, seeded_var_builder(&varmap, 9, &Device::Cpu), 9).unwrap();
+        let weights = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+        let manifest = BundleManifest {
+            format_version: BundleManifest::FORMAT_VERSION,
+            algorithm: "mtad_gat".into(),
+            preprocessor,
+            model,
+            gamma: 0.5,
+            thresholds: Thresholds::default(),
+            trained: TrainSummary { epochs: 0, best_val_loss: 1.0, seed: 9, n_train_windows: 0, train_run_id: "local".into() },
+        };
+        Bundle::from_weights(manifest, weights).unwrap()
+    }
+
+    #[test]
+    fn save_load_round_trip_gives_identical_scores() {
+        let original = bundle(vec![0, 2]).with_thresholds(Thresholds { pot: Some(0.4), ..Thresholds::default() });
+        let dir = tempfile::tempdir().unwrap();
+        original.save(dir.path()).unwrap();
+        let loaded = Bundle::load(dir.path()).unwrap();
+        assert_eq!(loaded.manifest, original.manifest);
+        let raw = raw_series(300);
+        let a = original.score_raw(&raw, 300).unwrap();
+        let b = loaded.score_raw(&raw, 300).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.n_scored(), 295);
+        assert_eq!(a.first_row, W);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers.len(), 2, "temporary files left behind: {leftovers:?}");
+    }
+
+    #[test]
+    fn row_t_uses_forecast_of_window_t_minus_w_and_recon_of_window_t_minus_w_plus_1() {
+        let b = bundle(vec![]);
+        let n_rows = 12;
+        let series: Vec<f32> = b.manifest.preprocessor.transform(&raw_series(n_rows));
+        let scores = b.score_scaled(&series, n_rows).unwrap();
+        assert_eq!(scores.n_target, K);
+        let window = |start: usize| {
+            Tensor::from_vec(series[start * K..(start + W) * K].to_vec(), (1, W, K), &Device::Cpu).unwrap()
+        };
+        for t in [W, W + 3, n_rows - 1] {
+            let s = t - W;
+            let fc = b.model.forward(&window(t - W), false).unwrap().forecast.unwrap();
+            let fc: Vec<f32> = fc.flatten_all().unwrap().to_vec1().unwrap();
+            let rec = b.model.forward(&window(t - W + 1), false).unwrap().reconstruction.unwrap();
+            let rec: Vec<f32> = rec.narrow(1, W - 1, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for f in 0..K {
+                let i = s * K + f;
+                assert!((scores.forecast[i] - fc[f]).abs() < 1e-6);
+                assert!((scores.reconstruction[i] - rec[f]).abs() < 1e-6);
+                assert_eq!(scores.actual[i], series[t * K + f]);
+                let expected = (fc[f] - series[t * K + f]).abs() + 0.5 * (rec[f] - series[t * K + f]).abs();
+                assert!((scores.per_feature[i] - expected).abs() < 1e-5);
+            }
+            let mean = scores.per_feature[s * K..(s + 1) * K].iter().sum::<f32>() / K as f32;
+            assert!((scores.total[s] - mean).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn clear_errors_for_bad_input_and_versions() {
+        let b = bundle(vec![0]);
+        let err = b.score_raw(&raw_series(10)[..29], 10).unwrap_err().to_string();
+        assert!(err.contains("3 columns") && err.contains("c0, c1, c2"), "{err}");
+        let err = b.score_scaled(&vec![0.0; W * K], W).unwrap_err().to_string();
+        assert!(err.contains("window (5)") && err.contains("at least 6"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        b.save(dir.path()).unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1,\n  \"algorithm\"", "\"format_version\": 7,\n  \"algorithm\"");
+        std::fs::write(&path, text).unwrap();
+        let err = Bundle::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("format_version 7"), "{err}");
+        let err = format!("{:#}", Bundle::load(&dir.path().join("missing")).unwrap_err());
+        assert!(err.contains("flow-model.json"), "{err}");
+    }
+
+    #[test]
+    fn active_threshold_prefers_chosen_then_epsilon_then_pot() {
+        let mut t = Thresholds { pot: Some(1.0), epsilon: Some(2.0), best_f1: Some(3.0), chosen: None };
+        assert_eq!(t.active(), Some(2.0));
+        t.chosen = Some("best_f1".into());
+        assert_eq!(t.active(), Some(3.0));
+        t.chosen = Some("pot".into());
+        assert_eq!(t.active(), Some(1.0));
+        assert_eq!(Thresholds { pot: Some(1.0), ..Thresholds::default() }.active(), Some(1.0));
+        assert_eq!(Thresholds::default().active(), None);
+    }
+}

@@ -1,0 +1,329 @@
+//! NumPy `.npy` files (format versions 1 to 3), as telemanom publishes its channels.
+//! Reads little-endian `f8`, `f4`, `i8`, `i4` and `u1` arrays of one or two dimensions
+//! into `f64`; `.npy.gz` is decompressed transparently.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::data::source;
+
+/// A 1-D or 2-D array as row-major `f64`; a 1-D array is one column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyArray {
+    pub n_rows: usize,
+    pub n_cols: usize,
+    pub values: Vec<f64>,
+}
+
+/// Reads a `.npy` or `.npy.gz` file.
+pub fn read_npy(path: &Path) -> Result<NpyArray> {
+    let bytes = source::read_bytes(path)?;
+    parse_npy(&bytes).with_context(|| format!("cannot read NumPy file `{}`", path.display()))
+}
+
+/// Writes row-major `values` ([n_rows, n_cols]) as a version 1 `<f8` array; gzip when
+/// the name ends in `.gz`. Used to build fixtures and by users exporting data.
+pub fn write_npy(path: &Path, n_rows: usize, n_cols: usize, values: &[f64]) -> Result<()> {
+    if values.len() != n_rows * n_cols {
+        bail!(
+            "cannot write `{}`: {} values do not make {n_rows} x {n_cols}",
+            path.display(),
+            values.len()
+        );
+    }
+    let dict =
+        format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({n_rows}, {n_cols}), }}");
+    // Magic (6) + version (2) + length (2) + dict + padding + '\n' is a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    let header = format!(
+        "{dict}{}\n",
+        " ".repeat(unpadded.next_multiple_of(64) - unpadded)
+    );
+    let mut bytes = Vec::with_capacity(10 + header.len() + values.len() * 8);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for value in values {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    let write = || -> std::io::Result<()> {
+        let file = std::fs::File::create(path)?;
+        if path.extension().is_some_and(|ext| ext == "gz") {
+            let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+            encoder.write_all(&bytes)?;
+            encoder.finish()?.sync_all()
+        } else {
+            let mut file = file;
+            file.write_all(&bytes)
+        }
+    };
+    write().with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// Element types this reader understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F8,
+    F4,
+    I8,
+    I4,
+    U1,
+}
+
+impl Dtype {
+    fn parse(descr: &str) -> Result<Dtype> {
+        let (order, kind) = descr.split_at(descr.len().min(1));
+        let dtype = match kind {
+            "f8" => Dtype::F8,
+            "f4" => Dtype::F4,
+            "i8" => Dtype::I8,
+            "i4" => Dtype::I4,
+            "u1" => Dtype::U1,
+            _ => bail!("unsupported dtype `{descr}` (supported: <f8, <f4, <i8, <i4, |u1)"),
+        };
+        match (order, dtype) {
+            ("<", _) | ("|", Dtype::U1) => Ok(dtype),
+            (">", _) => bail!("big-endian dtype `{descr}` is not supported: save it little-endian"),
+            _ => bail!("unsupported dtype `{descr}`"),
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Dtype::F8 | Dtype::I8 => 8,
+            Dtype::F4 | Dtype::I4 => 4,
+            Dtype::U1 => 1,
+        }
+    }
+
+    fn decode(self, chunk: &[u8]) -> f64 {
+        let mut buf = [0u8; 8];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        match self {
+            Dtype::F8 => f64::from_le_bytes(buf),
+            Dtype::F4 => f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
+            Dtype::I8 => i64::from_le_bytes(buf) as f64,
+            Dtype::I4 => i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
+            Dtype::U1 => buf[0] as f64,
+        }
+    }
+}
+
+/// Parses the bytes of a `.npy` file.
+fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        bail!("not a .npy file (missing the `\\x93NUMPY` magic)");
+    }
+    let major = bytes[6];
+    let (header_len, header_start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                bail!("truncated header");
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        _ => bail!("unsupported .npy format version {major}"),
+    };
+    let data_start = header_start + header_len;
+    let header = bytes
+        .get(header_start..data_start)
+        .context("truncated header")?;
+    let header = std::str::from_utf8(header).context("header is not text")?;
+    let descr = dict_value(header, "descr")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let dtype = Dtype::parse(descr)?;
+    let fortran_order = match dict_value(header, "fortran_order")? {
+        "True" => true,
+        "False" => false,
+        other => bail!("bad `fortran_order` value `{other}`"),
+    };
+    let shape = parse_shape(dict_value(header, "shape")?)?;
+    let (n_rows, n_cols) = match shape[..] {
+        [n] => (n, 1),
+        [n, k] => (n, k),
+        _ => bail!("expected a 1-D or 2-D array, found shape {shape:?}"),
+    };
+    let n_values = n_rows.checked_mul(n_cols).context("shape too large")?;
+    let data = &bytes[data_start..];
+    let expected = n_values * dtype.size();
+    if data.len() != expected {
+        bail!(
+            "shape ({n_rows}, {n_cols}) of {descr} needs {expected} data bytes, found {} (truncated or corrupt file)",
+            data.len()
+        );
+    }
+    let decoded: Vec<f64> = data
+        .chunks_exact(dtype.size())
+        .map(|chunk| dtype.decode(chunk))
+        .collect();
+    let values = if fortran_order && n_cols > 1 {
+        let mut row_major = vec![0.0; n_values];
+        for col in 0..n_cols {
+            for row in 0..n_rows {
+                row_major[row * n_cols + col] = decoded[col * n_rows + row];
+            }
+        }
+        row_major
+    } else {
+        decoded
+    };
+    Ok(NpyArray {
+        n_rows,
+        n_cols,
+        values,
+    })
+}
+
+/// The raw text of `key`'s value in the header's Python dict literal.
+fn dict_value<'a>(header: &'a str, key: &str) -> Result<&'a str> {
+    let quoted = [format!("'{key}'"), format!("\"{key}\"")];
+    let key_pos = quoted
+        .iter()
+        .find_map(|q| header.find(q.as_str()).map(|pos| pos + q.len()))
+        .with_context(|| format!("header has no `{key}`"))?;
+    let rest = header[key_pos..]
+        .trim_start()
+        .strip_prefix(':')
+        .with_context(|| format!("bad `{key}` entry"))?;
+    let rest = rest.trim_start();
+    let end = if rest.starts_with('(') {
+        rest.find(')').map(|i| i + 1)
+    } else {
+        rest.find([',', '}'])
+    }
+    .with_context(|| format!("bad `{key}` entry"))?;
+    Ok(rest[..end].trim())
+}
+
+/// `(2000, 55)`, `(2000,)` or `()` as a list of dimensions.
+fn parse_shape(text: &str) -> Result<Vec<usize>> {
+    let inner = text
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .with_context(|| format!("bad shape `{text}`"))?;
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|dim| !dim.is_empty())
+        .map(|dim| {
+            dim.trim_end_matches('L')
+                .parse::<usize>()
+                .with_context(|| format!("bad shape `{text}`"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds `.npy` bytes the way NumPy does, for any header version and dtype.
+    fn npy_bytes(major: u8, descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY".to_vec();
+        bytes.push(major);
+        bytes.push(0);
+        if major == 1 {
+            bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        } else {
+            bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        }
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    #[test]
+    fn write_then_read_round_trips_plain_and_gz() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = vec![1.5, -2.0, 0.0, 3.25, f64::MAX, -1e-300];
+        for name in ["a.npy", "a.npy.gz"] {
+            let path = dir.path().join(name);
+            write_npy(&path, 3, 2, &values).unwrap();
+            let array = read_npy(&path).unwrap();
+            assert_eq!((array.n_rows, array.n_cols), (3, 2));
+            assert_eq!(array.values, values);
+        }
+        let raw = std::fs::read(dir.path().join("a.npy")).unwrap();
+        let header_end = 10 + u16::from_le_bytes([raw[8], raw[9]]) as usize;
+        assert_eq!(header_end % 64, 0, "NumPy aligns the data to 64 bytes");
+    }
+
+    #[test]
+    fn reads_every_dtype_and_header_version() {
+        let f4: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let i8: Vec<u8> = [7i64, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let i4: Vec<u8> = [7i32, -3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let cases = [
+            (1, "<f4", f4.clone(), vec![1.5, -2.0]),
+            (2, "<i8", i8, vec![7.0, -3.0]),
+            (3, "<i4", i4, vec![7.0, -3.0]),
+            (1, "|u1", vec![0, 255], vec![0.0, 255.0]),
+        ];
+        for (major, descr, data, expected) in cases {
+            let array = parse_npy(&npy_bytes(major, descr, false, "(2,)", &data)).unwrap();
+            assert_eq!((array.n_rows, array.n_cols), (2, 1), "{descr}");
+            assert_eq!(array.values, expected, "{descr}");
+        }
+    }
+
+    #[test]
+    fn fortran_order_is_transposed_to_rows() {
+        // Column-major [[1, 2, 3], [4, 5, 6]] is stored as 1 4 2 5 3 6.
+        let data: Vec<u8> = [1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let array = parse_npy(&npy_bytes(1, "<f8", true, "(2, 3)", &data)).unwrap();
+        assert_eq!(array.values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, Vec<u8>, &str); 5] = [
+            ("magic.npy", b"hello world, not numpy".to_vec(), "magic"),
+            (
+                "big.npy",
+                npy_bytes(1, ">f8", false, "(1,)", &[0; 8]),
+                "big-endian",
+            ),
+            (
+                "complex.npy",
+                npy_bytes(1, "<c16", false, "(1,)", &[0; 16]),
+                "unsupported dtype `<c16`",
+            ),
+            (
+                "short.npy",
+                npy_bytes(1, "<f8", false, "(2, 2)", &[0; 24]),
+                "needs 32 data bytes, found 24",
+            ),
+            (
+                "cube.npy",
+                npy_bytes(1, "<f8", false, "(1, 1, 1)", &[0; 8]),
+                "1-D or 2-D",
+            ),
+        ];
+        for (name, bytes, expected) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let message = format!("{:#}", read_npy(&path).unwrap_err());
+            assert!(
+                message.contains(name) && message.contains(expected),
+                "{message}"
+            );
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! NASA SMAP/MSL telemetry as telemanom publishes it: `train/<chan>.npy`,
+//! `test/<chan>.npy` (optionally `.gz`) and `labeled_anomalies.csv`. A dataset is one
+//! channel, or a whole spacecraft (`MSL`, `SMAP`) concatenated channel after channel as
+//! the OmniAnomaly/MTAD-GAT preprocessing does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::data::dataset::Dataset;
+use crate::data::meta::{Meta, Part};
+use crate::data::table::{numbered_columns, read_table, Table};
+use crate::data::{source, text};
+
+/// File of per-channel labels, at the top of a telemanom directory.
+pub const LABELS_FILE: &str = "labeled_anomalies.csv";
+
+/// The reference skips this SMAP channel: it is listed twice in the labels file.
+const SKIPPED_CHANNEL: &str = "P-2";
+
+/// Spacecraft names that select every channel of that spacecraft.
+const SPACECRAFT: [&str; 2] = ["MSL", "SMAP"];
+
+/// One row of `labeled_anomalies.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelLabels {
+    pub chan_id: String,
+    pub spacecraft: String,
+    /// Inclusive `[start, end]` test-row ranges.
+    pub anomaly_sequences: Vec<(usize, usize)>,
+    pub num_values: usize,
+    /// 1-based line in the labels file, for errors.
+    pub line: usize,
+}
+
+/// Loads `dataset` (`MSL`, `SMAP` or a channel id such as `M-6`) from `dir`.
+pub fn load(dir: &Path, dataset: &str) -> Result<Dataset> {
+    let labels_path = dir.join(LABELS_FILE);
+    let all_labels = read_labels_file(&labels_path)?;
+    let present = source::stems_in(&dir.join("train"), ".npy")?;
+    let channels = select_channels(&all_labels, &present, dataset, dir)?;
+
+    let mut trains = Vec::with_capacity(channels.len());
+    let mut tests = Vec::with_capacity(channels.len());
+    let mut labels = Vec::new();
+    let mut parts = Vec::with_capacity(channels.len());
+    for channel in &channels {
+        let train_path = channel_file(dir, "train", &channel.chan_id)?;
+        let test_path = channel_file(dir, "test", &channel.chan_id)?;
+        let train = read_table(&train_path)?;
+        let test = read_table(&test_path)?;
+        if test.n_cols() != train.n_cols() {
+            bail!(
+                "`{}` has {} columns but `{}` has {}",
+                test_path.display(),
+                test.n_cols(),
+                train_path.display(),
+                train.n_cols()
+            );
+        }
+        if let Some(first) = trains
+            .first()
+            .map(|t: &Table| (t.n_cols(), &channels[0].chan_id))
+        {
+            if train.n_cols() != first.0 {
+                bail!(
+                    "`{}` has {} columns but channel `{}` has {}: channels of one dataset must have the same features",
+                    train_path.display(),
+                    train.n_cols(),
+                    first.1,
+                    first.0
+                );
+            }
+        }
+        if channel.num_values != test.n_rows {
+            bail!(
+                "`{}` line {}: num_values of `{}` is {}, but `{}` has {} rows",
+                labels_path.display(),
+                channel.line,
+                channel.chan_id,
+                channel.num_values,
+                test_path.display(),
+                test.n_rows
+            );
+        }
+        labels.extend(channel_labels(channel, &labels_path)?);
+        parts.push(Part {
+            name: channel.chan_id.clone(),
+            train_rows: train.n_rows,
+            test_rows: test.n_rows,
+        });
+        trains.push(train);
+        tests.push(test);
+    }
+    let train = Table::concat(&trains)?;
+    let test = Table::concat(&tests)?;
+    let meta = Meta {
+        format_version: Meta::FORMAT_VERSION,
+        dataset: dataset.to_string(),
+        source_format: "telemanom".to_string(),
+        columns: numbered_columns(train.n_cols()),
+        target_dims: Some(vec![0]),
+        parts,
+        interpretation: Vec::new(),
+    };
+    Dataset::new(train, test, labels, meta)
+}
+
+/// Parses `labeled_anomalies.csv`; columns are found by name.
+pub fn read_labels_file(path: &Path) -> Result<Vec<ChannelLabels>> {
+    let content = source::read_text(path).with_context(|| {
+        format!("a telemanom directory needs `{LABELS_FILE}` beside `train/` and `test/`")
+    })?;
+    let mut lines = content
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        bail!("`{}` is empty", path.display());
+    };
+    let header = text::split_record(header);
+    let column = |name: &str| {
+        header.iter().position(|h| h == name).with_context(|| {
+            format!(
+                "`{}` header has no `{name}` column (found: {})",
+                path.display(),
+                header.join(", ")
+            )
+        })
+    };
+    let (chan_col, craft_col, seq_col, num_col) = (
+        column("chan_id")?,
+        column("spacecraft")?,
+        column("anomaly_sequences")?,
+        column("num_values")?,
+    );
+    let mut rows = Vec::new();
+    for (line_idx, line) in lines {
+        let line_no = line_idx + 1;
+        let fields = text::split_record(line);
+        if fields.len() != header.len() {
+            bail!(
+                "`{}` line {line_no}: ragged row with {} fields, but the header has {}",
+                path.display(),
+                fields.len(),
+                header.len()
+            );
+        }
+        let num_values = fields[num_col].parse::<usize>().with_context(|| {
+            format!(
+                "`{}` line {line_no}: num_values `{}` is not a whole number",
+                path.display(),
+                fields[num_col]
+            )
+        })?;
+        let anomaly_sequences = parse_sequences(&fields[seq_col]).with_context(|| {
+            format!("`{}` line {line_no}: bad anomaly_sequences", path.display())
+        })?;
+        rows.push(ChannelLabels {
+            chan_id: fields[chan_col].clone(),
+            spacecraft: fields[craft_col].clone(),
+            anomaly_sequences,
+            num_values,
+            line: line_no,
+        });
+    }
+    Ok(rows)
+}
+
+/// The 0/1 label of each test row of one channel.
+pub fn channel_labels(channel: &ChannelLabels, labels_path: &Path) -> Result<Vec<u8>> {
+    let mut labels = vec![0u8; channel.num_values];
+    for &(start, end) in &channel.anomaly_sequences {
+        if end >= channel.num_values {
+            bail!(
+                "`{}` line {}: anomaly [{start}, {end}] of `{}` ends past its {} test rows",
+                labels_path.display(),
+                channel.line,
+                channel.chan_id,
+                channel.num_values
+            );
+        }
+        labels[start..=end].fill(1);
+    }
+    Ok(labels)
+}
+
+/// `[[2149, 2349], [4536, 4844]]` as inclusive `(start, end)` pairs.
+fn parse_sequences(text: &str) -> Result<Vec<(usize, usize)>> {
+    let trimmed = text.trim();
+    if !(trimmed.starts_with('[') && trimmed.ends_with(']')) {
+        bail!("`{text}` is not a list of [start, end] pairs");
+    }
+    let numbers = trimmed
+        .split(|c: char| c == '[' || c == ']' || c == ',')
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .map(|token| {
+            token
+                .parse::<usize>()
+                .with_context(|| format!("`{token}` is not a row index"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if numbers.len() % 2 != 0 {
+        bail!("`{text}` has an odd number of row indices");
+    }
+    let pairs: Vec<(usize, usize)> = numbers
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
+    if let Some((start, end)) = pairs.iter().find(|(start, end)| start > end) {
+        bail!("anomaly [{start}, {end}] starts after it ends");
+    }
+    Ok(pairs)
+}
+
+/// The channels `dataset` names, sorted by id as the reference sorts them.
+fn select_channels(
+    all: &[ChannelLabels],
+    present: &[String],
+    dataset: &str,
+    dir: &Path,
+) -> Result<Vec<ChannelLabels>> {
+    if let Some(craft) = SPACECRAFT
+        .iter()
+        .find(|craft| craft.eq_ignore_ascii_case(dataset))
+    {
+        let mut channels: Vec<ChannelLabels> = all
+            .iter()
+            .filter(|c| {
+                c.spacecraft == *craft
+                    && c.chan_id != SKIPPED_CHANNEL
+                    && present.contains(&c.chan_id)
+            })
+            .cloned()
+            .collect();
+        if channels.is_empty() {
+            bail!(
+                "no `{craft}` channel of `{}` is present in `{}` (channels there: {})",
+                LABELS_FILE,
+                dir.join("train").display(),
+                list_or_none(present)
+            );
+        }
+        channels.sort_by(|a, b| a.chan_id.cmp(&b.chan_id));
+        channels.dedup_by(|a, b| a.chan_id == b.chan_id);
+        return Ok(channels);
+    }
+    let exact = present.iter().find(|p| *p == dataset);
+    let chan_id = exact.or_else(|| present.iter().find(|p| p.eq_ignore_ascii_case(dataset)));
+    let Some(chan_id) = chan_id else {
+        let mut message = format!(
+            "unknown channel `{dataset}`: no `{dataset}.npy` in `{}`; available: MSL, SMAP, {}",
+            dir.join("train").display(),
+            list_or_none(present)
+        );
+        if let Some(suggestion) = source::closest(dataset, present) {
+            message.push_str(&format!("; did you mean `{suggestion}`?"));
+        }
+        if dataset.starts_with("machine-") {
+            message.push_str(&format!(
+                "; `{dataset}` looks like an SMD machine: pass `--data-dir` of the SMD data"
+            ));
+        }
+        bail!(message);
+    };
+    let channel = all
+        .iter()
+        .find(|c| &c.chan_id == chan_id)
+        .with_context(|| {
+            format!(
+                "channel `{chan_id}` has data but no row in `{}`",
+                dir.join(LABELS_FILE).display()
+            )
+        })?;
+    Ok(vec![channel.clone()])
+}
+
+/// `dir/<split>/<chan>.npy` or `.npy.gz`.
+fn channel_file(dir: &Path, split: &str, chan_id: &str) -> Result<PathBuf> {
+    let split_dir = dir.join(split);
+    source::find_maybe_gz(&split_dir, &format!("{chan_id}.npy")).with_context(|| {
+        format!(
+            "missing `{chan_id}.npy` (or `.npy.gz`) in `{}`",
+            split_dir.display()
+        )
+    })
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::npy::write_npy;
+
+    /// The sample bundled with the repository (three MSL channels).
+    fn sample_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/telemanom")
+    }
+
+    #[test]
+    fn msl_concatenates_present_channels_sorted_with_labels() {
+        let dir = sample_dir();
+        let dataset = load(&dir, "MSL").unwrap();
+        let names: Vec<&str> = dataset.meta.parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["C-2", "M-6", "M-7"]);
+        let mut train_rows = 0;
+        let mut test_rows = 0;
+        let mut offset = 0;
+        let all_labels = read_labels_file(&dir.join(LABELS_FILE)).unwrap();
+        for part in &dataset.meta.parts {
+            let train = read_table(&channel_file(&dir, "train", &part.name).unwrap()).unwrap();
+            let test = read_table(&channel_file(&dir, "test", &part.name).unwrap()).unwrap();
+            assert_eq!(
+                (part.train_rows, part.test_rows),
+                (train.n_rows, test.n_rows)
+            );
+            // The channel's first test row sits at its offset in the concatenation.
+            assert_eq!(dataset.test.row(offset), test.row(0));
+            let channel = all_labels.iter().find(|c| c.chan_id == part.name).unwrap();
+            for (row, &label) in dataset.labels[offset..offset + test.n_rows]
+                .iter()
+                .enumerate()
+            {
+                let inside = channel
+                    .anomaly_sequences
+                    .iter()
+                    .any(|&(s, e)| s <= row && row <= e);
+                assert_eq!(label == 1, inside, "{} row {row}", part.name);
+            }
+            train_rows += train.n_rows;
+            test_rows += test.n_rows;
+            offset += test.n_rows;
+        }
+        assert_eq!(
+            (dataset.train.n_rows, dataset.test.n_rows),
+            (train_rows, test_rows)
+        );
+        assert_eq!((train_rows, test_rows), (3916, 6256));
+        assert_eq!(
+            dataset.labels.iter().filter(|&&l| l == 1).count(),
+            101 + 36 + 181 + 101
+        );
+        assert_eq!(dataset.train.n_cols(), 55);
+        assert_eq!(dataset.meta.columns[0], "f0");
+        assert_eq!(dataset.meta.target_dims, Some(vec![0]));
+    }
+
+    #[test]
+    fn one_channel_case_insensitively() {
+        let dataset = load(&sample_dir(), "m-6").unwrap();
+        assert_eq!((dataset.train.n_rows, dataset.test.n_rows), (1565, 2049));
+        assert_eq!(
+            dataset.labels.iter().filter(|&&l| l == 1).count(),
+            2030 - 1850 + 1
+        );
+        assert_eq!(
+            (
+                dataset.labels[1849],
+                dataset.labels[1850],
+                dataset.labels[2030]
+            ),
+            (0, 1, 1)
+        );
+        assert_eq!(dataset.labels[2031], 0);
+        assert_eq!(dataset.meta.dataset, "m-6");
+        assert_eq!(dataset.meta.parts[0].name, "M-6");
+    }
+
+    #[test]
+    fn unknown_channel_lists_available_and_suggests() {
+        let message = format!("{:#}", load(&sample_dir(), "M-8").unwrap_err());
+        assert!(message.contains("unknown channel `M-8`"), "{message}");
+        assert!(message.contains("C-2, M-6, M-7"), "{message}");
+        assert!(
+            message.contains("did you mean `M-6`?") || message.contains("did you mean `M-7`?"),
+            "{message}"
+        );
+        assert!(message.contains("train"), "{message}");
+    }
+
+    /// A one-channel telemanom directory with 4 test rows and the given labels line.
+    fn tiny_dir(labels_row: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("train")).unwrap();
+        std::fs::create_dir_all(dir.path().join("test")).unwrap();
+        write_npy(&dir.path().join("train/X-1.npy"), 3, 2, &[0.0; 6]).unwrap();
+        write_npy(&dir.path().join("test/X-1.npy.gz"), 4, 2, &[0.0; 8]).unwrap();
+        let csv = format!("chan_id,spacecraft,anomaly_sequences,class,num_values\n{labels_row}\n");
+        std::fs::write(dir.path().join(LABELS_FILE), csv).unwrap();
+        dir
+    }
+
+    #[test]
+    fn num_values_must_match_test_rows() {
+        let dir = tiny_dir(r#"X-1,MSL,"[[1, 2]]",[point],5"#);
+        let message = format!("{:#}", load(dir.path(), "X-1").unwrap_err());
+        assert!(
+            message.contains("labeled_anomalies.csv` line 2"),
+            "{message}"
+        );
+        assert!(
+            message.contains("num_values of `X-1` is 5")
+                && message.contains("X-1.npy.gz` has 4 rows"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_anomaly_sequences_name_the_line() {
+        let dir = tiny_dir(r#"X-1,MSL,"[[1, 9]]",[point],4"#);
+        let message = format!("{:#}", load(dir.path(), "MSL").unwrap_err());
+        assert!(
+            message.contains("line 2") && message.contains("[1, 9]"),
+            "{message}"
+        );
+        let dir = tiny_dir(r#"X-1,MSL,"[[3, 1]]",[point],4"#);
+        let message = format!("{:#}", load(dir.path(), "X-1").unwrap_err());
+        assert!(
+            message.contains("line 2") && message.contains("starts after it ends"),
+            "{message}"
+        );
+        let dir = tiny_dir(r#"X-1,MSL,"[[1, x]]",[point],4"#);
+        let message = format!("{:#}", load(dir.path(), "X-1").unwrap_err());
+        assert!(
+            message.contains("line 2") && message.contains("`x` is not a row index"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn spacecraft_without_present_channels_is_an_error() {
+        let dir = tiny_dir(r#"X-1,MSL,"[[1, 2]]",[point],4"#);
+        let message = format!("{:#}", load(dir.path(), "SMAP").unwrap_err());
+        assert!(
+            message.contains("no `SMAP` channel") && message.contains("X-1"),
+            "{message}"
+        );
+        let dataset = load(dir.path(), "msl").unwrap();
+        assert_eq!(dataset.labels, vec![0, 1, 1, 0]);
+    }
+
+    #[test]
+    fn skips_p2_like_the_reference() {
+        let dir = tiny_dir(r#"X-1,SMAP,"[[1, 2]]",[point],4"#);
+        write_npy(&dir.path().join("train/P-2.npy"), 3, 2, &[0.0; 6]).unwrap();
+        write_npy(&dir.path().join("test/P-2.npy"), 4, 2, &[0.0; 8]).unwrap();
+        let csv_path = dir.path().join(LABELS_FILE);
+        let mut csv = std::fs::read_to_string(&csv_path).unwrap();
+        csv.push_str("P-2,SMAP,\"[[0, 0]]\",[point],4\n");
+        std::fs::write(&csv_path, csv).unwrap();
+        let dataset = load(dir.path(), "SMAP").unwrap();
+        assert_eq!(dataset.meta.parts.len(), 1);
+        assert_eq!(dataset.meta.parts[0].name, "X-1");
+    }
+}

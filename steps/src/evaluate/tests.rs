@@ -1,0 +1,235 @@
+//! `evaluate` on fabricated upstream outputs: a tiny untrained bundle, a processed split
+//! with an obvious injected anomaly, and a `meta.json` with interpretation labels.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use super::*;
+use crate::bundle::{BundleManifest, TrainSummary};
+use crate::data::meta::{Interpretation, Part};
+use crate::data::preprocessor::{Preprocessor, ScalerKind};
+use crate::model::init::seeded_var_builder;
+use crate::model::{Config, MtadGat};
+
+pub(crate) const N_FEATURES: usize = 3;
+pub(crate) const WINDOW: usize = 8;
+
+/// A small untrained MTAD-GAT bundle over columns `c0..c2`, min-max scaled to [0, 1].
+pub(crate) fn tiny_bundle() -> Bundle {
+    let columns: Vec<String> = (0..N_FEATURES).map(|i| format!("c{i}")).collect();
+    let train: Vec<f64> = (0..40 * N_FEATURES).map(|i| (i % 7) as f64).collect();
+    let preprocessor = Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, Vec::new(), WINDOW);
+    let cfg = Config {
+        gru_hidden: 8,
+        forecast_hidden: 6,
+        recon_hidden: 7,
+        kernel_size: 3,
+        dropout: 0.0,
+        ..Config::paper(N_FEATURES, WINDOW, N_FEATURES)
+    };
+    let varmap = VarMap::new();
+    MtadGat::new(&cfg, seeded_var_builder(&varmap, 3, &Device::Cpu), 3).unwrap();
+    let weights: HashMap<String, Tensor> =
+        varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let manifest = BundleManifest {
+        format_version: BundleManifest::FORMAT_VERSION,
+        algorithm: "mtad_gat".into(),
+        preprocessor,
+        model: cfg,
+        gamma: 1.0,
+        thresholds: Thresholds::default(),
+        trained: TrainSummary { epochs: 0, best_val_loss: 0.0, seed: 3, n_train_windows: 0, train_run_id: "test".into() },
+    };
+    Bundle::from_weights(manifest, weights).unwrap()
+}
+
+/// Smooth scaled rows in [0, 1]; `spike` rows get feature 1 set to 25.
+fn series(n_rows: usize, phase: f64, spike: std::ops::Range<usize>) -> Vec<f32> {
+    let mut values = Vec::with_capacity(n_rows * N_FEATURES);
+    for row in 0..n_rows {
+        for col in 0..N_FEATURES {
+            let v = 0.5 + 0.4 * ((row as f64 + phase) / (4.0 + col as f64)).sin();
+            values.push(if spike.contains(&row) && col == 1 { 25.0 } else { v as f32 });
+        }
+    }
+    values
+}
+
+const N_TRAIN: usize = 300;
+const N_TEST: usize = 200;
+const SPIKE: std::ops::Range<usize> = 120..126;
+
+/// load/, process/ and train/ directories as the upstream steps would leave them.
+fn upstream(root: &Path) -> StepContext {
+    let (load, process, train) = (root.join("load"), root.join("process"), root.join("train"));
+    for dir in [&load, &process, &train] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let meta = Meta {
+        format_version: Meta::FORMAT_VERSION,
+        dataset: "demo".into(),
+        source_format: "csv".into(),
+        columns: (0..N_FEATURES).map(|i| format!("c{i}")).collect(),
+        target_dims: None,
+        parts: vec![Part { name: "demo".into(), train_rows: N_TRAIN, test_rows: N_TEST }],
+        interpretation: vec![Interpretation { start: SPIKE.start, end: SPIKE.end, dims: vec![1] }],
+    };
+    meta.write(&load.join("meta.json")).unwrap();
+    let mut labels = vec![0u8; N_TEST];
+    labels[SPIKE].fill(1);
+    let device = Device::Cpu;
+    let tensors: HashMap<String, Tensor> = [
+        ("train", Tensor::from_vec(series(N_TRAIN, 0.0, 0..0), (N_TRAIN, N_FEATURES), &device).unwrap()),
+        ("test", Tensor::from_vec(series(N_TEST, 3.0, SPIKE), (N_TEST, N_FEATURES), &device).unwrap()),
+        ("labels", Tensor::from_vec(labels, N_TEST, &device).unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    candle_core::safetensors::save(&tensors, process.join("data.safetensors")).unwrap();
+    tiny_bundle().save(&train.join("model")).unwrap();
+    std::fs::write(train.join("history.json"), r#"{"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}"#).unwrap();
+    let mut ctx = StepContext::for_dirs(root.join("out"), &[("load", &load), ("process", &process), ("train", &train)]);
+    ctx.metrics_path = Some(root.join("metrics.jsonl"));
+    ctx
+}
+
+fn default_args() -> EvaluateArgs {
+    EvaluateArgs {
+        level: Auto::Auto,
+        q: Auto::Auto,
+        reg_level: Auto::Auto,
+        gamma: Auto::Auto,
+        scale_scores: false,
+        normalize_parts: Auto::Auto,
+        dynamic_pot: false,
+        choose: ThresholdMethod::Epsilon,
+        bf_start: 0.01,
+        bf_end: 2.0,
+        bf_steps: 100,
+        plots: true,
+    }
+}
+
+fn logged_metrics(path: &Path) -> HashMap<String, f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            (v["key"].as_str().unwrap().to_string(), v["value"].as_f64().unwrap_or(f64::NAN))
+        })
+        .collect()
+}
+
+#[test]
+fn evaluate_writes_scores_metrics_bundle_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = upstream(dir.path());
+    run(&ctx, &default_args()).unwrap();
+    let out = dir.path().join("out");
+
+    let metrics = logged_metrics(&dir.path().join("metrics.jsonl"));
+    for key in ["f1_pa_pot", "f1_pa_epsilon", "f1_pa_best", "f1_best", "threshold_pot", "precision_epsilon", "hitrate_100"] {
+        assert!(metrics.contains_key(key), "missing metric {key}: {metrics:?}");
+    }
+    // The spike dwarfs every other error: a threshold separates it exactly.
+    assert_eq!(metrics["f1_pa_best_exact"], 1.0);
+    assert_eq!(metrics["f1_best"], 1.0);
+    // The spiked feature has by far the largest per-feature score on the spike rows.
+    assert_eq!(metrics["hitrate_100"], 1.0);
+
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("row,score,label,pred_pot,pred_epsilon,pred_best"));
+    assert_eq!(lines.clone().count(), N_TEST - WINDOW);
+    assert!(lines.next().unwrap().starts_with(&format!("{WINDOW},")));
+
+    let saved = Bundle::load(&out.join("model")).unwrap();
+    let thresholds = &saved.manifest.thresholds;
+    assert_eq!(thresholds.chosen.as_deref(), Some("epsilon"));
+    assert_eq!(thresholds.active(), thresholds.epsilon);
+    assert_eq!(thresholds.epsilon, Some(metrics["threshold_epsilon"]));
+    assert_eq!(thresholds.pot, Some(metrics["threshold_pot"]));
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["dataset"], "demo");
+    assert_eq!(summary["metrics"]["f1_best"], 1.0);
+    assert_eq!(summary["report"]["settings"]["level"], 0.99);
+    for plot in ["scores.png", "features.png", "loss.png"] {
+        assert!(out.join("plots").join(plot).exists(), "missing plot {plot}");
+    }
+}
+
+#[test]
+fn transformed_scores_keep_serving_thresholds_on_plain_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = upstream(dir.path());
+    let args = EvaluateArgs {
+        normalize_parts: Auto::Value(true),
+        choose: ThresholdMethod::Pot,
+        plots: false,
+        ..default_args()
+    };
+    run(&ctx, &args).unwrap();
+    let metrics = logged_metrics(&dir.path().join("metrics.jsonl"));
+    let saved = Bundle::load(&dir.path().join("out/model")).unwrap();
+    // Normalised scores live in [0, 1]; the bundle's threshold is on the plain scale.
+    assert_eq!(saved.manifest.thresholds.pot, Some(metrics["serve_threshold_pot"]));
+    assert_eq!(saved.manifest.thresholds.active(), saved.manifest.thresholds.pot);
+    assert!(!dir.path().join("out/plots").exists());
+}
+
+#[test]
+fn split_scores_recompute_gamma_and_normalise() {
+    let scores = Scores {
+        first_row: 2,
+        n_target: 2,
+        total: vec![0.0; 3],
+        per_feature: vec![0.0; 6],
+        forecast: vec![1.0, 1.0, 1.0, 1.0, 1.0, f32::NAN],
+        reconstruction: vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        actual: vec![0.5, 0.0, 0.5, 0.0, 3.0, 1.0],
+    };
+    let split = split_scores(&scores, 2.0, false, None, 2);
+    // Row 0: |1-0.5| + 2|0-0.5| = 1.5 and |1-0| + 0 = 1; a NaN head contributes nothing.
+    assert_eq!(split.per_feature, vec![1.5, 1.0, 1.5, 1.0, 8.0, 2.0]);
+    assert_eq!(split.plain_total, vec![1.25, 1.25, 5.0]);
+    assert_eq!(split.total, split.plain_total);
+    let normalised = split_scores(&scores, 2.0, false, Some(&[5]), 2);
+    assert_eq!(normalised.total, vec![0.0, 0.0, 1.0]);
+    assert_eq!(normalised.plain_total, split.plain_total);
+}
+
+#[test]
+fn interpretation_rows_map_to_scored_rows_and_target_positions() {
+    let meta = Meta {
+        format_version: 1,
+        dataset: "machine-1-1".into(),
+        source_format: "smd".into(),
+        columns: vec!["a".into(), "b".into(), "c".into()],
+        target_dims: Some(vec![0, 2]),
+        parts: Vec::new(),
+        interpretation: vec![Interpretation { start: 3, end: 6, dims: vec![2, 1] }],
+    };
+    let truths = interpretation_truths(&meta, &[0, 2], 4);
+    // Rows 4 and 5 are scored (row 3 is inside the first window); column 2 is target 1,
+    // column 1 is not scored.
+    assert_eq!(
+        truths,
+        vec![RowTruth { score_index: 0, features: vec![1] }, RowTruth { score_index: 1, features: vec![1] }]
+    );
+}
+
+#[test]
+fn missing_upstream_data_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = upstream(dir.path());
+    std::fs::remove_file(dir.path().join("process/data.safetensors")).unwrap();
+    let err = format!("{:#}", run(&ctx, &default_args()).unwrap_err());
+    assert!(err.contains("data.safetensors"), "{err}");
+}

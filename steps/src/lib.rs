@@ -1,0 +1,45 @@
+//! Built-in steps of flow: the anomaly-detection workload.
+//!
+//! Each step reads directories and parameters and writes files and metrics through
+//! [`context::StepContext`]; the crate knows nothing of the runner's store, so a step
+//! written in Python or shell is a first-class citizen beside these.
+//!
+//! Data contracts between steps (paths relative to a run's output directory):
+//! - `load`     -> `train.parquet`, `test.parquet`, `labels.parquet`, `meta.json`
+//! - `process`  -> `data.safetensors` (`train` [N,K], `test` [M,K], `labels` [M]), `preprocessor.json`
+//! - `train`    -> `model/flow-model.json`, `model/weights.safetensors` (the bundle)
+//! - `evaluate` -> `model/` (the bundle with fitted thresholds), `scores.csv`, `plots/*.png`
+//! - `predict`  -> `predictions.csv`
+
+pub mod bundle;
+pub mod context;
+pub mod data;
+pub mod evaluate;
+pub mod model;
+pub mod plot;
+pub mod predict;
+pub mod thresholds;
+pub mod train;
+
+use anyhow::Result;
+
+use context::StepContext;
+
+/// The built-in steps, as `flow step <name> [flags]` runs them.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StepCommand {
+    /// Read a published dataset (telemanom SMAP/MSL, SMD, CSV, Parquet) into Parquet.
+    Load(data::load::LoadArgs),
+    /// Fit the scaler on train only and write scaled series for the model.
+    Process(data::process::ProcessArgs),
+}
+
+/// Runs one built-in step with the context the runner set up (`FLOW_*` variables).
+pub fn run_step(command: StepCommand) -> Result<()> {
+    let ctx = StepContext::from_env()?;
+    std::fs::create_dir_all(&ctx.output_dir)?;
+    match &command {
+        StepCommand::Load(args) => data::load::run(&ctx, args),
+        StepCommand::Process(args) => data::process::run(&ctx, args),
+    }
+}

@@ -1,0 +1,135 @@
+//! Training-loop tests on tiny synthetic series (seconds each).
+
+use super::*;
+use crate::model::{GatKind, Mode};
+
+/// Two coupled sine waves and a sawtooth: learnable, deterministic.
+fn synthetic(n_rows: usize) -> Vec<f32> {
+    (0..n_rows)
+        .flat_map(|t| {
+            let t = t as f32;
+            [0.5 + 0.4 * (t * 0.4).sin(), 0.5 + 0.4 * (t * 0.4 + 1.0).cos(), (t % 7.0) / 7.0]
+        })
+        .collect()
+}
+
+fn tiny_config() -> Config {
+    Config {
+        kernel_size: 3,
+        gru_hidden: 12,
+        forecast_hidden: 12,
+        recon_hidden: 12,
+        forecast_layers: 2,
+        ..Config::paper(3, 8, 2)
+    }
+}
+
+fn options(epochs: usize) -> FitOptions {
+    FitOptions {
+        epochs,
+        batch_size: 16,
+        lr: 5e-3,
+        val_split: 0.1,
+        clip_norm: 5.0,
+        seed: 0,
+        max_windows: 0,
+        inject_nan_at: Vec::new(),
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    epochs: Vec<EpochReport>,
+    events: Vec<String>,
+}
+
+impl FitObserver for Recorder {
+    fn epoch(&mut self, report: &EpochReport) -> Result<()> {
+        self.epochs.push(report.clone());
+        Ok(())
+    }
+
+    fn event(&mut self, message: &str) {
+        self.events.push(message.to_string());
+    }
+}
+
+fn values(weights: &HashMap<String, Tensor>) -> Vec<(String, Vec<f32>)> {
+    let mut out: Vec<(String, Vec<f32>)> = weights
+        .iter()
+        .map(|(k, v)| (k.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn loss_decreases_on_a_learnable_series() {
+    let series = synthetic(240);
+    let mut recorder = Recorder::default();
+    let fitted = fit(&series, 240, &[0, 2], &tiny_config(), &options(8), &mut recorder).unwrap();
+    let first = &recorder.epochs[0];
+    let last = recorder.epochs.last().unwrap();
+    assert!(last.train_loss < 0.7 * first.train_loss, "{} -> {}", first.train_loss, last.train_loss);
+    assert!(fitted.best_val_loss <= first.val_loss);
+    assert_eq!(fitted.n_train_windows + fitted.n_val_windows, 240 - 8);
+    assert_eq!(fitted.n_val_windows, 23);
+    assert!(recorder.events.is_empty());
+}
+
+#[test]
+fn same_seed_same_weights_other_seed_other_weights() {
+    let series = synthetic(120);
+    let run = |seed, gat| {
+        let cfg = Config { gat, ..tiny_config() };
+        let opts = FitOptions { seed, ..options(2) };
+        values(&fit(&series, 120, &[0, 2], &cfg, &opts, &mut Recorder::default()).unwrap().weights)
+    };
+    assert_eq!(run(3, GatKind::Gatv2), run(3, GatKind::Gatv2));
+    assert_ne!(run(3, GatKind::Gatv2), run(4, GatKind::Gatv2));
+    assert_eq!(run(5, GatKind::Gat), run(5, GatKind::Gat));
+}
+
+#[test]
+fn non_finite_loss_rolls_back_halves_lr_and_never_keeps_nan() {
+    let series = synthetic(120);
+    let mut recorder = Recorder::default();
+    let opts = FitOptions { inject_nan_at: vec![2, 9], ..options(3) };
+    let fitted = fit(&series, 120, &[0, 2], &tiny_config(), &opts, &mut recorder).unwrap();
+    assert_eq!(fitted.rollbacks, 2);
+    assert_eq!(recorder.events.len(), 2, "{:?}", recorder.events);
+    assert!(recorder.events[0].contains("non-finite loss"), "{}", recorder.events[0]);
+    let lrs: Vec<f64> = recorder.epochs.iter().map(|r| r.lr).collect();
+    assert_eq!(lrs.last().copied(), Some(opts.lr / 4.0));
+    for (name, v) in values(&fitted.weights) {
+        assert!(v.iter().all(|x| x.is_finite()), "`{name}` has non-finite values");
+    }
+    assert!(fitted.best_val_loss.is_finite());
+}
+
+#[test]
+fn persistent_divergence_is_an_error_not_a_nan_model() {
+    let series = synthetic(60);
+    let opts = FitOptions { inject_nan_at: (1..100).collect(), ..options(3) };
+    let err = fit(&series, 60, &[0, 2], &tiny_config(), &opts, &mut Recorder::default()).unwrap_err();
+    assert!(err.to_string().contains("diverged"), "{err}");
+}
+
+#[test]
+fn forecast_only_mode_trains_and_max_windows_caps_the_data() {
+    let series = synthetic(200);
+    let cfg = Config { mode: Mode::Forecast, ..tiny_config() };
+    let opts = FitOptions { max_windows: 50, ..options(1) };
+    let mut recorder = Recorder::default();
+    let fitted = fit(&series, 200, &[0, 2], &cfg, &opts, &mut recorder).unwrap();
+    assert_eq!(fitted.n_train_windows + fitted.n_val_windows, 50);
+    assert_eq!(recorder.epochs[0].recon_loss, 0.0);
+    assert!(recorder.epochs[0].forecast_loss > 0.0);
+}
+
+#[test]
+fn too_short_series_names_the_window() {
+    let series = synthetic(9);
+    let err = fit(&series, 9, &[0, 2], &tiny_config(), &options(1), &mut Recorder::default()).unwrap_err();
+    assert!(err.to_string().contains("window 8"), "{err}");
+}

@@ -1,0 +1,135 @@
+//! One-layer GRU (PyTorch `nn.GRU` parameters and gate order), batch first.
+//!
+//! The input projection of all time steps is one matmul; the recurrence runs in the fused
+//! [`GruRecurrence`] op. The reconstruction decoder feeds the same vector at every step, so
+//! its projection is computed once ([`Gru::forward_constant`]).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::gru_kernel::GruRecurrence;
+use super::init::torch_default;
+
+#[derive(Debug, Clone)]
+pub struct Gru {
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor,
+    bias_hh: Tensor,
+    hidden: usize,
+}
+
+impl Gru {
+    /// Keys `weight_ih_l0` [3H, in], `weight_hh_l0` [3H, H], `bias_ih_l0`, `bias_hh_l0` [3H],
+    /// as in a PyTorch state dict.
+    pub fn new(in_dim: usize, hidden: usize, vb: VarBuilder) -> Result<Gru> {
+        let init = torch_default(hidden);
+        Ok(Gru {
+            weight_ih: vb.get_with_hints((3 * hidden, in_dim), "weight_ih_l0", init)?,
+            weight_hh: vb.get_with_hints((3 * hidden, hidden), "weight_hh_l0", init)?,
+            bias_ih: vb.get_with_hints(3 * hidden, "bias_ih_l0", init)?,
+            bias_hh: vb.get_with_hints(3 * hidden, "bias_hh_l0", init)?,
+            hidden,
+        })
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// [B, T, in] -> every hidden state [B, T, H] (h_0 = 0).
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let steps = xs.dim(1)?;
+        let gi = self.project(xs)?;
+        GruRecurrence::apply(&gi, &self.weight_hh, &self.bias_hh, steps)
+    }
+
+    /// The same input [B, in] at each of `steps` steps -> [B, steps, H].
+    pub fn forward_constant(&self, input: &Tensor, steps: usize) -> Result<Tensor> {
+        let gi = self.project(&input.unsqueeze(1)?)?;
+        GruRecurrence::apply(&gi, &self.weight_hh, &self.bias_hh, steps)
+    }
+
+    /// x W_ih^T + b_ih: [B, T, in] -> [B, T, 3H], as one [B*T, in] x [in, 3H] matmul.
+    fn project(&self, xs: &Tensor) -> Result<Tensor> {
+        let (batch, steps, in_dim) = xs.dims3()?;
+        let flat = xs.reshape((batch * steps, in_dim))?;
+        let linear = candle_nn::Linear::new(self.weight_ih.clone(), Some(self.bias_ih.clone()));
+        linear.forward(&flat)?.reshape((batch, steps, 3 * self.hidden))
+    }
+
+    /// The textbook recurrence in plain candle ops: the reference the fused op is tested against.
+    #[cfg(test)]
+    pub fn forward_reference(&self, xs: &Tensor) -> Result<Tensor> {
+        let (batch, steps, _) = xs.dims3()?;
+        let hid = self.hidden;
+        let gi = self.project(xs)?;
+        let mut h = Tensor::zeros((batch, hid), xs.dtype(), xs.device())?;
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let gi_t = gi.narrow(1, t, 1)?.squeeze(1)?;
+            let gh = h.matmul(&self.weight_hh.t()?)?.broadcast_add(&self.bias_hh)?;
+            let r = candle_nn::ops::sigmoid(&(gi_t.narrow(1, 0, hid)? + gh.narrow(1, 0, hid)?)?)?;
+            let z = candle_nn::ops::sigmoid(&(gi_t.narrow(1, hid, hid)? + gh.narrow(1, hid, hid)?)?)?;
+            let n = (gi_t.narrow(1, 2 * hid, hid)? + (r * gh.narrow(1, 2 * hid, hid)?)?)?.tanh()?;
+            h = ((z.ones_like()? - &z)? * n + (z * &h)?)?;
+            outputs.push(h.unsqueeze(1)?);
+        }
+        Tensor::cat(&outputs, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::init::seeded_var_builder;
+    use candle_core::{Device, Var};
+    use candle_nn::VarMap;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    fn grads_match(fused: &Tensor, reference: &Tensor, vars: &[Var], input: &Var) {
+        assert!(max_abs_diff(fused, reference) < 1e-5, "forward differs");
+        // A non-uniform upstream gradient exercises every output position.
+        let weights = Tensor::arange(0f32, fused.elem_count() as f32, fused.device())
+            .unwrap()
+            .reshape(fused.shape())
+            .unwrap()
+            .sin()
+            .unwrap();
+        let g_fused = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for var in vars.iter().chain([input]) {
+            let a = g_fused.get(var).expect("fused gradient");
+            let b = g_ref.get(var).expect("reference gradient");
+            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            assert!(max_abs_diff(a, b) / scale < 1e-4, "gradient of {:?} differs by {}", var.shape(), max_abs_diff(a, b));
+        }
+    }
+
+    #[test]
+    fn fused_recurrence_matches_plain_candle_forward_and_backward() {
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let gru = Gru::new(5, 4, seeded_var_builder(&varmap, 3, &device)).unwrap();
+        let input = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6, 5), &device).unwrap()).unwrap();
+        let fused = gru.forward(input.as_tensor()).unwrap();
+        assert_eq!(fused.dims(), &[3, 6, 4]);
+        let reference = gru.forward_reference(input.as_tensor()).unwrap();
+        grads_match(&fused, &reference, &varmap.all_vars(), &input);
+    }
+
+    #[test]
+    fn constant_input_matches_repeated_input() {
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let gru = Gru::new(4, 3, seeded_var_builder(&varmap, 5, &device)).unwrap();
+        let input = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &device).unwrap()).unwrap();
+        let fused = gru.forward_constant(input.as_tensor(), 5).unwrap();
+        let repeated = input.as_tensor().unsqueeze(1).unwrap().repeat((1, 5, 1)).unwrap();
+        let reference = gru.forward_reference(&repeated).unwrap();
+        grads_match(&fused, &reference, &varmap.all_vars(), &input);
+    }
+}

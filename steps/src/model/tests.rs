@@ -1,0 +1,101 @@
+//! Whole-model tests: shapes, parameter names, gradient flow.
+
+use super::*;
+use crate::model::init::seeded_var_builder;
+use candle_core::{Device, Var};
+use candle_nn::VarMap;
+
+fn tiny(mode: Mode, gat: GatKind) -> Config {
+    Config {
+        gru_hidden: 8,
+        forecast_hidden: 6,
+        recon_hidden: 7,
+        kernel_size: 3,
+        gat,
+        mode,
+        ..Config::paper(4, 6, 2)
+    }
+}
+
+#[test]
+fn paper_config_is_valid_and_bad_values_are_named() {
+    assert!(Config::paper(55, 100, 1).validate().is_ok());
+    let err = Config { kernel_size: 6, ..Config::paper(5, 10, 1) }.validate().unwrap_err().to_string();
+    assert!(err.contains("kernel-size"), "{err}");
+    let err = Config { dropout: 1.0, ..Config::paper(5, 10, 1) }.validate().unwrap_err().to_string();
+    assert!(err.contains("dropout"), "{err}");
+}
+
+#[test]
+fn output_shapes_and_reference_parameter_names() {
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let cfg = tiny(Mode::Both, GatKind::Gatv2);
+    let model = MtadGat::new(&cfg, seeded_var_builder(&varmap, 0, &device), 0).unwrap();
+    let xs = Tensor::randn(0f32, 1.0, (3, 6, 4), &device).unwrap();
+    let out = model.forward(&xs, true).unwrap();
+    assert_eq!(out.forecast.unwrap().dims(), &[3, 2]);
+    assert_eq!(out.reconstruction.unwrap().dims(), &[3, 6, 2]);
+    // 3 hidden layers + the output layer, as ML4ITS builds for fc_n_layers = 3.
+    assert_eq!(model.forecast.n_linear_layers(), 4);
+    let names: Vec<String> = {
+        let mut names: Vec<String> = varmap.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    };
+    for expected in [
+        "conv.conv.weight",
+        "feature_gat.lin.weight",
+        "feature_gat.a",
+        "feature_gat.bias",
+        "temporal_gat.lin.bias",
+        "gru.gru.weight_hh_l0",
+        "forecasting_model.layers.3.weight",
+        "recon_model.decoder.rnn.bias_ih_l0",
+        "recon_model.fc.weight",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "missing `{expected}` in {names:?}");
+    }
+    let shape = |name: &str| varmap.data().lock().unwrap()[name].dims().to_vec();
+    assert_eq!(shape("feature_gat.lin.weight"), vec![12, 12]); // 2W -> 2W
+    assert_eq!(shape("temporal_gat.lin.weight"), vec![8, 8]); // 2K -> 2K
+    assert_eq!(shape("feature_gat.bias"), vec![4, 4]);
+    assert_eq!(shape("temporal_gat.bias"), vec![6, 6]);
+    assert_eq!(shape("gru.gru.weight_ih_l0"), vec![24, 12]); // 3K -> 3H
+}
+
+#[test]
+fn modes_skip_the_unused_head() {
+    let device = Device::Cpu;
+    let xs = Tensor::randn(0f32, 1.0, (2, 6, 4), &device).unwrap();
+    for (mode, fc, rec) in [(Mode::Forecast, true, false), (Mode::Reconstruct, false, true)] {
+        let varmap = VarMap::new();
+        let model = MtadGat::new(&tiny(mode, GatKind::Gat), seeded_var_builder(&varmap, 0, &device), 0).unwrap();
+        let out = model.forward(&xs, false).unwrap();
+        assert_eq!(out.forecast.is_some(), fc);
+        assert_eq!(out.reconstruction.is_some(), rec);
+    }
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let device = Device::Cpu;
+    for gat in [GatKind::Gatv2, GatKind::Gat] {
+        let varmap = VarMap::new();
+        let model = MtadGat::new(&tiny(Mode::Both, gat), seeded_var_builder(&varmap, 1, &device), 1).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (3, 6, 4), &device).unwrap();
+        let out = model.forward(&xs, true).unwrap();
+        let loss = (out.forecast.unwrap().sqr().unwrap().mean_all().unwrap()
+            + out.reconstruction.unwrap().sqr().unwrap().mean_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        let vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (name, var) in vars {
+            let grad = grads.get(&var).unwrap_or_else(|| panic!("no gradient for `{name}` ({gat:?})"));
+            let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(norm.is_finite(), "`{name}` gradient not finite");
+            // The attention bias of a softmax row gets an exactly zero gradient only by accident.
+            assert!(norm > 0.0, "zero gradient for `{name}` ({gat:?})");
+        }
+    }
+}

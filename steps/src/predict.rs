@@ -1,0 +1,192 @@
+//! The `predict` step: applies a bundle to new data — raw rows in, anomaly scores,
+//! 0/1 decisions under the bundle's threshold, and the features behind each score out.
+
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bundle::{Bundle, Scores, MANIFEST_FILE};
+use crate::context::StepContext;
+use crate::data::table::{read_table, Table};
+
+/// Parameters of `predict`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Bundle directory; default: `FLOW_MODEL_DIR`, else the `evaluate` run's `model/`,
+    /// else the `train` run's `model/`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Raw rows to score (.csv, .parquet, .npy, .txt, optionally .gz); default: the
+    /// `load` run's `test.parquet`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Anomaly threshold on the row score; default: the bundle's chosen threshold.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// How many top-scoring features to name per row.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+}
+
+/// Runs the step.
+pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
+    let model_dir = model_dir(ctx, args)?;
+    let bundle = Bundle::load(&model_dir)?;
+    let data_path = match &args.data {
+        Some(path) => path.clone(),
+        None => ctx
+            .input("load")
+            .map(|dir| dir.join("test.parquet"))
+            .context("no data to score: pass `--data PATH` or depend on `load`")?,
+    };
+    let threshold = match args.threshold {
+        Some(t) if t.is_finite() => t,
+        Some(t) => bail!("`--threshold` must be a finite number, got {t}"),
+        None => bundle.manifest.thresholds.active().with_context(|| {
+            format!(
+                "the bundle `{}` has no threshold: run `evaluate` on it first, or pass `--threshold`",
+                model_dir.display()
+            )
+        })?,
+    };
+    let (table, _labels) = read_table(&data_path)?.split_labels(&data_path)?;
+    let raw = align_columns(&table, &bundle.manifest.preprocessor.columns, &data_path)?;
+    eprintln!(
+        "scoring {} rows of `{}` with `{}` (threshold {threshold})",
+        table.n_rows,
+        data_path.display(),
+        model_dir.display()
+    );
+    let scores = bundle
+        .score_raw(&raw, table.n_rows)
+        .with_context(|| format!("cannot score `{}`", data_path.display()))?;
+    let feature_names: Vec<&str> = bundle
+        .target_dims()
+        .iter()
+        .map(|&d| bundle.manifest.preprocessor.columns[d].as_str())
+        .collect();
+    let n_anomalies = write_predictions(
+        &ctx.output_path("predictions.csv")?,
+        &scores,
+        threshold,
+        &feature_names,
+        args.top_k,
+    )?;
+    let n_rows = scores.n_scored();
+    let rate = n_anomalies as f64 / n_rows as f64;
+    ctx.log_metrics(
+        &[("n_rows", n_rows as f64), ("n_anomalies", n_anomalies as f64), ("anomaly_rate", rate)],
+        0,
+    )?;
+    eprintln!(
+        "{n_anomalies} of {n_rows} scored rows are anomalous ({:.2}%); the first {} rows fill the window",
+        100.0 * rate,
+        scores.first_row
+    );
+    Ok(())
+}
+
+/// The bundle directory: `--model`, `FLOW_MODEL_DIR`, then the upstream runs' `model/`.
+fn model_dir(ctx: &StepContext, args: &PredictArgs) -> Result<PathBuf> {
+    if let Some(dir) = &args.model {
+        return Ok(dir.clone());
+    }
+    if let Some(dir) = std::env::var_os("FLOW_MODEL_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    for step in ["evaluate", "train"] {
+        if let Ok(dir) = ctx.input(step) {
+            let candidate = dir.join("model");
+            if candidate.join(MANIFEST_FILE).exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("no model to apply: pass `--model DIR`, set `FLOW_MODEL_DIR`, or depend on `evaluate` or `train`")
+}
+
+/// The table's values in the model's column order (row-major).
+///
+/// Columns are matched by name (extra columns are ignored); a header-less file with
+/// exactly the expected number of columns is taken in order.
+pub fn align_columns(table: &Table, expected: &[String], path: &Path) -> Result<Vec<f64>> {
+    if table.columns == expected {
+        return Ok(table.values.clone());
+    }
+    let positions: Option<Vec<usize>> =
+        expected.iter().map(|name| table.columns.iter().position(|c| c == name)).collect();
+    if let Some(positions) = positions {
+        let mut values = Vec::with_capacity(table.n_rows * expected.len());
+        for row in 0..table.n_rows {
+            let row = table.row(row);
+            values.extend(positions.iter().map(|&p| row[p]));
+        }
+        return Ok(values);
+    }
+    if table.n_cols() == expected.len() {
+        eprintln!(
+            "warning: the columns of `{}` do not match the model's by name; using them in order",
+            path.display()
+        );
+        return Ok(table.values.clone());
+    }
+    bail!(
+        "`{}` has {} columns ({}), but the model expects {}: {}",
+        path.display(),
+        table.n_cols(),
+        preview(&table.columns),
+        expected.len(),
+        expected.join(", ")
+    )
+}
+
+/// `row,score,anomaly,top_features`; returns the number of anomalous rows.
+fn write_predictions(path: &Path, scores: &Scores, threshold: f64, names: &[&str], top_k: usize) -> Result<usize> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    let mut out = BufWriter::new(file);
+    writeln!(out, "row,score,anomaly,top_features")?;
+    let mut n_anomalies = 0;
+    let mut ranked: Vec<usize> = Vec::with_capacity(scores.n_target);
+    let mut features = String::new();
+    for (i, &score) in scores.total.iter().enumerate() {
+        let anomaly = f64::from(score) > threshold;
+        n_anomalies += usize::from(anomaly);
+        let row = &scores.per_feature[i * scores.n_target..(i + 1) * scores.n_target];
+        ranked.clear();
+        ranked.extend(0..scores.n_target);
+        ranked.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        features.clear();
+        for (rank, &f) in ranked.iter().take(top_k).enumerate() {
+            if rank > 0 {
+                features.push(';');
+            }
+            let _ = write!(features, "{}", names.get(f).copied().unwrap_or("?"));
+        }
+        writeln!(out, "{},{score},{},{}", i + scores.first_row, u8::from(anomaly), csv_field(&features))?;
+    }
+    out.flush().with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(n_anomalies)
+}
+
+/// Quotes a CSV field when it needs it.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// At most 8 names, then a count of the rest.
+fn preview(names: &[String]) -> String {
+    if names.len() <= 8 {
+        names.join(", ")
+    } else {
+        format!("{}, ... and {} more", names[..8].join(", "), names.len() - 8)
+    }
+}
+
+#[cfg(test)]
+mod tests;
