@@ -229,7 +229,7 @@ fn launch(
         }
     };
     let command = step.command.clone().unwrap_or_default();
-    let run_time = Utc::now();
+    let run_time = now();
     let run_id = store.begin_run(&NewRun {
         experiment: &options.experiment,
         entry: &step.entry,
@@ -365,13 +365,18 @@ fn complete(store: &Store, launched: Launched, status: std::io::Result<ExitStatu
         fs::copy(&launched.log_path, logs.join(format!("{}.log", launched.entry)))
             .with_context(|| format!("cannot keep the log of `{}`", launched.entry))?;
         store.publish(&launched.run_id, &out_dir)?;
+        store.end_run(&launched.run_id, RunStatus::Finished)?;
+        // Materialise `.flow/runs/<id>/` now so users (and downstream steps) can browse it.
+        store.run_dir(&launched.run_id)?;
         RunStatus::Finished
     } else if was_interrupted {
         RunStatus::Killed
     } else {
         RunStatus::Failed
     };
-    store.end_run(&launched.run_id, final_status)?;
+    if final_status != RunStatus::Finished {
+        store.end_run(&launched.run_id, final_status)?;
+    }
     // Outputs of a failed or killed step are discarded, never published.
     let _ = fs::remove_dir_all(&launched.work_dir);
     if final_status == RunStatus::Failed {
@@ -438,6 +443,16 @@ pub fn append_metric(path: &Path, key: &str, value: f64, step: i64) -> Result<()
         .with_context(|| format!("cannot open `{}`", path.display()))?;
     writeln!(file, "{line}")?;
     Ok(())
+}
+
+/// The clock runs are stamped with. Tests set `FLOW_TEST_NOW` (RFC 3339) to make runs
+/// on other days, as cargo's `__CARGO_TEST_LAST_USE_NOW` does; users never need it.
+fn now() -> DateTime<Utc> {
+    std::env::var("FLOW_TEST_NOW")
+        .ok()
+        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(Utc::now)
 }
 
 pub fn rfc3339(time: DateTime<Utc>) -> String {

@@ -1,13 +1,13 @@
 //! `flow serve`: REST scoring of raw rows with a model bundle, and monitoring of what is served.
 //!
 //! The server knows a model only through [`Scorer`], so it does not depend on the model code;
-//! the CLI adapts a loaded bundle to it. Every scored row also feeds a monitoring window
+//! [`BundleScorer`] adapts a loaded bundle to it. Every scored row also feeds a monitoring window
 //! (MLWatcher-style statistics and drift against the training data); closed windows go to a
 //! [`MonitorSink`] (the CLI stores them as metrics of a monitoring run) and to `GET /metrics`.
 //!
 //! Module map:
 //! - [`request`]: the MLflow JSON shapes and CSV bodies of `POST /invocations` -> a row-major matrix
-//! - [`csv_body`]: the CSV half of that parsing
+//! - [`json_body`], [`csv_body`]: the two body encodings
 //! - [`feedback`]: row ids handed out with predictions, and the labels clients send back for them
 //! - [`stats`]: summaries, PSI and KS (pure functions)
 //! - [`reservoir`]: bounded uniform sampling of a window's rows (Algorithm R) and its seeded RNG
@@ -22,6 +22,7 @@ pub mod api_error;
 pub mod bundle_scorer;
 pub mod csv_body;
 pub mod feedback;
+pub mod json_body;
 pub mod monitor;
 pub mod prometheus;
 pub mod request;

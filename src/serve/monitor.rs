@@ -168,11 +168,10 @@ impl WindowAccumulator {
     pub fn record(&mut self, scores: &[f64], anomalies: &[bool], scaled: &[f32]) {
         let width = self.n_features;
         let n_rows = scores.len().min(anomalies.len());
-        let n_rows = if width == 0 {
-            n_rows
-        } else {
-            n_rows.min(scaled.len() / width)
-        };
+        let n_rows = scaled
+            .len()
+            .checked_div(width)
+            .map_or(n_rows, |full| n_rows.min(full));
         for row in 0..n_rows {
             let features = &scaled[row * width..(row + 1) * width];
             self.count += 1;
@@ -313,7 +312,7 @@ mod tests {
         for chunk in 0..100 {
             let scores: Vec<f64> = (0..100).map(|i| (chunk * 100 + i) as f64).collect();
             let scaled: Vec<f32> = scores.iter().map(|&s| s as f32 / 10_000.0).collect();
-            window.record(&scores, &vec![false; 100], &scaled);
+            window.record(&scores, &[false; 100], &scaled);
         }
         let stats = window.close(0, DateTime::UNIX_EPOCH, &names()[..1], &[uniform_stats()]);
         assert_eq!((stats.count, stats.sampled), (10_000, 50));

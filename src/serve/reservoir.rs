@@ -124,11 +124,7 @@ impl RowReservoir {
 
     /// Rows currently sampled.
     pub fn len(&self) -> usize {
-        if self.width == 0 {
-            0
-        } else {
-            self.values.len() / self.width
-        }
+        self.values.len().checked_div(self.width).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -201,7 +201,7 @@ impl ServeState {
             .scorer
             .score(&rows.values, rows.n_rows)
             .map_err(|e| ApiError::internal(format!("scoring failed: {e:#}")))?;
-        let n_scored = rows.n_rows.checked_sub(scored.first_row).unwrap_or(0);
+        let n_scored = rows.n_rows.saturating_sub(scored.first_row);
         if scored.first_row > rows.n_rows
             || scored.scores.len() != n_scored
             || !(scored.top_features.is_empty() || scored.top_features.len() == n_scored)

@@ -117,39 +117,78 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
     let normalize = args.normalize_parts.or(published.normalize_parts);
     let window = bundle.manifest.model.window;
 
-    eprintln!("scoring {} training and {} test rows (window {window})", data.n_train, data.n_test);
-    let train_scores = bundle.score_scaled(&data.train, data.n_train).context("cannot score the training split")?;
-    let test_scores = bundle.score_scaled(&data.test, data.n_test).context("cannot score the test split")?;
+    eprintln!(
+        "scoring {} training and {} test rows (window {window})",
+        data.n_train, data.n_test
+    );
+    let train_scores = bundle
+        .score_scaled(&data.train, data.n_train)
+        .context("cannot score the training split")?;
+    let test_scores = bundle
+        .score_scaled(&data.test, data.n_test)
+        .context("cannot score the test split")?;
     let parts = |rows: fn(&crate::data::meta::Part) -> usize| -> Option<Vec<usize>> {
-        normalize.then(|| meta.as_ref().map(|m| m.parts.iter().map(rows).collect())).flatten()
+        normalize
+            .then(|| meta.as_ref().map(|m| m.parts.iter().map(rows).collect()))
+            .flatten()
     };
-    let train = split_scores(&train_scores, gamma, args.scale_scores, parts(|p| p.train_rows).as_deref(), window);
-    let test = split_scores(&test_scores, gamma, args.scale_scores, parts(|p| p.test_rows).as_deref(), window);
+    let train = split_scores(
+        &train_scores,
+        gamma,
+        args.scale_scores,
+        parts(|p| p.train_rows).as_deref(),
+        window,
+    );
+    let test = split_scores(
+        &test_scores,
+        gamma,
+        args.scale_scores,
+        parts(|p| p.test_rows).as_deref(),
+        window,
+    );
     let labels: Vec<bool> = data.labels[window..].iter().map(|&l| l > 0).collect();
 
     eprintln!(
         "fitting thresholds: POT level {} q {}{}, epsilon reg_level {}",
         settings.level,
         settings.q,
-        if settings.dynamic_pot { " (streaming)" } else { "" },
+        if settings.dynamic_pot {
+            " (streaming)"
+        } else {
+            ""
+        },
         settings.reg_level
     );
     let report = judge(&train.total, &test.total, &labels, settings)?;
     let transformed = args.scale_scores || normalize;
-    let serving = if transformed { judge(&train.plain_total, &test.plain_total, &labels, settings)? } else { report.clone() };
+    let serving = if transformed {
+        judge(&train.plain_total, &test.plain_total, &labels, settings)?
+    } else {
+        report.clone()
+    };
 
     let mut metrics = report.metrics();
-    let truths = meta.as_ref().map(|m| interpretation_truths(m, &bundle.target_dims(), window)).unwrap_or_default();
+    let truths = meta
+        .as_ref()
+        .map(|m| interpretation_truths(m, &bundle.target_dims(), window))
+        .unwrap_or_default();
     for percent in [100.0, 150.0] {
         if let Some(rate) = hit_rate(&test.per_feature, test_scores.n_target, &truths, percent) {
             metrics.push((format!("hitrate_{percent:.0}"), rate));
         }
     }
     metrics.push(("n_test_scored".into(), labels.len() as f64));
-    metrics.push(("test_anomaly_ratio".into(), labels.iter().filter(|&&l| l).count() as f64 / labels.len() as f64));
+    metrics.push((
+        "test_anomaly_ratio".into(),
+        labels.iter().filter(|&&l| l).count() as f64 / labels.len() as f64,
+    ));
     let thresholds = bundle_thresholds(&serving, args.choose);
     if transformed {
-        for (name, value) in [("pot", thresholds.pot), ("epsilon", thresholds.epsilon), ("best", thresholds.best_f1)] {
+        for (name, value) in [
+            ("pot", thresholds.pot),
+            ("epsilon", thresholds.epsilon),
+            ("best", thresholds.best_f1),
+        ] {
             if let Some(value) = value {
                 metrics.push((format!("serve_threshold_{name}"), value));
             }
@@ -158,7 +197,13 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
     let pairs: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     ctx.log_metrics(&pairs, 0)?;
 
-    write_scores_csv(&ctx.output_path("scores.csv")?, &report, &test.total, &labels, window)?;
+    write_scores_csv(
+        &ctx.output_path("scores.csv")?,
+        &report,
+        &test.total,
+        &labels,
+        window,
+    )?;
     let summary = json!({
         "dataset": dataset,
         "window": window,
@@ -171,8 +216,11 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
         "bundle_thresholds": thresholds,
     });
     let summary_path = ctx.output_path("summary.json")?;
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("cannot write `{}`", summary_path.display()))?;
+    std::fs::write(
+        &summary_path,
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )
+    .with_context(|| format!("cannot write `{}`", summary_path.display()))?;
 
     let mut evaluated = bundle.with_thresholds(thresholds);
     evaluated.manifest.gamma = gamma;
@@ -192,7 +240,11 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
             window,
         };
         let written = figures::write_all(ctx, &inputs, ctx.input("train").ok())?;
-        eprintln!("wrote {} plot(s) to `{}`", written, ctx.output_dir.join("plots").display());
+        eprintln!(
+            "wrote {} plot(s) to `{}`",
+            written,
+            ctx.output_dir.join("plots").display()
+        );
     }
     eprint!("{}", summary_table(&report, &metrics));
     Ok(())
@@ -201,11 +253,24 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
 /// Per-feature scores recomputed with `gamma` from the bundle's forecasts and
 /// reconstructions, optionally robust-scaled, and row scores, optionally normalised per
 /// part (`part_rows`: input rows of each concatenated part).
-pub fn split_scores(scores: &Scores, gamma: f64, scale: bool, part_rows: Option<&[usize]>, window: usize) -> SplitScores {
-    let term = |model: f32, actual: f32| if model.is_finite() { (model as f64 - actual as f64).abs() } else { 0.0 };
+pub fn split_scores(
+    scores: &Scores,
+    gamma: f64,
+    scale: bool,
+    part_rows: Option<&[usize]>,
+    window: usize,
+) -> SplitScores {
+    let term = |model: f32, actual: f32| {
+        if model.is_finite() {
+            (model as f64 - actual as f64).abs()
+        } else {
+            0.0
+        }
+    };
     let plain: Vec<f64> = (0..scores.actual.len())
         .map(|i| {
-            term(scores.forecast[i], scores.actual[i]) + gamma * term(scores.reconstruction[i], scores.actual[i])
+            term(scores.forecast[i], scores.actual[i])
+                + gamma * term(scores.reconstruction[i], scores.actual[i])
         })
         .collect();
     let plain_total = row_means(&plain, scores.n_target);
@@ -213,21 +278,35 @@ pub fn split_scores(scores: &Scores, gamma: f64, scale: bool, part_rows: Option<
     if scale {
         robust_scale(&mut per_feature, scores.n_target);
     }
-    let mut total = if scale { row_means(&per_feature, scores.n_target) } else { plain_total.clone() };
+    let mut total = if scale {
+        row_means(&per_feature, scores.n_target)
+    } else {
+        plain_total.clone()
+    };
     if let Some(rows) = part_rows {
         normalize_parts(&mut total, rows, window);
     }
-    SplitScores { per_feature, total, plain_total }
+    SplitScores {
+        per_feature,
+        total,
+        plain_total,
+    }
 }
 
 /// The features behind each interpreted test row, as indices among the target dims.
 pub fn interpretation_truths(meta: &Meta, target_dims: &[usize], window: usize) -> Vec<RowTruth> {
     let mut truths = Vec::new();
     for segment in &meta.interpretation {
-        let features: Vec<usize> =
-            segment.dims.iter().filter_map(|d| target_dims.iter().position(|t| t == d)).collect();
+        let features: Vec<usize> = segment
+            .dims
+            .iter()
+            .filter_map(|d| target_dims.iter().position(|t| t == d))
+            .collect();
         for row in segment.start.max(window)..segment.end {
-            truths.push(RowTruth { score_index: row - window, features: features.clone() });
+            truths.push(RowTruth {
+                score_index: row - window,
+                features: features.clone(),
+            });
         }
     }
     truths
@@ -255,19 +334,31 @@ struct Processed {
 
 fn read_processed(process_dir: &Path) -> Result<Processed> {
     let path = process_dir.join("data.safetensors");
-    let tensors =
-        candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
     let matrix = |name: &str| -> Result<(Vec<f32>, usize, usize)> {
-        let tensor = tensors.get(name).with_context(|| format!("`{}` has no `{name}` tensor", path.display()))?;
+        let tensor = tensors
+            .get(name)
+            .with_context(|| format!("`{}` has no `{name}` tensor", path.display()))?;
         let (rows, cols) = tensor
             .dims2()
             .with_context(|| format!("`{name}` in `{}` must be [rows, columns]", path.display()))?;
-        Ok((tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?, rows, cols))
+        Ok((
+            tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            rows,
+            cols,
+        ))
     };
     let (train, n_train, n_features) = matrix("train")?;
     let (test, n_test, test_cols) = matrix("test")?;
     if test_cols != n_features {
-        bail!("`{}`: `train` has {n_features} columns but `test` has {test_cols}", path.display());
+        bail!(
+            "`{}`: `train` has {n_features} columns but `test` has {test_cols}",
+            path.display()
+        );
     }
     let labels = tensors
         .get("labels")
@@ -276,19 +367,39 @@ fn read_processed(process_dir: &Path) -> Result<Processed> {
         .flatten_all()?
         .to_vec1::<u8>()?;
     if labels.len() != n_test {
-        bail!("`{}`: {} labels for {n_test} test rows", path.display(), labels.len());
+        bail!(
+            "`{}`: {} labels for {n_test} test rows",
+            path.display(),
+            labels.len()
+        );
     }
-    Ok(Processed { train, test, labels, n_train, n_test, n_features })
+    Ok(Processed {
+        train,
+        test,
+        labels,
+        n_train,
+        n_test,
+        n_features,
+    })
 }
 
 /// `row,score,label,pred_<method>...`: one line per scored test row (raw predictions).
-fn write_scores_csv(path: &Path, report: &Report, scores: &[f64], labels: &[bool], window: usize) -> Result<()> {
-    let mut methods: Vec<(&str, f64)> =
-        vec![("pot", report.pot_metrics.threshold), ("epsilon", report.epsilon_metrics.threshold)];
+fn write_scores_csv(
+    path: &Path,
+    report: &Report,
+    scores: &[f64],
+    labels: &[bool],
+    window: usize,
+) -> Result<()> {
+    let mut methods: Vec<(&str, f64)> = vec![
+        ("pot", report.pot_metrics.threshold),
+        ("epsilon", report.epsilon_metrics.threshold),
+    ];
     if let Some(best) = &report.best {
         methods.push(("best", best.threshold));
     }
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create `{}`", path.display()))?;
     let mut out = BufWriter::new(file);
     let mut header = String::from("row,score,label");
     for (name, _) in &methods {
@@ -302,12 +413,15 @@ fn write_scores_csv(path: &Path, report: &Report, scores: &[f64], labels: &[bool
         }
         writeln!(out)?;
     }
-    out.flush().with_context(|| format!("cannot write `{}`", path.display()))
+    out.flush()
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// A fixed-width table of the figures, for the terminal.
 fn summary_table(report: &Report, metrics: &[(String, f64)]) -> String {
-    let mut text = String::from("method      threshold   P        R        F1       P(pa)    R(pa)    F1(pa)\n");
+    let mut text = String::from(
+        "method      threshold   P        R        F1       P(pa)    R(pa)    F1(pa)\n",
+    );
     let mut row = |name: &str, raw: &ThresholdMetrics, adjusted: &ThresholdMetrics| {
         let _ = writeln!(
             text,

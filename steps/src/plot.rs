@@ -85,10 +85,17 @@ pub fn decimate(values: &[f64], x_start: usize, max_points: usize) -> Vec<(f64, 
     let mut out = Vec::with_capacity(2 * n_buckets);
     for (b, chunk) in values.chunks(bucket).enumerate() {
         let offset = x_start + b * bucket;
-        let points: Vec<(f64, f64)> =
-            chunk.iter().enumerate().filter_map(|(i, v)| finite((offset - x_start + i, v))).collect();
-        let Some(min) = points.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
-        let Some(max) = points.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
+        let points: Vec<(f64, f64)> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| finite((offset - x_start + i, v)))
+            .collect();
+        let Some(min) = points.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+            continue;
+        };
+        let Some(max) = points.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+            continue;
+        };
         if min.0 <= max.0 {
             out.push(min);
             out.push(max);
@@ -114,11 +121,15 @@ fn register_font() {
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
-type DrawResult<'a> = std::result::Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
+type DrawResult<'a> =
+    std::result::Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
 
 fn draw_panel<'a>(area: &Area<'a>, panel: &Panel) -> DrawResult<'a> {
-    let lines: Vec<(&Line, Vec<(f64, f64)>)> =
-        panel.lines.iter().map(|line| (line, decimate(line.values, line.x_start, MAX_POINTS))).collect();
+    let lines: Vec<(&Line, Vec<(f64, f64)>)> = panel
+        .lines
+        .iter()
+        .map(|line| (line, decimate(line.values, line.x_start, MAX_POINTS)))
+        .collect();
     let (x_range, y_range) = bounds(&lines, panel);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 18))
@@ -135,14 +146,19 @@ fn draw_panel<'a>(area: &Area<'a>, panel: &Panel) -> DrawResult<'a> {
         .draw()?;
     let shade = RGBColor(214, 39, 40).mix(0.18).filled();
     chart.draw_series(panel.shaded.iter().map(|r| {
-        Rectangle::new([(r.start as f64, y_range.start), (r.end as f64, y_range.end)], shade)
+        Rectangle::new(
+            [(r.start as f64, y_range.start), (r.end as f64, y_range.end)],
+            shade,
+        )
     }))?;
     for (line, points) in lines {
         let color = line.color;
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(1)))?
             .label(line.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     for level in &panel.levels {
         let color = level.color;
@@ -152,7 +168,9 @@ fn draw_panel<'a>(area: &Area<'a>, panel: &Panel) -> DrawResult<'a> {
                 color.stroke_width(2),
             ))?
             .label(format!("{} = {:.4}", level.label, level.value))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
     }
     if !panel.lines.is_empty() || !panel.levels.is_empty() {
         chart
@@ -168,7 +186,12 @@ fn draw_panel<'a>(area: &Area<'a>, panel: &Panel) -> DrawResult<'a> {
 
 /// The x and y extent of everything drawn, padded so nothing sits on the frame.
 fn bounds(lines: &[(&Line, Vec<(f64, f64)>)], panel: &Panel) -> (Range<f64>, Range<f64>) {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for (x, y) in lines.iter().flat_map(|(_, points)| points.iter().copied()) {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
@@ -184,7 +207,11 @@ fn bounds(lines: &[(&Line, Vec<(f64, f64)>)], panel: &Panel) -> (Range<f64>, Ran
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { y0.abs().max(1.0) * 0.05 };
+    let pad = if y1 > y0 {
+        (y1 - y0) * 0.05
+    } else {
+        y0.abs().max(1.0) * 0.05
+    };
     (x0..x1, (y0 - pad)..(y1 + pad))
 }
 
@@ -219,14 +246,27 @@ mod tests {
             title: "score".into(),
             x_label: "row".into(),
             y_label: "value".into(),
-            lines: vec![Line { label: "sin".into(), x_start: 100, values: &values, color: PALETTE[0] }],
-            levels: vec![Level { label: "pot".into(), value: 0.8, color: PALETTE[3] }],
+            lines: vec![Line {
+                label: "sin".into(),
+                x_start: 100,
+                values: &values,
+                color: PALETTE[0],
+            }],
+            levels: vec![Level {
+                label: "pot".into(),
+                value: 0.8,
+                color: PALETTE[3],
+            }],
             shaded: vec![200..260],
         };
         draw_panels(&path, &[panel.clone(), panel], 640, 240).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
-        assert!(bytes.len() > 5000, "suspiciously small PNG: {} bytes", bytes.len());
+        assert!(
+            bytes.len() > 5000,
+            "suspiciously small PNG: {} bytes",
+            bytes.len()
+        );
     }
 
     #[test]

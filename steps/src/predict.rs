@@ -77,7 +77,11 @@ pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
     let n_rows = scores.n_scored();
     let rate = n_anomalies as f64 / n_rows as f64;
     ctx.log_metrics(
-        &[("n_rows", n_rows as f64), ("n_anomalies", n_anomalies as f64), ("anomaly_rate", rate)],
+        &[
+            ("n_rows", n_rows as f64),
+            ("n_anomalies", n_anomalies as f64),
+            ("anomaly_rate", rate),
+        ],
         0,
     )?;
     eprintln!(
@@ -115,8 +119,10 @@ pub fn align_columns(table: &Table, expected: &[String], path: &Path) -> Result<
     if table.columns == expected {
         return Ok(table.values.clone());
     }
-    let positions: Option<Vec<usize>> =
-        expected.iter().map(|name| table.columns.iter().position(|c| c == name)).collect();
+    let positions: Option<Vec<usize>> = expected
+        .iter()
+        .map(|name| table.columns.iter().position(|c| c == name))
+        .collect();
     if let Some(positions) = positions {
         let mut values = Vec::with_capacity(table.n_rows * expected.len());
         for row in 0..table.n_rows {
@@ -143,8 +149,15 @@ pub fn align_columns(table: &Table, expected: &[String], path: &Path) -> Result<
 }
 
 /// `row,score,anomaly,top_features`; returns the number of anomalous rows.
-fn write_predictions(path: &Path, scores: &Scores, threshold: f64, names: &[&str], top_k: usize) -> Result<usize> {
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+fn write_predictions(
+    path: &Path,
+    scores: &Scores,
+    threshold: f64,
+    names: &[&str],
+    top_k: usize,
+) -> Result<usize> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create `{}`", path.display()))?;
     let mut out = BufWriter::new(file);
     writeln!(out, "row,score,anomaly,top_features")?;
     let mut n_anomalies = 0;
@@ -164,9 +177,16 @@ fn write_predictions(path: &Path, scores: &Scores, threshold: f64, names: &[&str
             }
             let _ = write!(features, "{}", names.get(f).copied().unwrap_or("?"));
         }
-        writeln!(out, "{},{score},{},{}", i + scores.first_row, u8::from(anomaly), csv_field(&features))?;
+        writeln!(
+            out,
+            "{},{score},{},{}",
+            i + scores.first_row,
+            u8::from(anomaly),
+            csv_field(&features)
+        )?;
     }
-    out.flush().with_context(|| format!("cannot write `{}`", path.display()))?;
+    out.flush()
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
     Ok(n_anomalies)
 }
 
@@ -184,7 +204,11 @@ fn preview(names: &[String]) -> String {
     if names.len() <= 8 {
         names.join(", ")
     } else {
-        format!("{}, ... and {} more", names[..8].join(", "), names.len() - 8)
+        format!(
+            "{}, ... and {} more",
+            names[..8].join(", "),
+            names.len() - 8
+        )
     }
 }
 

@@ -160,7 +160,7 @@ mod tests {
         let meta = Meta::read(&out.path().join("meta.json")).unwrap();
         assert_eq!(
             (train.n_rows, test.n_rows, labels.len()),
-            (3916, 6256, 6256)
+            (5426, 7979, 7979)
         );
         assert_eq!(meta.source_format, "telemanom");
         assert_eq!(meta.columns, train.columns);
@@ -180,7 +180,7 @@ mod tests {
             .map(|_| {
                 let out = tempfile::tempdir().unwrap();
                 let ctx = StepContext::for_dirs(out.path(), &[]);
-                let dataset = read_dataset(&sample_dir(), "M-7", SourceFormat::Auto).unwrap();
+                let dataset = read_dataset(&sample_dir(), "T-13", SourceFormat::Auto).unwrap();
                 write_dataset(&ctx, &dataset).unwrap();
                 [
                     "train.parquet",

@@ -71,9 +71,10 @@ impl Preprocessor {
             let values = (0..n_rows).map(|row| fill(train[row * n_cols + col], nan_fill));
             match scaler {
                 ScalerKind::Minmax => {
-                    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                        (lo.min(v), hi.max(v))
-                    });
+                    let (lo, hi) = values
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                            (lo.min(v), hi.max(v))
+                        });
                     if lo.is_finite() {
                         offset[col] = lo;
                         scale[col] = if hi > lo { hi - lo } else { 1.0 };
@@ -83,7 +84,8 @@ impl Preprocessor {
                     let values: Vec<f64> = values.collect();
                     if !values.is_empty() {
                         let mean = values.iter().sum::<f64>() / values.len() as f64;
-                        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+                        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                            / values.len() as f64;
                         offset[col] = mean;
                         scale[col] = if var > 0.0 { var.sqrt() } else { 1.0 };
                     }
@@ -105,7 +107,9 @@ impl Preprocessor {
         let scaled = preprocessor.transform(train);
         preprocessor.train_stats = (0..n_cols.min(preprocessor.columns.len()))
             .map(|col| {
-                let column: Vec<f64> = (0..n_rows).map(|row| scaled[row * n_cols + col] as f64).collect();
+                let column: Vec<f64> = (0..n_rows)
+                    .map(|row| scaled[row * n_cols + col] as f64)
+                    .collect();
                 FeatureStats::of(&column)
             })
             .collect();
@@ -148,7 +152,9 @@ impl FeatureStats {
         let n = sorted.len() as f64;
         let mean = sorted.iter().sum::<f64>() / n;
         let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let quantiles: Vec<f64> = (0..=100).map(|p| quantile_sorted(&sorted, p as f64 / 100.0)).collect();
+        let quantiles: Vec<f64> = (0..=100)
+            .map(|p| quantile_sorted(&sorted, p as f64 / 100.0))
+            .collect();
         let bin_edges: Vec<f64> = (0..=10).map(|d| quantiles[d * 10]).collect();
         let mut counts = [0usize; 10];
         for &v in &sorted {
@@ -169,7 +175,9 @@ impl FeatureStats {
 /// The PSI bin (0..10) a value falls into, given 11 decile edges; outside values clamp.
 pub fn bin_index(edges: &[f64], value: f64) -> usize {
     let inner = &edges[1..edges.len() - 1];
-    inner.partition_point(|&edge| edge < value).min(edges.len() - 2)
+    inner
+        .partition_point(|&edge| edge < value)
+        .min(edges.len() - 2)
 }
 
 /// Linear-interpolated quantile of already sorted, non-empty values.
@@ -195,7 +203,14 @@ mod tests {
     #[test]
     fn minmax_uses_train_statistics_and_allows_out_of_range() {
         let train = [0.0, 10.0, 2.0, 10.0, 4.0, 10.0];
-        let p = Preprocessor::fit(&train, vec!["a".into(), "b".into()], ScalerKind::Minmax, 0.0, vec![0], 2);
+        let p = Preprocessor::fit(
+            &train,
+            vec!["a".into(), "b".into()],
+            ScalerKind::Minmax,
+            0.0,
+            vec![0],
+            2,
+        );
         assert_eq!(p.transform(&[2.0, 10.0]), vec![0.5, 0.0]);
         assert_eq!(p.transform(&[8.0, f64::NAN]), vec![2.0, -10.0]);
     }
@@ -203,7 +218,14 @@ mod tests {
     #[test]
     fn standard_scaler_centres_and_scales() {
         let train = [1.0, 3.0];
-        let p = Preprocessor::fit(&train, vec!["a".into()], ScalerKind::Standard, 0.0, vec![0], 1);
+        let p = Preprocessor::fit(
+            &train,
+            vec!["a".into()],
+            ScalerKind::Standard,
+            0.0,
+            vec![0],
+            1,
+        );
         assert_eq!(p.transform(&[2.0, 3.0]), vec![0.0, 1.0]);
     }
 

@@ -317,7 +317,7 @@ mod tests {
     fn run_on_load_output_writes_safetensors_and_preprocessor() {
         let load_dir = tempfile::tempdir().unwrap();
         let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/telemanom");
-        let dataset = read_dataset(&sample, "M-6", SourceFormat::Auto).unwrap();
+        let dataset = read_dataset(&sample, "M-3", SourceFormat::Auto).unwrap();
         write_dataset(&StepContext::for_dirs(load_dir.path(), &[]), &dataset).unwrap();
 
         let out = tempfile::tempdir().unwrap();
@@ -328,9 +328,9 @@ mod tests {
             candle_core::safetensors::load(out.path().join("data.safetensors"), &Device::Cpu)
                 .unwrap();
         let (train, test, labels) = (&tensors["train"], &tensors["test"], &tensors["labels"]);
-        assert_eq!((train.dims(), train.dtype()), (&[1565, 55][..], DType::F32));
-        assert_eq!((test.dims(), test.dtype()), (&[2049, 55][..], DType::F32));
-        assert_eq!((labels.dims(), labels.dtype()), (&[2049][..], DType::U8));
+        assert_eq!((train.dims(), train.dtype()), (&[2037, 55][..], DType::F32));
+        assert_eq!((test.dims(), test.dtype()), (&[2127, 55][..], DType::F32));
+        assert_eq!((labels.dims(), labels.dtype()), (&[2127][..], DType::U8));
         assert_eq!(labels.to_vec1::<u8>().unwrap(), dataset.labels);
         // Min-max on train: every scaled train value lies in [0, 1], and each
         // non-constant column reaches both ends.

@@ -310,7 +310,7 @@ mod tests {
         let dir = sample_dir();
         let dataset = load(&dir, "MSL").unwrap();
         let names: Vec<&str> = dataset.meta.parts.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, vec!["C-2", "M-6", "M-7"]);
+        assert_eq!(names, vec!["F-4", "M-3", "T-13"]);
         let mut train_rows = 0;
         let mut test_rows = 0;
         let mut offset = 0;
@@ -343,10 +343,10 @@ mod tests {
             (dataset.train.n_rows, dataset.test.n_rows),
             (train_rows, test_rows)
         );
-        assert_eq!((train_rows, test_rows), (3916, 6256));
+        assert_eq!((train_rows, test_rows), (5426, 7979));
         assert_eq!(
             dataset.labels.iter().filter(|&&l| l == 1).count(),
-            101 + 36 + 181 + 101
+            71 + 251 + 101 + 151
         );
         assert_eq!(dataset.train.n_cols(), 55);
         assert_eq!(dataset.meta.columns[0], "f0");
@@ -355,34 +355,31 @@ mod tests {
 
     #[test]
     fn one_channel_case_insensitively() {
-        let dataset = load(&sample_dir(), "m-6").unwrap();
-        assert_eq!((dataset.train.n_rows, dataset.test.n_rows), (1565, 2049));
+        let dataset = load(&sample_dir(), "m-3").unwrap();
+        assert_eq!((dataset.train.n_rows, dataset.test.n_rows), (2037, 2127));
         assert_eq!(
             dataset.labels.iter().filter(|&&l| l == 1).count(),
-            2030 - 1850 + 1
+            1500 - 1250 + 1
         );
         assert_eq!(
             (
-                dataset.labels[1849],
-                dataset.labels[1850],
-                dataset.labels[2030]
+                dataset.labels[1249],
+                dataset.labels[1250],
+                dataset.labels[1500]
             ),
             (0, 1, 1)
         );
-        assert_eq!(dataset.labels[2031], 0);
-        assert_eq!(dataset.meta.dataset, "m-6");
-        assert_eq!(dataset.meta.parts[0].name, "M-6");
+        assert_eq!(dataset.labels[1501], 0);
+        assert_eq!(dataset.meta.dataset, "m-3");
+        assert_eq!(dataset.meta.parts[0].name, "M-3");
     }
 
     #[test]
     fn unknown_channel_lists_available_and_suggests() {
         let message = format!("{:#}", load(&sample_dir(), "M-8").unwrap_err());
         assert!(message.contains("unknown channel `M-8`"), "{message}");
-        assert!(message.contains("C-2, M-6, M-7"), "{message}");
-        assert!(
-            message.contains("did you mean `M-6`?") || message.contains("did you mean `M-7`?"),
-            "{message}"
-        );
+        assert!(message.contains("F-4, M-3, T-13"), "{message}");
+        assert!(message.contains("did you mean `M-3`?"), "{message}");
         assert!(message.contains("train"), "{message}");
     }
 

@@ -35,9 +35,18 @@ pub struct FigureInputs<'a> {
 }
 
 /// Writes every figure that has data; returns how many were written.
-pub fn write_all(ctx: &StepContext, inputs: &FigureInputs, train_dir: Option<&Path>) -> Result<usize> {
+pub fn write_all(
+    ctx: &StepContext,
+    inputs: &FigureInputs,
+    train_dir: Option<&Path>,
+) -> Result<usize> {
     let mut written = 0;
-    draw_panels(&ctx.output_path("plots/scores.png")?, &score_panels(inputs), WIDTH, 360)?;
+    draw_panels(
+        &ctx.output_path("plots/scores.png")?,
+        &score_panels(inputs),
+        WIDTH,
+        360,
+    )?;
     written += 1;
     let feature_data = feature_series(inputs);
     if !feature_data.is_empty() {
@@ -45,7 +54,10 @@ pub fn write_all(ctx: &StepContext, inputs: &FigureInputs, train_dir: Option<&Pa
         draw_panels(&ctx.output_path("plots/features.png")?, &panels, WIDTH, 280)?;
         written += 1;
     }
-    if let Some(history) = train_dir.map(|dir| dir.join("history.json")).filter(|p| p.exists()) {
+    if let Some(history) = train_dir
+        .map(|dir| dir.join("history.json"))
+        .filter(|p| p.exists())
+    {
         let curves = read_history(&history)?;
         if !curves.is_empty() {
             let panel = Panel {
@@ -64,7 +76,12 @@ pub fn write_all(ctx: &StepContext, inputs: &FigureInputs, train_dir: Option<&Pa
                     .collect(),
                 ..Panel::default()
             };
-            draw_panels(&ctx.output_path("plots/loss.png")?, &[panel], WIDTH / 2 + 200, 400)?;
+            draw_panels(
+                &ctx.output_path("plots/loss.png")?,
+                &[panel],
+                WIDTH / 2 + 200,
+                400,
+            )?;
             written += 1;
         }
     }
@@ -75,8 +92,10 @@ pub fn write_all(ctx: &StepContext, inputs: &FigureInputs, train_dir: Option<&Pa
 /// one object per epoch, `[{"epoch": 1, "train_loss": .., "val_loss": ..}, ..]`. Every
 /// numeric key but `epoch` becomes a curve.
 pub fn read_history(path: &Path) -> Result<Vec<(String, Vec<f64>)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    let value: Value = serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("`{}` is not JSON", path.display()))?;
     let mut curves: Vec<(String, Vec<f64>)> = Vec::new();
     let mut push = |key: &str, v: &Value| {
         if key == "epoch" {
@@ -103,15 +122,25 @@ pub fn read_history(path: &Path) -> Result<Vec<(String, Vec<f64>)>> {
                 }
             }
         }
-        _ => anyhow::bail!("`{}` must hold an object of arrays or an array of objects", path.display()),
+        _ => anyhow::bail!(
+            "`{}` must hold an object of arrays or an array of objects",
+            path.display()
+        ),
     }
     Ok(curves)
 }
 
 fn score_panels<'a>(inputs: &FigureInputs<'a>) -> Vec<Panel<'a>> {
     let report = inputs.report;
-    let level = |label: &str, value: f64, color: usize| Level { label: label.into(), value, color: PALETTE[color] };
-    let mut test_levels = vec![level("pot", report.pot.threshold, 3), level("epsilon", report.epsilon_metrics.threshold, 2)];
+    let level = |label: &str, value: f64, color: usize| Level {
+        label: label.into(),
+        value,
+        color: PALETTE[color],
+    };
+    let mut test_levels = vec![
+        level("pot", report.pot.threshold, 3),
+        level("epsilon", report.epsilon_metrics.threshold, 2),
+    ];
     if let Some(best) = &report.best {
         test_levels.push(level("best F1 (pa)", best.threshold, 4));
     }
@@ -121,7 +150,12 @@ fn score_panels<'a>(inputs: &FigureInputs<'a>) -> Vec<Panel<'a>> {
             title: "training scores".into(),
             x_label: "row".into(),
             y_label: "anomaly score".into(),
-            lines: vec![Line { label: "score".into(), x_start: inputs.window, values: &inputs.train.total, color: PALETTE[0] }],
+            lines: vec![Line {
+                label: "score".into(),
+                x_start: inputs.window,
+                values: &inputs.train.total,
+                color: PALETTE[0],
+            }],
             levels: train_levels,
             shaded: Vec::new(),
         },
@@ -129,7 +163,12 @@ fn score_panels<'a>(inputs: &FigureInputs<'a>) -> Vec<Panel<'a>> {
             title: "test scores (true anomalies shaded)".into(),
             x_label: "row".into(),
             y_label: "anomaly score".into(),
-            lines: vec![Line { label: "score".into(), x_start: inputs.window, values: &inputs.test.total, color: PALETTE[0] }],
+            lines: vec![Line {
+                label: "score".into(),
+                x_start: inputs.window,
+                values: &inputs.test.total,
+                color: PALETTE[0],
+            }],
             levels: test_levels,
             shaded: segments(inputs.labels)
                 .into_iter()
@@ -151,7 +190,12 @@ struct FeatureSeries {
 
 impl FeatureSeries {
     fn panel(&self) -> Panel<'_> {
-        let line = |label: &str, values, color| Line { label: label.into(), x_start: self.x_start, values, color };
+        let line = |label: &str, values, color| Line {
+            label: label.into(),
+            x_start: self.x_start,
+            values,
+            color,
+        };
         Panel {
             title: self.title.clone(),
             x_label: "row".into(),
@@ -172,12 +216,19 @@ fn feature_series(inputs: &FigureInputs) -> Vec<FeatureSeries> {
     let report = inputs.report;
     let threshold = match inputs.chosen {
         ThresholdMethod::Pot => report.pot.threshold,
-        ThresholdMethod::BestF1 => report.best.map_or(report.epsilon_metrics.threshold, |b| b.threshold),
+        ThresholdMethod::BestF1 => report
+            .best
+            .map_or(report.epsilon_metrics.threshold, |b| b.threshold),
         ThresholdMethod::Epsilon => report.epsilon_metrics.threshold,
     };
     let total = &inputs.test.total;
     let predicted: Vec<bool> = total.iter().map(|&s| s > threshold).collect();
-    let peak = |r: &std::ops::Range<usize>| total[r.clone()].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let peak = |r: &std::ops::Range<usize>| {
+        total[r.clone()]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
     let mut detected = segments(&predicted);
     detected.sort_by(|a, b| peak(b).total_cmp(&peak(a)));
     detected.truncate(MAX_SEGMENTS);
@@ -188,7 +239,10 @@ fn feature_series(inputs: &FigureInputs) -> Vec<FeatureSeries> {
     for segment in detected {
         let mut features: Vec<(usize, f64)> = (0..n_target)
             .map(|f| {
-                let sum: f64 = segment.clone().map(|i| inputs.test.per_feature[i * n_target + f]).sum();
+                let sum: f64 = segment
+                    .clone()
+                    .map(|i| inputs.test.per_feature[i * n_target + f])
+                    .sum();
                 (f, sum / segment.len() as f64)
             })
             .collect();
@@ -197,9 +251,18 @@ fn feature_series(inputs: &FigureInputs) -> Vec<FeatureSeries> {
         let lo = segment.start.saturating_sub(context);
         let hi = (segment.end + context).min(n_scored);
         for &(feature, _) in features.iter().take(FEATURES_PER_SEGMENT) {
-            let column = inputs.target_dims.get(feature).and_then(|&d| inputs.columns.get(d));
-            let name = column.cloned().unwrap_or_else(|| format!("feature {feature}"));
-            let pick = |values: &[f32]| (lo..hi).map(|i| values[i * n_target + feature] as f64).collect();
+            let column = inputs
+                .target_dims
+                .get(feature)
+                .and_then(|&d| inputs.columns.get(d));
+            let name = column
+                .cloned()
+                .unwrap_or_else(|| format!("feature {feature}"));
+            let pick = |values: &[f32]| {
+                (lo..hi)
+                    .map(|i| values[i * n_target + feature] as f64)
+                    .collect()
+            };
             out.push(FeatureSeries {
                 title: format!(
                     "{name}: rows {}..{} detected",
@@ -225,13 +288,27 @@ mod tests {
     fn history_in_both_layouts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.json");
-        std::fs::write(&path, r#"{"train_loss": [3, 2, 1], "val_loss": [4, 3, null]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"train_loss": [3, 2, 1], "val_loss": [4, 3, null]}"#,
+        )
+        .unwrap();
         let curves = read_history(&path).unwrap();
         assert_eq!(curves[0], ("train_loss".to_string(), vec![3.0, 2.0, 1.0]));
         assert!(curves[1].1[2].is_nan());
-        std::fs::write(&path, r#"[{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]"#).unwrap();
-        assert_eq!(read_history(&path).unwrap(), vec![("train_loss".to_string(), vec![2.0, 1.5])]);
+        std::fs::write(
+            &path,
+            r#"[{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read_history(&path).unwrap(),
+            vec![("train_loss".to_string(), vec![2.0, 1.5])]
+        );
         std::fs::write(&path, "3").unwrap();
-        assert!(read_history(&path).unwrap_err().to_string().contains("object of arrays"));
+        assert!(read_history(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("object of arrays"));
     }
 }

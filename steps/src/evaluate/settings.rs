@@ -30,7 +30,9 @@ where
         if text.eq_ignore_ascii_case("auto") {
             return Ok(Auto::Auto);
         }
-        text.parse().map(Auto::Value).map_err(|e| format!("expected `auto` or a value ({e})"))
+        text.parse()
+            .map(Auto::Value)
+            .map_err(|e| format!("expected `auto` or a value ({e})"))
     }
 }
 
@@ -85,7 +87,12 @@ pub fn published_settings(dataset: &str) -> Published {
         _ if upper.starts_with("MACHINE-3-") => (0.9999, 0.001, 1),
         _ => (0.99, 0.001, 1),
     };
-    Published { level, q, reg_level, normalize_parts: matches!(upper.as_str(), "SMAP" | "MSL") }
+    Published {
+        level,
+        q,
+        reg_level,
+        normalize_parts: matches!(upper.as_str(), "SMAP" | "MSL"),
+    }
 }
 
 #[cfg(test)]
@@ -94,13 +101,24 @@ mod tests {
 
     #[test]
     fn published_settings_by_dataset() {
-        assert_eq!(published_settings("SMAP"), Published { level: 0.90, q: 0.005, reg_level: 0, normalize_parts: true });
+        assert_eq!(
+            published_settings("SMAP"),
+            Published {
+                level: 0.90,
+                q: 0.005,
+                reg_level: 0,
+                normalize_parts: true
+            }
+        );
         assert_eq!(published_settings("msl").q, 0.001);
         assert_eq!(published_settings("machine-1-1").level, 0.9950);
         assert_eq!(published_settings("machine-2-1").level, 0.9925);
         assert_eq!(published_settings("machine-3-11").level, 0.9999);
         let other = published_settings("M-6");
-        assert_eq!((other.level, other.q, other.reg_level, other.normalize_parts), (0.99, 0.001, 1, false));
+        assert_eq!(
+            (other.level, other.q, other.reg_level, other.normalize_parts),
+            (0.99, 0.001, 1, false)
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub(crate) const WINDOW: usize = 8;
 pub(crate) fn tiny_bundle() -> Bundle {
     let columns: Vec<String> = (0..N_FEATURES).map(|i| format!("c{i}")).collect();
     let train: Vec<f64> = (0..40 * N_FEATURES).map(|i| (i % 7) as f64).collect();
-    let preprocessor = Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, Vec::new(), WINDOW);
+    let preprocessor =
+        Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, Vec::new(), WINDOW);
     let cfg = Config {
         gru_hidden: 8,
         forecast_hidden: 6,
@@ -32,8 +33,13 @@ pub(crate) fn tiny_bundle() -> Bundle {
     };
     let varmap = VarMap::new();
     MtadGat::new(&cfg, seeded_var_builder(&varmap, 3, &Device::Cpu), 3).unwrap();
-    let weights: HashMap<String, Tensor> =
-        varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let weights: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     let manifest = BundleManifest {
         format_version: BundleManifest::FORMAT_VERSION,
         algorithm: "mtad_gat".into(),
@@ -41,7 +47,13 @@ pub(crate) fn tiny_bundle() -> Bundle {
         model: cfg,
         gamma: 1.0,
         thresholds: Thresholds::default(),
-        trained: TrainSummary { epochs: 0, best_val_loss: 0.0, seed: 3, n_train_windows: 0, train_run_id: "test".into() },
+        trained: TrainSummary {
+            epochs: 0,
+            best_val_loss: 0.0,
+            seed: 3,
+            n_train_windows: 0,
+            train_run_id: "test".into(),
+        },
     };
     Bundle::from_weights(manifest, weights).unwrap()
 }
@@ -52,7 +64,11 @@ fn series(n_rows: usize, phase: f64, spike: std::ops::Range<usize>) -> Vec<f32> 
     for row in 0..n_rows {
         for col in 0..N_FEATURES {
             let v = 0.5 + 0.4 * ((row as f64 + phase) / (4.0 + col as f64)).sin();
-            values.push(if spike.contains(&row) && col == 1 { 25.0 } else { v as f32 });
+            values.push(if spike.contains(&row) && col == 1 {
+                25.0
+            } else {
+                v as f32
+            });
         }
     }
     values
@@ -74,16 +90,30 @@ fn upstream(root: &Path) -> StepContext {
         source_format: "csv".into(),
         columns: (0..N_FEATURES).map(|i| format!("c{i}")).collect(),
         target_dims: None,
-        parts: vec![Part { name: "demo".into(), train_rows: N_TRAIN, test_rows: N_TEST }],
-        interpretation: vec![Interpretation { start: SPIKE.start, end: SPIKE.end, dims: vec![1] }],
+        parts: vec![Part {
+            name: "demo".into(),
+            train_rows: N_TRAIN,
+            test_rows: N_TEST,
+        }],
+        interpretation: vec![Interpretation {
+            start: SPIKE.start,
+            end: SPIKE.end,
+            dims: vec![1],
+        }],
     };
     meta.write(&load.join("meta.json")).unwrap();
     let mut labels = vec![0u8; N_TEST];
     labels[SPIKE].fill(1);
     let device = Device::Cpu;
     let tensors: HashMap<String, Tensor> = [
-        ("train", Tensor::from_vec(series(N_TRAIN, 0.0, 0..0), (N_TRAIN, N_FEATURES), &device).unwrap()),
-        ("test", Tensor::from_vec(series(N_TEST, 3.0, SPIKE), (N_TEST, N_FEATURES), &device).unwrap()),
+        (
+            "train",
+            Tensor::from_vec(series(N_TRAIN, 0.0, 0..0), (N_TRAIN, N_FEATURES), &device).unwrap(),
+        ),
+        (
+            "test",
+            Tensor::from_vec(series(N_TEST, 3.0, SPIKE), (N_TEST, N_FEATURES), &device).unwrap(),
+        ),
         ("labels", Tensor::from_vec(labels, N_TEST, &device).unwrap()),
     ]
     .into_iter()
@@ -91,8 +121,15 @@ fn upstream(root: &Path) -> StepContext {
     .collect();
     candle_core::safetensors::save(&tensors, process.join("data.safetensors")).unwrap();
     tiny_bundle().save(&train.join("model")).unwrap();
-    std::fs::write(train.join("history.json"), r#"{"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}"#).unwrap();
-    let mut ctx = StepContext::for_dirs(root.join("out"), &[("load", &load), ("process", &process), ("train", &train)]);
+    std::fs::write(
+        train.join("history.json"),
+        r#"{"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}"#,
+    )
+    .unwrap();
+    let mut ctx = StepContext::for_dirs(
+        root.join("out"),
+        &[("load", &load), ("process", &process), ("train", &train)],
+    );
     ctx.metrics_path = Some(root.join("metrics.jsonl"));
     ctx
 }
@@ -120,7 +157,10 @@ fn logged_metrics(path: &Path) -> HashMap<String, f64> {
         .lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            (v["key"].as_str().unwrap().to_string(), v["value"].as_f64().unwrap_or(f64::NAN))
+            (
+                v["key"].as_str().unwrap().to_string(),
+                v["value"].as_f64().unwrap_or(f64::NAN),
+            )
         })
         .collect()
 }
@@ -133,8 +173,19 @@ fn evaluate_writes_scores_metrics_bundle_and_plots() {
     let out = dir.path().join("out");
 
     let metrics = logged_metrics(&dir.path().join("metrics.jsonl"));
-    for key in ["f1_pa_pot", "f1_pa_epsilon", "f1_pa_best", "f1_best", "threshold_pot", "precision_epsilon", "hitrate_100"] {
-        assert!(metrics.contains_key(key), "missing metric {key}: {metrics:?}");
+    for key in [
+        "f1_pa_pot",
+        "f1_pa_epsilon",
+        "f1_pa_best",
+        "f1_best",
+        "threshold_pot",
+        "precision_epsilon",
+        "hitrate_100",
+    ] {
+        assert!(
+            metrics.contains_key(key),
+            "missing metric {key}: {metrics:?}"
+        );
     }
     // The spike dwarfs every other error: a threshold separates it exactly.
     assert_eq!(metrics["f1_pa_best_exact"], 1.0);
@@ -144,7 +195,10 @@ fn evaluate_writes_scores_metrics_bundle_and_plots() {
 
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("row,score,label,pred_pot,pred_epsilon,pred_best"));
+    assert_eq!(
+        lines.next(),
+        Some("row,score,label,pred_pot,pred_epsilon,pred_best")
+    );
     assert_eq!(lines.clone().count(), N_TEST - WINDOW);
     assert!(lines.next().unwrap().starts_with(&format!("{WINDOW},")));
 
@@ -179,8 +233,14 @@ fn transformed_scores_keep_serving_thresholds_on_plain_scores() {
     let metrics = logged_metrics(&dir.path().join("metrics.jsonl"));
     let saved = Bundle::load(&dir.path().join("out/model")).unwrap();
     // Normalised scores live in [0, 1]; the bundle's threshold is on the plain scale.
-    assert_eq!(saved.manifest.thresholds.pot, Some(metrics["serve_threshold_pot"]));
-    assert_eq!(saved.manifest.thresholds.active(), saved.manifest.thresholds.pot);
+    assert_eq!(
+        saved.manifest.thresholds.pot,
+        Some(metrics["serve_threshold_pot"])
+    );
+    assert_eq!(
+        saved.manifest.thresholds.active(),
+        saved.manifest.thresholds.pot
+    );
     assert!(!dir.path().join("out/plots").exists());
 }
 
@@ -214,14 +274,27 @@ fn interpretation_rows_map_to_scored_rows_and_target_positions() {
         columns: vec!["a".into(), "b".into(), "c".into()],
         target_dims: Some(vec![0, 2]),
         parts: Vec::new(),
-        interpretation: vec![Interpretation { start: 3, end: 6, dims: vec![2, 1] }],
+        interpretation: vec![Interpretation {
+            start: 3,
+            end: 6,
+            dims: vec![2, 1],
+        }],
     };
     let truths = interpretation_truths(&meta, &[0, 2], 4);
     // Rows 4 and 5 are scored (row 3 is inside the first window); column 2 is target 1,
     // column 1 is not scored.
     assert_eq!(
         truths,
-        vec![RowTruth { score_index: 0, features: vec![1] }, RowTruth { score_index: 1, features: vec![1] }]
+        vec![
+            RowTruth {
+                score_index: 0,
+                features: vec![1]
+            },
+            RowTruth {
+                score_index: 1,
+                features: vec![1]
+            }
+        ]
     );
 }
 

@@ -118,9 +118,10 @@ mod tests {
         let left = nodes.unsqueeze(2).unwrap().broadcast_as((b, n, n, d)).unwrap();
         let right = nodes.unsqueeze(1).unwrap().broadcast_as((b, n, n, d)).unwrap();
         let pairs = Tensor::cat(&[left, right], 3).unwrap();
-        let lin = pairs.broadcast_matmul(&layer.lin_weight.t().unwrap()).unwrap().broadcast_add(&layer.lin_bias).unwrap();
+        let pairs = pairs.reshape((b * n * n, 2 * d)).unwrap();
+        let lin = pairs.matmul(&layer.lin_weight.t().unwrap()).unwrap().broadcast_add(&layer.lin_bias).unwrap();
         let act = candle_nn::ops::leaky_relu(&lin, layer.alpha).unwrap();
-        act.broadcast_matmul(&layer.a).unwrap().squeeze(3).unwrap()
+        act.matmul(&layer.a).unwrap().reshape((b, n, n)).unwrap()
     }
 
     #[test]

@@ -8,8 +8,19 @@ use crate::evaluate::tests::{tiny_bundle, N_FEATURES, WINDOW};
 fn write_csv(path: &Path, n_rows: usize, spike: usize) {
     let mut text = String::from("c2,label,c0,c1\n");
     for row in 0..n_rows {
-        let c1 = if row == spike { 500.0 } else { (row % 7) as f64 };
-        writeln!(text, "{},{},{},{c1}", (row % 5) as f64, u8::from(row == spike), (row % 3) as f64).unwrap();
+        let c1 = if row == spike {
+            500.0
+        } else {
+            (row % 7) as f64
+        };
+        writeln!(
+            text,
+            "{},{},{},{c1}",
+            (row % 5) as f64,
+            u8::from(row == spike),
+            (row % 3) as f64
+        )
+        .unwrap();
     }
     std::fs::write(path, text).unwrap();
 }
@@ -17,13 +28,22 @@ fn write_csv(path: &Path, n_rows: usize, spike: usize) {
 fn setup(dir: &Path, threshold: Option<f64>) -> (StepContext, PredictArgs) {
     let model = dir.join("model");
     tiny_bundle()
-        .with_thresholds(Thresholds { epsilon: threshold, chosen: Some("epsilon".into()), ..Thresholds::default() })
+        .with_thresholds(Thresholds {
+            epsilon: threshold,
+            chosen: Some("epsilon".into()),
+            ..Thresholds::default()
+        })
         .save(&model)
         .unwrap();
     write_csv(&dir.join("rows.csv"), 40, 30);
     let mut ctx = StepContext::for_dirs(dir.join("out"), &[]);
     ctx.metrics_path = Some(dir.join("metrics.jsonl"));
-    let args = PredictArgs { model: Some(model), data: Some(dir.join("rows.csv")), threshold: None, top_k: 2 };
+    let args = PredictArgs {
+        model: Some(model),
+        data: Some(dir.join("rows.csv")),
+        threshold: None,
+        top_k: 2,
+    };
     (ctx, args)
 }
 
@@ -40,10 +60,16 @@ fn predicts_anomalies_and_names_top_features() {
     let fields: Vec<&str> = spike.split(',').collect();
     assert_eq!(fields[2], "1", "{spike}");
     assert!(fields[3].starts_with("c1;"), "{spike}");
-    let flagged = lines[1..].iter().filter(|l| l.split(',').nth(2) == Some("1")).count();
+    let flagged = lines[1..]
+        .iter()
+        .filter(|l| l.split(',').nth(2) == Some("1"))
+        .count();
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     assert!(metrics.contains(r#""key":"n_anomalies""#));
-    assert!(metrics.contains(&format!(r#""value":{flagged}.0"#)) || metrics.contains(&format!(r#""value":{flagged},"#)));
+    assert!(
+        metrics.contains(&format!(r#""value":{flagged}.0"#))
+            || metrics.contains(&format!(r#""value":{flagged},"#))
+    );
 }
 
 #[test]
@@ -53,7 +79,10 @@ fn a_threshold_flag_overrides_the_bundle() {
     args.threshold = Some(-1.0);
     run(&ctx, &args).unwrap();
     let csv = std::fs::read_to_string(dir.path().join("out/predictions.csv")).unwrap();
-    assert!(csv.lines().skip(1).all(|l| l.split(',').nth(2) == Some("1")));
+    assert!(csv
+        .lines()
+        .skip(1)
+        .all(|l| l.split(',').nth(2) == Some("1")));
 }
 
 #[test]
@@ -61,24 +90,43 @@ fn a_bundle_without_threshold_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (ctx, args) = setup(dir.path(), None);
     let err = run(&ctx, &args).unwrap_err().to_string();
-    assert!(err.contains("no threshold") && err.contains("--threshold"), "{err}");
+    assert!(
+        err.contains("no threshold") && err.contains("--threshold"),
+        "{err}"
+    );
 }
 
 #[test]
 fn column_mismatch_names_the_expected_columns() {
     let expected: Vec<String> = (0..N_FEATURES).map(|i| format!("c{i}")).collect();
     let table = Table::new(vec!["x".into(), "y".into()], 1, vec![1.0, 2.0]).unwrap();
-    let err = align_columns(&table, &expected, Path::new("rows.csv")).unwrap_err().to_string();
-    assert!(err.contains("`rows.csv` has 2 columns (x, y)") && err.contains("expects 3: c0, c1, c2"), "{err}");
+    let err = align_columns(&table, &expected, Path::new("rows.csv"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`rows.csv` has 2 columns (x, y)") && err.contains("expects 3: c0, c1, c2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn columns_are_matched_by_name_then_by_position() {
     let expected = vec!["a".to_string(), "b".to_string()];
-    let named = Table::new(vec!["b".into(), "extra".into(), "a".into()], 2, vec![1.0, 9.0, 2.0, 3.0, 9.0, 4.0]).unwrap();
-    assert_eq!(align_columns(&named, &expected, Path::new("x")).unwrap(), vec![2.0, 1.0, 4.0, 3.0]);
+    let named = Table::new(
+        vec!["b".into(), "extra".into(), "a".into()],
+        2,
+        vec![1.0, 9.0, 2.0, 3.0, 9.0, 4.0],
+    )
+    .unwrap();
+    assert_eq!(
+        align_columns(&named, &expected, Path::new("x")).unwrap(),
+        vec![2.0, 1.0, 4.0, 3.0]
+    );
     let positional = Table::new(vec!["f0".into(), "f1".into()], 1, vec![5.0, 6.0]).unwrap();
-    assert_eq!(align_columns(&positional, &expected, Path::new("x")).unwrap(), vec![5.0, 6.0]);
+    assert_eq!(
+        align_columns(&positional, &expected, Path::new("x")).unwrap(),
+        vec![5.0, 6.0]
+    );
 }
 
 #[test]

@@ -110,7 +110,11 @@ mod tests {
         let mut errors: Vec<f64> = (0..2000).map(|_| 0.1 + 0.01 * rng.next_f64()).collect();
         errors[1500] = 5.0;
         let epsilon = find_epsilon(&errors, 0).unwrap();
-        let normal_max = errors.iter().copied().filter(|&e| e < 1.0).fold(0.0, f64::max);
+        let normal_max = errors
+            .iter()
+            .copied()
+            .filter(|&e| e < 1.0)
+            .fold(0.0, f64::max);
         assert!(epsilon > normal_max && epsilon <= 5.0, "{epsilon}");
         // Same with the regularised scores: the one spike is still the only exceedance.
         for reg_level in [1, 2] {
@@ -125,7 +129,10 @@ mod tests {
         let mut errors = vec![0.0; 1000];
         errors[500] = 1.0;
         let (mean, std) = mean_std(&errors);
-        let z_max = (0..19).map(|s| 2.5 + 0.5 * s as f64).filter(|z| mean + std * z <= 1.0).fold(0.0, f64::max);
+        let z_max = (0..19)
+            .map(|s| 2.5 + 0.5 * s as f64)
+            .filter(|z| mean + std * z <= 1.0)
+            .fold(0.0, f64::max);
         assert_eq!(find_epsilon(&errors, 0).unwrap(), mean + std * z_max);
     }
 
@@ -141,7 +148,10 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert!(find_epsilon(&[], 0).is_err());
-        assert!(find_epsilon(&[1.0], 3).unwrap_err().to_string().contains("`reg-level`"));
+        assert!(find_epsilon(&[1.0], 3)
+            .unwrap_err()
+            .to_string()
+            .contains("`reg-level`"));
         assert!(find_epsilon(&[f64::NAN, 1.0], 0).is_err());
     }
 }

@@ -14,7 +14,12 @@ pub struct RowTruth {
 /// the top floor(P% x |truth|); the row's hit rate is the share of the truth among them.
 /// Returns the mean over rows, `None` when no row has a truth. `per_feature` is
 /// row-major [n_rows, n_features]; rows beyond it are skipped.
-pub fn hit_rate(per_feature: &[f64], n_features: usize, truths: &[RowTruth], percent: f64) -> Option<f64> {
+pub fn hit_rate(
+    per_feature: &[f64],
+    n_features: usize,
+    truths: &[RowTruth],
+    percent: f64,
+) -> Option<f64> {
     if n_features == 0 {
         return None;
     }
@@ -25,11 +30,16 @@ pub fn hit_rate(per_feature: &[f64], n_features: usize, truths: &[RowTruth], per
         if truth.features.is_empty() || truth.score_index >= n_rows {
             continue;
         }
-        let row = &per_feature[truth.score_index * n_features..(truth.score_index + 1) * n_features];
+        let row =
+            &per_feature[truth.score_index * n_features..(truth.score_index + 1) * n_features];
         let mut ranked: Vec<usize> = (0..n_features).collect();
         ranked.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-        let top = ((percent / 100.0 * truth.features.len() as f64).floor() as usize).min(n_features);
-        let hits = ranked[..top].iter().filter(|f| truth.features.contains(f)).count();
+        let top =
+            ((percent / 100.0 * truth.features.len() as f64).floor() as usize).min(n_features);
+        let hits = ranked[..top]
+            .iter()
+            .filter(|f| truth.features.contains(f))
+            .count();
         total += hits as f64 / truth.features.len() as f64;
         n_counted += 1;
     }
@@ -47,25 +57,43 @@ mod tests {
         // Row 1 ranks 1 first; truth {1}: @100% top 1 -> 1; @150% top floor(1.5) = 1 -> 1.
         let per_feature = [0.9, 0.1, 0.5, 0.7, 0.0, 0.8, 0.2, 0.1];
         let truths = [
-            RowTruth { score_index: 0, features: vec![0, 2] },
-            RowTruth { score_index: 1, features: vec![1] },
+            RowTruth {
+                score_index: 0,
+                features: vec![0, 2],
+            },
+            RowTruth {
+                score_index: 1,
+                features: vec![1],
+            },
         ];
-        assert_eq!(hit_rate(&per_feature, 4, &truths, 100.0), Some((0.5 + 1.0) / 2.0));
+        assert_eq!(
+            hit_rate(&per_feature, 4, &truths, 100.0),
+            Some((0.5 + 1.0) / 2.0)
+        );
         assert_eq!(hit_rate(&per_feature, 4, &truths, 150.0), Some(1.0));
     }
 
     #[test]
     fn rows_without_truth_or_out_of_range_are_skipped() {
         let truths = [
-            RowTruth { score_index: 0, features: vec![] },
-            RowTruth { score_index: 5, features: vec![0] },
+            RowTruth {
+                score_index: 0,
+                features: vec![],
+            },
+            RowTruth {
+                score_index: 5,
+                features: vec![0],
+            },
         ];
         assert_eq!(hit_rate(&[1.0, 2.0], 2, &truths, 100.0), None);
     }
 
     #[test]
     fn top_count_is_capped_at_the_feature_count() {
-        let truths = [RowTruth { score_index: 0, features: vec![0, 1] }];
+        let truths = [RowTruth {
+            score_index: 0,
+            features: vec![0, 1],
+        }];
         assert_eq!(hit_rate(&[0.1, 0.2], 2, &truths, 300.0), Some(1.0));
     }
 }

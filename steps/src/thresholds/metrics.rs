@@ -119,8 +119,20 @@ impl Detection {
     pub fn from_counts(tp: u64, fp: u64, fn_: u64, tn: u64) -> Detection {
         let precision = ratio(tp, tp + fp);
         let recall = ratio(tp, tp + fn_);
-        let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-        Detection { precision, recall, f1, tp, fp, fn_, tn }
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        Detection {
+            precision,
+            recall,
+            f1,
+            tp,
+            fp,
+            fn_,
+            tn,
+        }
     }
 }
 

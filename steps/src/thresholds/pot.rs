@@ -96,7 +96,10 @@ pub fn pot_eval(init_scores: &[f64], scores: &[f64], config: PotConfig) -> Resul
             break t;
         }
         if (level * sorted.len() as f64) as usize == 0 {
-            bail!("POT cannot start: all {} training scores are equal ({t})", sorted.len());
+            bail!(
+                "POT cannot start: all {} training scores are equal ({t})",
+                sorted.len()
+            );
         }
         level *= 0.999;
     };
@@ -132,17 +135,31 @@ pub fn pot_eval(init_scores: &[f64], scores: &[f64], config: PotConfig) -> Resul
 impl Spot {
     /// Fits the tail of `init_scores` above `init_threshold`.
     pub fn calibrate(init_scores: &[f64], init_threshold: f64, q: f64) -> Result<Spot> {
-        let peaks: Vec<f64> =
-            init_scores.iter().filter(|&&s| s > init_threshold).map(|&s| s - init_threshold).collect();
+        let peaks: Vec<f64> = init_scores
+            .iter()
+            .filter(|&&s| s > init_threshold)
+            .map(|&s| s - init_threshold)
+            .collect();
         if peaks.is_empty() {
             bail!("POT found no training score above the initial threshold {init_threshold}");
         }
         let fit = fit_gpd(&peaks);
         let threshold = extreme_quantile(init_threshold, fit, q, init_scores.len(), peaks.len());
         if !threshold.is_finite() {
-            bail!("POT threshold is not finite (GPD shape {}, scale {})", fit.shape, fit.scale);
+            bail!(
+                "POT threshold is not finite (GPD shape {}, scale {})",
+                fit.shape,
+                fit.scale
+            );
         }
-        Ok(Spot { q, init_threshold, peaks, n: init_scores.len(), fit, threshold })
+        Ok(Spot {
+            q,
+            init_threshold,
+            peaks,
+            n: init_scores.len(),
+            fit,
+            threshold,
+        })
     }
 
     /// The current alarm threshold z.
@@ -163,7 +180,13 @@ impl Spot {
         if score > self.init_threshold {
             self.peaks.push(score - self.init_threshold);
             self.fit = fit_gpd(&self.peaks);
-            let z = extreme_quantile(self.init_threshold, self.fit, self.q, self.n, self.peaks.len());
+            let z = extreme_quantile(
+                self.init_threshold,
+                self.fit,
+                self.q,
+                self.n,
+                self.peaks.len(),
+            );
             if z.is_finite() {
                 self.threshold = z;
             }
@@ -228,9 +251,9 @@ pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
     a += epsilon;
     // Positive roots lie below c (Grimshaw). The reference starts that search at
     // b = 2(mean - min)/(mean min), which misses the root of heavy tails whenever the
-    // smallest peak is tiny; we search from just above 0 (t mean = 1e-6, where the fit is
-    // the exponential one for all purposes).
-    let b = 1e-6 / mean;
+    // smallest peak is tiny; we search from just above 0. Within |t| mean < 1e-6 of 0,
+    // w is rounding noise and the fit is the exponential one for all purposes.
+    let near_zero = 1e-6 / mean;
     let c = 2.0 * (mean - min) / (min * min);
     let w = |t: f64| {
         let (mut sum_log, mut sum_inv) = (0.0, 0.0);
@@ -242,8 +265,8 @@ pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
         let n = peaks.len() as f64;
         (1.0 + sum_log / n) * (sum_inv / n) - 1.0
     };
-    let mut roots = find_roots(w, a + epsilon, -epsilon);
-    roots.extend(find_roots(w, b, c));
+    let mut roots = find_roots(w, a + epsilon, -epsilon.max(near_zero));
+    roots.extend(find_roots(w, near_zero, c));
     for t in roots {
         let shape = peaks.iter().map(|&y| (1.0 + t * y).ln()).sum::<f64>() / peaks.len() as f64;
         if t == 0.0 || shape == 0.0 {
@@ -254,7 +277,11 @@ pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
         // Near t = 0, w is rounding noise; only a real gain in likelihood counts.
         let gain = log_likelihood - best.log_likelihood;
         if log_likelihood.is_finite() && gain > 1e-9 * best.log_likelihood.abs().max(1.0) {
-            best = GpdFit { shape, scale, log_likelihood };
+            best = GpdFit {
+                shape,
+                scale,
+                log_likelihood,
+            };
         }
     }
     best
@@ -268,11 +295,16 @@ fn find_roots(f: impl Fn(f64) -> f64, lo: f64, hi: f64) -> Vec<f64> {
     if !(lo < hi) || !lo.is_finite() || !hi.is_finite() {
         return Vec::new();
     }
-    let mut grid: Vec<f64> = (0..=N_GRID).map(|k| lo + (hi - lo) * k as f64 / N_GRID as f64).collect();
+    let mut grid: Vec<f64> = (0..=N_GRID)
+        .map(|k| lo + (hi - lo) * k as f64 / N_GRID as f64)
+        .collect();
     if lo * hi > 0.0 {
         let (log_lo, log_hi) = (lo.abs().ln(), hi.abs().ln());
         let sign = lo.signum();
-        grid.extend((1..N_GRID).map(|k| sign * (log_lo + (log_hi - log_lo) * k as f64 / N_GRID as f64).exp()));
+        grid.extend(
+            (1..N_GRID)
+                .map(|k| sign * (log_lo + (log_hi - log_lo) * k as f64 / N_GRID as f64).exp()),
+        );
     }
     grid.retain(|x| (lo..=hi).contains(x));
     grid.sort_by(f64::total_cmp);
@@ -310,7 +342,6 @@ fn bisect(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64, mut f_lo: f64) -> f6
     lo + (hi - lo) / 2.0
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,10 +366,20 @@ mod tests {
     fn assert_local_maximum(peaks: &[f64], fit: GpdFit) {
         let ll = gpd_log_likelihood(peaks, fit.shape, fit.scale);
         assert!((ll - fit.log_likelihood).abs() < 1e-6 * ll.abs().max(1.0));
-        for (ds, dg) in [(1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0), (1.0, 1.0), (-1.0, -1.0)] {
+        for (ds, dg) in [
+            (1.0, 0.0),
+            (-1.0, 0.0),
+            (0.0, 1.0),
+            (0.0, -1.0),
+            (1.0, 1.0),
+            (-1.0, -1.0),
+        ] {
             let shape = fit.shape + 1e-3 * dg;
             let scale = fit.scale * (1.0 + 1e-3 * ds);
-            assert!(gpd_log_likelihood(peaks, shape, scale) <= ll + 1e-9, "not a maximum at {fit:?}");
+            assert!(
+                gpd_log_likelihood(peaks, shape, scale) <= ll + 1e-9,
+                "not a maximum at {fit:?}"
+            );
         }
     }
 
@@ -380,19 +421,35 @@ mod tests {
 
     #[test]
     fn extreme_quantile_formula() {
-        let fit = GpdFit { shape: 0.5, scale: 2.0, log_likelihood: 0.0 };
+        let fit = GpdFit {
+            shape: 0.5,
+            scale: 2.0,
+            log_likelihood: 0.0,
+        };
         // r = 1000 * 0.01 / 50 = 0.2; z = 1 + 2/0.5 * (0.2^-0.5 - 1).
         let z = extreme_quantile(1.0, fit, 0.01, 1000, 50);
         assert!((z - (1.0 + 4.0 * (5f64.sqrt() - 1.0))).abs() < 1e-12);
         let exponential = GpdFit { shape: 0.0, ..fit };
-        assert!((extreme_quantile(1.0, exponential, 0.01, 1000, 50) - (1.0 - 2.0 * 0.2f64.ln())).abs() < 1e-12);
+        assert!(
+            (extreme_quantile(1.0, exponential, 0.01, 1000, 50) - (1.0 - 2.0 * 0.2f64.ln())).abs()
+                < 1e-12
+        );
     }
 
     #[test]
     fn initial_threshold_is_the_reference_quantile_index() {
         // S[int(0.98 * 1000)] = S[980] = 0.981; peaks are the 19 values above it.
         let init: Vec<f64> = (1..=1000).map(|i| i as f64 / 1000.0).collect();
-        let result = pot_eval(&init, &[], PotConfig { level: 0.98, q: 1e-3, dynamic: false }).unwrap();
+        let result = pot_eval(
+            &init,
+            &[],
+            PotConfig {
+                level: 0.98,
+                q: 1e-3,
+                dynamic: false,
+            },
+        )
+        .unwrap();
         assert_eq!(result.init_threshold, 0.981);
         assert_eq!(result.n_peaks, 19);
         let z = extreme_quantile(0.981, result.fit, 1e-3, 1000, 19);
@@ -404,7 +461,16 @@ mod tests {
     fn static_threshold_estimates_the_true_tail_quantile() {
         // Exponential(1): the 1 - 1e-3 quantile is ln(1000) = 6.91.
         let init = gpd_sample(4, 20_000, 0.0, 1.0);
-        let result = pot_eval(&init, &[0.0; 10], PotConfig { level: 0.98, q: 1e-3, dynamic: false }).unwrap();
+        let result = pot_eval(
+            &init,
+            &[0.0; 10],
+            PotConfig {
+                level: 0.98,
+                q: 1e-3,
+                dynamic: false,
+            },
+        )
+        .unwrap();
         assert!((result.threshold - 1000f64.ln()).abs() < 0.4, "{result:?}");
         assert!(result.alarms.is_empty());
     }
@@ -412,7 +478,11 @@ mod tests {
     #[test]
     fn dynamic_mode_alarms_without_learning_and_learns_moderate_peaks() {
         let init = gpd_sample(5, 2000, 0.0, 1.0);
-        let config = PotConfig { level: 0.95, q: 1e-3, dynamic: true };
+        let config = PotConfig {
+            level: 0.95,
+            q: 1e-3,
+            dynamic: true,
+        };
         let calibrated = pot_eval(&init, &[], config).unwrap();
         let t = calibrated.init_threshold;
         let z = calibrated.calibrated_threshold;
@@ -437,22 +507,52 @@ mod tests {
     fn level_is_lowered_until_there_are_peaks() {
         let mut init = vec![0.0; 90];
         init.extend([1.0; 10]);
-        let result = pot_eval(&init, &[], PotConfig { level: 0.95, q: 1e-3, dynamic: false }).unwrap();
-        assert!(result.level < 0.9 && result.level > 0.89, "{}", result.level);
+        let result = pot_eval(
+            &init,
+            &[],
+            PotConfig {
+                level: 0.95,
+                q: 1e-3,
+                dynamic: false,
+            },
+        )
+        .unwrap();
+        assert!(
+            result.level < 0.9 && result.level > 0.89,
+            "{}",
+            result.level
+        );
         assert_eq!(result.init_threshold, 0.0);
         assert_eq!(result.n_peaks, 10);
     }
 
     #[test]
     fn bad_input_is_rejected_with_the_parameter_named() {
-        let config = PotConfig { level: 0.99, q: 1e-3, dynamic: false };
+        let config = PotConfig {
+            level: 0.99,
+            q: 1e-3,
+            dynamic: false,
+        };
         let err = pot_eval(&[1.0; 50], &[], config).unwrap_err().to_string();
         assert!(err.contains("all 50 training scores are equal"), "{err}");
-        let err = pot_eval(&[1.0, 2.0], &[], PotConfig { level: 1.5, ..config }).unwrap_err().to_string();
+        let err = pot_eval(
+            &[1.0, 2.0],
+            &[],
+            PotConfig {
+                level: 1.5,
+                ..config
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`level`"), "{err}");
-        let err = pot_eval(&[1.0, 2.0], &[], PotConfig { q: 0.0, ..config }).unwrap_err().to_string();
+        let err = pot_eval(&[1.0, 2.0], &[], PotConfig { q: 0.0, ..config })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`q`"), "{err}");
-        let err = pot_eval(&[1.0, f64::NAN], &[], config).unwrap_err().to_string();
+        let err = pot_eval(&[1.0, f64::NAN], &[], config)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("finite"), "{err}");
     }
 }

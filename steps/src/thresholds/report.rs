@@ -49,7 +49,11 @@ pub fn judge(train: &[f64], test: &[f64], labels: &[bool], settings: Settings) -
     let pot = pot_eval(
         train,
         test,
-        PotConfig { level: settings.level, q: settings.q, dynamic: settings.dynamic_pot },
+        PotConfig {
+            level: settings.level,
+            q: settings.q,
+            dynamic: settings.dynamic_pot,
+        },
     )?;
     let epsilon = find_epsilon(train, settings.reg_level)?;
     Ok(Report {
@@ -57,8 +61,14 @@ pub fn judge(train: &[f64], test: &[f64], labels: &[bool], settings: Settings) -
         pot_metrics: evaluate_threshold(test, labels, pot.threshold),
         pot,
         epsilon_metrics: evaluate_threshold(test, labels, epsilon),
-        best: grid_search_adjusted(test, labels, settings.bf_start, settings.bf_end, settings.bf_steps)
-            .filter(|_| labels.contains(&true)),
+        best: grid_search_adjusted(
+            test,
+            labels,
+            settings.bf_start,
+            settings.bf_end,
+            settings.bf_steps,
+        )
+        .filter(|_| labels.contains(&true)),
         best_raw: best_f1_raw(test, labels),
         best_adjusted_exact: best_f1_adjusted(test, labels),
     })
@@ -73,7 +83,10 @@ impl Report {
     /// exact raw optimum at `threshold_best_raw`.
     pub fn metrics(&self) -> Vec<(String, f64)> {
         let mut out = Vec::new();
-        for (name, m) in [("pot", &self.pot_metrics), ("epsilon", &self.epsilon_metrics)] {
+        for (name, m) in [
+            ("pot", &self.pot_metrics),
+            ("epsilon", &self.epsilon_metrics),
+        ] {
             push_threshold(&mut out, name, m, m);
         }
         if let (Some(best), Some(raw)) = (&self.best, &self.best_raw) {
@@ -89,7 +102,12 @@ impl Report {
     }
 }
 
-fn push_threshold(out: &mut Vec<(String, f64)>, name: &str, raw: &ThresholdMetrics, adjusted: &ThresholdMetrics) {
+fn push_threshold(
+    out: &mut Vec<(String, f64)>,
+    name: &str,
+    raw: &ThresholdMetrics,
+    adjusted: &ThresholdMetrics,
+) {
     out.push((format!("threshold_{name}"), adjusted.threshold));
     out.push((format!("precision_{name}"), raw.raw.precision));
     out.push((format!("recall_{name}"), raw.raw.recall));
@@ -105,7 +123,15 @@ mod tests {
     use crate::thresholds::test_rng::Rng;
 
     fn settings() -> Settings {
-        Settings { level: 0.95, q: 1e-3, reg_level: 1, dynamic_pot: false, bf_start: 0.0, bf_end: 2.0, bf_steps: 100 }
+        Settings {
+            level: 0.95,
+            q: 1e-3,
+            reg_level: 1,
+            dynamic_pot: false,
+            bf_start: 0.0,
+            bf_end: 2.0,
+            bf_steps: 100,
+        }
     }
 
     #[test]
@@ -130,7 +156,14 @@ mod tests {
         assert_eq!((raw.raw.tp, raw.raw.fp, raw.raw.fn_), (20, 0, 20));
         let metrics = report.metrics();
         let get = |k: &str| metrics.iter().find(|(name, _)| name == k).map(|(_, v)| *v);
-        for key in ["f1_pa_pot", "f1_pa_epsilon", "f1_pa_best", "f1_best", "threshold_epsilon", "recall_pot"] {
+        for key in [
+            "f1_pa_pot",
+            "f1_pa_epsilon",
+            "f1_pa_best",
+            "f1_best",
+            "threshold_epsilon",
+            "recall_pot",
+        ] {
             assert!(get(key).is_some(), "missing {key}");
         }
         assert_eq!(get("f1_pa_best"), Some(1.0));
@@ -147,7 +180,9 @@ mod tests {
 
     #[test]
     fn misaligned_labels_are_an_error() {
-        let err = judge(&[0.1, 0.2], &[0.1], &[], settings()).unwrap_err().to_string();
+        let err = judge(&[0.1, 0.2], &[0.1], &[], settings())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1 test scores but 0 labels"), "{err}");
     }
 }

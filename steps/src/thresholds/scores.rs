@@ -19,7 +19,9 @@ pub fn robust_scale(per_feature: &mut [f64], n_features: usize) {
     }
     let n_rows = per_feature.len() / n_features;
     for feature in 0..n_features {
-        let mut column: Vec<f64> = (0..n_rows).map(|row| per_feature[row * n_features + feature]).collect();
+        let mut column: Vec<f64> = (0..n_rows)
+            .map(|row| per_feature[row * n_features + feature])
+            .collect();
         column.sort_by(f64::total_cmp);
         let median = quantile_sorted(&column, 0.5);
         let iqr = quantile_sorted(&column, 0.75) - quantile_sorted(&column, 0.25);
@@ -35,7 +37,10 @@ pub fn row_means(per_feature: &[f64], n_features: usize) -> Vec<f64> {
     if n_features == 0 {
         return Vec::new();
     }
-    per_feature.chunks(n_features).map(|row| row.iter().sum::<f64>() / n_features as f64).collect()
+    per_feature
+        .chunks(n_features)
+        .map(|row| row.iter().sum::<f64>() / n_features as f64)
+        .collect()
 }
 
 /// ML4ITS `adjust_anomaly_scores` for a series concatenated from parts of `part_rows`
@@ -72,7 +77,11 @@ pub fn normalize_parts(scores: &mut [f64], part_rows: &[usize], window: usize) {
         let min = part.iter().copied().fold(f64::INFINITY, f64::min);
         let max = part.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         for value in part.iter_mut() {
-            *value = if max > min { (*value - min) / (max - min) } else { 0.0 };
+            *value = if max > min {
+                (*value - min) / (max - min)
+            } else {
+                0.0
+            };
         }
     }
 }
@@ -87,7 +96,10 @@ mod tests {
         let mut scores = vec![1.0, 7.0, 2.0, 7.0, 3.0, 7.0, 4.0, 7.0, 5.0, 7.0];
         robust_scale(&mut scores, 2);
         let feature0: Vec<f64> = scores.iter().step_by(2).copied().collect();
-        assert_eq!(feature0, vec![-2.0 / 3.0, -1.0 / 3.0, 0.0, 1.0 / 3.0, 2.0 / 3.0]);
+        assert_eq!(
+            feature0,
+            vec![-2.0 / 3.0, -1.0 / 3.0, 0.0, 1.0 / 3.0, 2.0 / 3.0]
+        );
         assert!(scores.iter().skip(1).step_by(2).all(|&v| v == 0.0));
     }
 
@@ -99,7 +111,15 @@ mod tests {
     #[test]
     fn parts_are_zeroed_at_boundaries_and_normalised_separately() {
         // Two parts of 60 and 50 rows, window 10: 100 scores, boundary at score 50.
-        let mut scores: Vec<f64> = (0..100).map(|i| if i < 50 { 1.0 + i as f64 } else { 1000.0 + i as f64 }).collect();
+        let mut scores: Vec<f64> = (0..100)
+            .map(|i| {
+                if i < 50 {
+                    1.0 + i as f64
+                } else {
+                    1000.0 + i as f64
+                }
+            })
+            .collect();
         normalize_parts(&mut scores, &[60, 50], 10);
         assert!(scores[31..=69].iter().all(|&v| v == 0.0));
         // Part 1 is scores 0..=50: min 0 (zeroed), max 31 (score 30 = 1 + 30).

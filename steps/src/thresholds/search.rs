@@ -39,7 +39,11 @@ pub fn best_f1_raw(scores: &[f64], labels: &[bool]) -> Option<ThresholdMetrics> 
     let events: Vec<Event> = scores
         .iter()
         .zip(labels)
-        .map(|(&value, &label)| Event { value, tp: u64::from(label), fp: u64::from(!label) })
+        .map(|(&value, &label)| Event {
+            value,
+            tp: u64::from(label),
+            fp: u64::from(!label),
+        })
         .collect();
     best_over_events(scores, labels, events)
 }
@@ -55,17 +59,36 @@ pub fn best_f1_adjusted(scores: &[f64], labels: &[bool]) -> Option<ThresholdMetr
         .iter()
         .zip(labels)
         .filter(|(_, &label)| !label)
-        .map(|(&value, _)| Event { value, tp: 0, fp: 1 })
+        .map(|(&value, _)| Event {
+            value,
+            tp: 0,
+            fp: 1,
+        })
         .collect();
     for segment in segments(labels) {
-        let max = scores[segment.clone()].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = scores[segment.clone()]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         let len = segment.len() as u64;
         if segment.start == 0 {
             // Row 0 counts only when flagged itself; the rest follows the segment maximum.
-            events.push(Event { value: max, tp: len - 1, fp: 0 });
-            events.push(Event { value: scores[0], tp: 1, fp: 0 });
+            events.push(Event {
+                value: max,
+                tp: len - 1,
+                fp: 0,
+            });
+            events.push(Event {
+                value: scores[0],
+                tp: 1,
+                fp: 0,
+            });
         } else {
-            events.push(Event { value: max, tp: len, fp: 0 });
+            events.push(Event {
+                value: max,
+                tp: len,
+                fp: 0,
+            });
         }
     }
     best_over_events(scores, labels, events)
@@ -80,7 +103,11 @@ struct Event {
     fp: u64,
 }
 
-fn best_over_events(scores: &[f64], labels: &[bool], mut events: Vec<Event>) -> Option<ThresholdMetrics> {
+fn best_over_events(
+    scores: &[f64],
+    labels: &[bool],
+    mut events: Vec<Event>,
+) -> Option<ThresholdMetrics> {
     let n_positive = labels.iter().filter(|&&l| l).count() as u64;
     if scores.is_empty() || n_positive == 0 {
         return None;
@@ -153,13 +180,19 @@ mod tests {
                 assert!(best_f1_raw(&scores, &labels).is_none());
                 continue;
             }
-            let brute: Vec<ThresholdMetrics> =
-                all_thresholds(&scores).into_iter().map(|t| evaluate_threshold(&scores, &labels, t)).collect();
+            let brute: Vec<ThresholdMetrics> = all_thresholds(&scores)
+                .into_iter()
+                .map(|t| evaluate_threshold(&scores, &labels, t))
+                .collect();
             let brute_raw = brute.iter().map(|m| m.raw.f1).fold(0.0, f64::max);
             let brute_adjusted = brute.iter().map(|m| m.adjusted.f1).fold(0.0, f64::max);
             let raw = best_f1_raw(&scores, &labels).unwrap();
             let adjusted = best_f1_adjusted(&scores, &labels).unwrap();
-            assert!((raw.raw.f1 - brute_raw).abs() < 1e-12, "case {case}: {} vs {brute_raw}", raw.raw.f1);
+            assert!(
+                (raw.raw.f1 - brute_raw).abs() < 1e-12,
+                "case {case}: {} vs {brute_raw}",
+                raw.raw.f1
+            );
             assert!(
                 (adjusted.adjusted.f1 - brute_adjusted).abs() < 1e-12,
                 "case {case}: {} vs {brute_adjusted}",
@@ -175,7 +208,10 @@ mod tests {
         let labels = [true, true, true, false, false, false];
         let best = best_f1_adjusted(&scores, &labels).unwrap();
         // Best: threshold in (0.3, 0.9): rows 1, 2 adjusted (row 0 is not back-filled).
-        assert_eq!((best.adjusted.tp, best.adjusted.fp, best.adjusted.fn_), (2, 0, 1));
+        assert_eq!(
+            (best.adjusted.tp, best.adjusted.fp, best.adjusted.fn_),
+            (2, 0, 1)
+        );
         assert!(best.threshold > 0.3 && best.threshold < 0.9);
     }
 

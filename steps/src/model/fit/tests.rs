@@ -110,7 +110,7 @@ fn non_finite_loss_rolls_back_halves_lr_and_never_keeps_nan() {
 #[test]
 fn persistent_divergence_is_an_error_not_a_nan_model() {
     let series = synthetic(60);
-    let opts = FitOptions { inject_nan_at: (1..100).collect(), ..options(3) };
+    let opts = FitOptions { inject_nan_at: (1..100).collect(), ..options(8) };
     let err = fit(&series, 60, &[0, 2], &tiny_config(), &opts, &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("diverged"), "{err}");
 }

@@ -1,0 +1,159 @@
+//! A fresh project in a temporary git repository, driven through the real `flow` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestProject {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one `flow` invocation did.
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    /// `(entry, action)` per step of a `flow run --json` report.
+    pub fn actions(&self) -> Vec<(String, String)> {
+        self.json()["steps"]
+            .as_array()
+            .expect("steps array")
+            .iter()
+            .map(|s| (s["entry"].as_str().unwrap().to_string(), s["action"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    pub fn run_id(&self, entry: &str) -> String {
+        self.json()["steps"]
+            .as_array()
+            .expect("steps array")
+            .iter()
+            .find(|s| s["entry"] == entry)
+            .and_then(|s| s["run_id"].as_str())
+            .unwrap_or_else(|| panic!("no run of {entry} in {}", self.stdout))
+            .to_string()
+    }
+}
+
+pub fn flow_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_flow"))
+}
+
+impl TestProject {
+    /// A git repository holding `files` (path, content), committed.
+    pub fn new(files: &[(&str, &str)]) -> TestProject {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let project = TestProject { dir };
+        project.git(&["init", "-q"]);
+        project.git(&["config", "user.email", "test@example.com"]);
+        project.git(&["config", "user.name", "test"]);
+        for (path, content) in files {
+            project.write(path, content);
+        }
+        project.commit("initial");
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let full = self.path().join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(full, content).unwrap();
+    }
+
+    pub fn commit(&self, message: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+    }
+
+    fn git(&self, args: &[&str]) {
+        let status = Command::new("git").args(args).current_dir(self.path()).output().expect("git runs");
+        assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(flow_binary());
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("FLOW_HOME")
+            .env_remove("FLOW_PROJECT")
+            .env_remove("FLOW_TEST_NOW")
+            .env("TZ", "UTC")
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    pub fn flow(&self, args: &[&str]) -> Outcome {
+        self.flow_env(args, &[])
+    }
+
+    pub fn flow_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut command = self.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        outcome(command.output().expect("flow runs"))
+    }
+
+    /// `flow run --json` with extra args; panics with the transcript if it fails.
+    pub fn run_ok(&self, args: &[&str]) -> Outcome {
+        let mut full = vec!["run", "--json"];
+        full.extend_from_slice(args);
+        let out = self.flow(&full);
+        assert_eq!(out.code, 0, "flow {full:?} failed:\n{}\n{}", out.stdout, out.stderr);
+        out
+    }
+}
+
+pub fn outcome(output: Output) -> Outcome {
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).to_string(),
+    }
+}
+
+/// A three-step shell pipeline: load (source, reads data/) -> process -> train, plus `main`.
+pub const PIPELINE: &str = r#"name: test
+entry_points:
+  load:
+    key: dataset
+    parameters:
+      dataset: {type: string, default: a}
+      retrieval_time: {type: string, default: latest}
+    inputs: ["data/{dataset}.txt"]
+    command: "cat data/{dataset}.txt > $FLOW_OUTPUT_DIR/rows.txt"
+  process:
+    key: logic
+    depends_on: [load]
+    parameters:
+      logic: {type: string, default: upper}
+      scale: {type: float, default: 1.0}
+    command: "tr a-z A-Z < $FLOW_INPUT_LOAD/rows.txt > $FLOW_OUTPUT_DIR/rows.txt"
+  train:
+    key: algorithm
+    depends_on: [process]
+    parameters:
+      algorithm: {type: string, default: count}
+      epochs: {type: int, default: 2}
+      note: {type: string, default: none}
+    command: "wc -l < $FLOW_INPUT_PROCESS/rows.txt > $FLOW_OUTPUT_DIR/model.txt && printf '%s' {note} > $FLOW_OUTPUT_DIR/note.txt && flow log metric loss 0.25 --step {epochs}"
+  main:
+    depends_on: [train]
+"#;
+
+pub fn pipeline() -> TestProject {
+    TestProject::new(&[("MLproject.yaml", PIPELINE), ("data/a.txt", "x\ny\n"), ("data/b.txt", "z\n"), (".gitignore", ".flow/\n")])
+}
