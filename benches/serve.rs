@@ -1,21 +1,26 @@
 //! Throughput and latency of `flow serve` over loopback HTTP.
 //!
-//! Starts the server on 127.0.0.1:0 and drives `POST /invocations` with CSV requests of
-//! `FLOW_BENCH_ROWS` rows (default 100) from 1, 8 and 64 client threads, each on its own
-//! kept-alive connection, printing requests/s and p50/p99 latency. Each level stops after
-//! `FLOW_BENCH_REQUESTS` requests (default 2000) or `FLOW_BENCH_SECONDS` (default 10 s).
+//! Starts the server on 127.0.0.1:0 and drives `POST /invocations` with CSV requests that
+//! each score `FLOW_BENCH_ROWS` rows (default 100; the body carries `window` more rows to seed
+//! the first score) from 1, 8 and 64 client threads, each on its own kept-alive connection,
+//! printing requests/s and p50/p99 latency. Each level stops after `FLOW_BENCH_REQUESTS`
+//! requests (default 2000) or `FLOW_BENCH_SECONDS` (default 10 s).
 //!
-//! The model is a synthetic recurrent scorer (a tanh RNN of `FLOW_BENCH_HIDDEN` units run over
-//! the window for every scored row, then a linear forecast; 38 features as in SMD), so the
-//! numbers include a realistic CPU cost per row; its cost alone is printed first so the
-//! server's overhead can be read off. With `FLOW_BENCH_BUNDLE=<dir>` a trained bundle is
-//! served instead.
+//! The model, so that the numbers include a realistic CPU cost per row (its cost alone is
+//! printed first, so the server's overhead can be read off):
+//! - default: a synthetic recurrent scorer, a tanh RNN of `FLOW_BENCH_HIDDEN` units (default
+//!   64) run over a `FLOW_BENCH_WINDOW`-row window (default 20) for every scored row, 38
+//!   features as in SMD;
+//! - `FLOW_BENCH_MODEL=mtad-gat`: an untrained MTAD-GAT with the paper's settings (38
+//!   features, window `FLOW_BENCH_WINDOW`, default 100), i.e. the real model's cost;
+//! - `FLOW_BENCH_BUNDLE=<dir>`: a trained bundle.
 //!
 //! Run: `cargo bench -p flow --bench serve`
 
 #[path = "../src/serve/test_client.rs"]
 mod test_client;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,21 +28,34 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
 use flow::serve::{
     serve_with, BundleScorer, DiscardSink, ModelInfo, ScoredRows, Scorer, ServeConfig, ServeState,
 };
-use flow_steps::data::FeatureStats;
+use flow_steps::bundle::{Bundle, BundleManifest, Thresholds, TrainSummary};
+use flow_steps::data::{FeatureStats, Preprocessor, ScalerKind};
+use flow_steps::model::init::seeded_var_builder;
+use flow_steps::model::{Config, MtadGat};
 use test_client::HttpClient;
 
 const CLIENT_LEVELS: [usize; 3] = [1, 8, 64];
 
 fn main() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
+    let model = std::env::var("FLOW_BENCH_MODEL").unwrap_or_default();
+    let settings = Settings::from_env(&model)?;
     let scorer: Arc<dyn Scorer> = match std::env::var_os("FLOW_BENCH_BUNDLE") {
         Some(dir) => Arc::new(BundleScorer::load(Path::new(&dir), 3)?),
-        None => Arc::new(SyntheticScorer::new(38, settings.window, settings.hidden)),
+        None if model == "mtad-gat" => Arc::new(BundleScorer::new(
+            untrained_mtad_gat(38, settings.window)?,
+            3,
+        )),
+        None if model.is_empty() || model == "synthetic" => {
+            Arc::new(SyntheticScorer::new(38, settings.window, settings.hidden))
+        }
+        None => anyhow::bail!("FLOW_BENCH_MODEL=`{model}`: expected `synthetic` or `mtad-gat`"),
     };
-    let n_rows = settings.rows.max(scorer.window() + 1);
+    let n_rows = scorer.window() + settings.rows.max(1);
     let body = csv_body(scorer.columns(), n_rows);
     println!(
         "serve bench: {} features, window {}, {} rows/request ({} scored), body {} bytes, {} cores",
@@ -113,12 +131,14 @@ struct Settings {
 }
 
 impl Settings {
-    fn from_env() -> anyhow::Result<Settings> {
+    /// The window defaults to the paper's 100 for MTAD-GAT, 20 for the synthetic scorer.
+    fn from_env(model: &str) -> anyhow::Result<Settings> {
+        let default_window = if model == "mtad-gat" { 100 } else { 20 };
         Ok(Settings {
             rows: env_number("FLOW_BENCH_ROWS", 100)?,
             requests: env_number("FLOW_BENCH_REQUESTS", 2000)?,
             seconds: env_number("FLOW_BENCH_SECONDS", 10.0)?,
-            window: env_number("FLOW_BENCH_WINDOW", 20)?,
+            window: env_number("FLOW_BENCH_WINDOW", default_window)?,
             hidden: env_number("FLOW_BENCH_HIDDEN", 64)?,
         })
     }
@@ -233,6 +253,46 @@ fn report_scorer_cost(scorer: &dyn Scorer, n_rows: usize) -> anyhow::Result<()> 
     let per_request = started.elapsed().as_secs_f64() * 1e3 / repeats as f64;
     println!("scorer alone: {per_request:.2} ms per request on one thread");
     Ok(())
+}
+
+/// MTAD-GAT with the paper's settings and seeded random weights: the real model's cost.
+fn untrained_mtad_gat(n_features: usize, window: usize) -> anyhow::Result<Bundle> {
+    let columns: Vec<String> = (0..n_features).map(|j| format!("f{j}")).collect();
+    let train: Vec<f64> = (0..2000 * n_features)
+        .map(|i| signal(i / n_features, i % n_features))
+        .collect();
+    let preprocessor =
+        Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, Vec::new(), window);
+    let config = Config::paper(n_features, window, n_features);
+    let varmap = VarMap::new();
+    MtadGat::new(&config, seeded_var_builder(&varmap, 7, &Device::Cpu), 7)?;
+    let weights: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the weight map is poisoned"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect();
+    let manifest = BundleManifest {
+        format_version: BundleManifest::FORMAT_VERSION,
+        algorithm: "mtad_gat".into(),
+        preprocessor,
+        model: config,
+        gamma: 1.0,
+        thresholds: Thresholds {
+            epsilon: Some(1.0),
+            chosen: Some("epsilon".into()),
+            ..Thresholds::default()
+        },
+        trained: TrainSummary {
+            epochs: 0,
+            best_val_loss: 0.0,
+            seed: 7,
+            n_train_windows: 0,
+            train_run_id: "bench".into(),
+        },
+    };
+    Bundle::from_weights(manifest, weights)
 }
 
 /// A smooth multichannel signal in [0.1, 0.9].

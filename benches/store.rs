@@ -96,7 +96,7 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
             key_value: run.key_value.as_deref(),
             params: &params,
             upstream: &run.upstream,
-            data_version: &run.data_version,
+            data_version: Some(&run.data_version),
             code_version: Some(SYNTHETIC_COMMIT),
             run_time: window,
         };

@@ -94,3 +94,95 @@ impl Scorer for BundleScorer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{Device, Tensor};
+    use candle_nn::VarMap;
+    use flow_steps::bundle::{BundleManifest, Thresholds, TrainSummary};
+    use flow_steps::data::{Preprocessor, ScalerKind};
+    use flow_steps::model::init::seeded_var_builder;
+    use flow_steps::model::{Config, MtadGat};
+
+    use super::*;
+
+    const WINDOW: usize = 4;
+
+    /// An untrained 3-feature MTAD-GAT that scores only columns `b` and `c`.
+    fn tiny_bundle() -> Bundle {
+        let columns = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let train: Vec<f64> = (0..30 * 3).map(|i| (i % 7) as f64).collect();
+        let preprocessor =
+            Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, vec![1, 2], WINDOW);
+        let config = Config {
+            gru_hidden: 4,
+            forecast_hidden: 4,
+            recon_hidden: 4,
+            kernel_size: 3,
+            dropout: 0.0,
+            ..Config::paper(3, WINDOW, 2)
+        };
+        let varmap = VarMap::new();
+        MtadGat::new(&config, seeded_var_builder(&varmap, 5, &Device::Cpu), 5).unwrap();
+        let weights: HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let manifest = BundleManifest {
+            format_version: BundleManifest::FORMAT_VERSION,
+            algorithm: "mtad_gat".into(),
+            preprocessor,
+            model: config,
+            gamma: 1.0,
+            thresholds: Thresholds {
+                epsilon: Some(0.25),
+                chosen: Some("epsilon".into()),
+                ..Thresholds::default()
+            },
+            trained: TrainSummary {
+                epochs: 0,
+                best_val_loss: 0.0,
+                seed: 5,
+                n_train_windows: 0,
+                train_run_id: "test".into(),
+            },
+        };
+        Bundle::from_weights(manifest, weights).unwrap()
+    }
+
+    #[test]
+    fn adapts_a_bundle_to_the_scorer_interface() {
+        let scorer = BundleScorer::new(tiny_bundle(), 1);
+        assert_eq!(scorer.columns(), ["a", "b", "c"]);
+        assert_eq!((scorer.window(), scorer.threshold()), (WINDOW, Some(0.25)));
+        assert_eq!(scorer.train_stats().len(), 3);
+        let raw: Vec<f64> = (0..10 * 3).map(|i| ((i * 5) % 7) as f64).collect();
+        assert_eq!(
+            scorer.scale(&raw),
+            scorer.bundle().manifest.preprocessor.transform(&raw)
+        );
+        let scored = scorer.score(&raw, 10).unwrap();
+        let expected = scorer.bundle().score_raw(&raw, 10).unwrap();
+        assert_eq!(scored.first_row, WINDOW);
+        assert_eq!(
+            scored.scores,
+            expected.total.iter().map(|&s| s as f64).collect::<Vec<_>>()
+        );
+        // One top feature per row, named from the target dims, the larger per-feature score.
+        for (row, top) in scored.top_features.iter().enumerate() {
+            let (b, c) = (
+                expected.per_feature[row * 2],
+                expected.per_feature[row * 2 + 1],
+            );
+            let (name, value) = if b >= c { ("b", b) } else { ("c", c) };
+            assert_eq!(top, &vec![(name.to_string(), value as f64)]);
+        }
+        let too_short = scorer.score(&raw[..WINDOW * 3], WINDOW).unwrap_err();
+        assert!(format!("{too_short:#}").contains("window"), "{too_short:#}");
+    }
+}

@@ -25,16 +25,8 @@ impl Store {
             None => (i64::MIN, i64::MAX),
         };
         let conn = self.connection();
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE r.entry = ?1 AND r.key_value IS ?2 AND r.params_hash = ?3
-               AND r.inputs_hash = ?4 AND (?5 IS NULL OR r.data_version = ?5) AND r.status = 'FINISHED'
-               AND r.run_time >= ?6 AND r.run_time < ?7
-               AND (?8 IS NULL OR r.code_version = ?8)
-             ORDER BY r.run_time DESC, r.id DESC LIMIT 1"
-        );
         let found = conn
-            .prepare_cached(&sql)?
+            .prepare_cached(&reuse_sql(query.data_version.is_some()))?
             .query_row(
                 params![
                     query.entry,
@@ -56,13 +48,8 @@ impl Store {
     /// candidates `flow plan` explains.
     pub fn recent_runs(&self, entry: &str, key_value: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         let conn = self.connection();
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE r.entry = ?1 AND r.key_value IS ?2
-             ORDER BY r.run_time DESC, r.id DESC LIMIT ?3"
-        );
         let partials = conn
-            .prepare_cached(&sql)?
+            .prepare_cached(&recent_sql())?
             .query_map(params![entry, key_value, limit_value(Some(limit))], record_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         partials.into_iter().map(|partial| complete(&conn, partial)).collect()
@@ -224,6 +211,38 @@ fn complete(conn: &Connection, partial: Result<PartialRecord>) -> Result<RunReco
     Ok(record)
 }
 
+/// find_reusable's SQL. With a data version every key column is an equality on the
+/// `runs_reuse` index, which then also yields the newest run first without a sort; an
+/// `(?5 IS NULL OR ...)` disjunction would forfeit both, hence two statements. Without
+/// one, the index prefix still narrows to the runs of one params/upstream key. Without
+/// ANALYZE statistics the planner prefers `runs_recent` (it yields the order), which
+/// would walk every run of the step on a miss; INDEXED BY pins the right index.
+fn reuse_sql(with_data_version: bool) -> String {
+    let data_version = if with_data_version {
+        "AND r.data_version = ?5"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs r INDEXED BY runs_reuse
+             JOIN experiments e ON e.id = r.experiment_id
+         WHERE r.entry = ?1 AND r.key_value IS ?2 AND r.params_hash = ?3
+           AND r.inputs_hash = ?4 {data_version} AND r.status = 'FINISHED'
+           AND r.run_time >= ?6 AND r.run_time < ?7
+           AND (?8 IS NULL OR r.code_version = ?8)
+         ORDER BY r.run_time DESC, r.id DESC LIMIT 1"
+    )
+}
+
+/// recent_runs' SQL, served by the `runs_recent` index in order.
+fn recent_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
+         WHERE r.entry = ?1 AND r.key_value IS ?2
+         ORDER BY r.run_time DESC, r.id DESC LIMIT ?3"
+    )
+}
+
 /// SQLite's LIMIT: -1 means no limit.
 fn limit_value(limit: Option<usize>) -> i64 {
     limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
@@ -308,35 +327,46 @@ mod tests {
         assert_eq!(found(&store, &ReuseQuery { run_time: early, ..query(&seven, &[]) }), Some(older));
     }
 
+    /// The plan of each statement, with dummy arguments.
+    fn query_plan(store: &Store, sql: &str, args: Vec<Value>) -> String {
+        let conn = store.connection();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter(args), |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        plan.join("; ")
+    }
+
     #[test]
     fn reuse_and_recent_queries_use_indexes() {
         let (_dir, store) = temp_store();
-        let conn = store.connection();
-        for (sql, index) in [
-            (
-                "SELECT id FROM runs WHERE entry = ?1 AND key_value IS ?2 AND params_hash = ?3
-                   AND inputs_hash = ?4 AND data_version = ?5 AND status = 'FINISHED'
-                   AND run_time >= ?6 AND run_time < ?7 AND (?8 IS NULL OR code_version = ?8)
-                 ORDER BY run_time DESC, id DESC LIMIT 1",
-                "runs_reuse",
-            ),
-            (
-                "SELECT id FROM runs WHERE entry = ?1 AND key_value IS ?2
-                 ORDER BY run_time DESC, id DESC LIMIT ?3",
-                "runs_recent",
-            ),
-        ] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map([], |row| row.get(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            let plan = plan.join("; ");
-            assert!(plan.contains(index), "{plan}");
-            assert!(!plan.contains("TEMP B-TREE"), "sorts without a temp b-tree: {plan}");
-        }
+        let reuse_args = || -> Vec<Value> {
+            let text = |value: &str| Value::Text(value.to_string());
+            vec![text("train"), Value::Null, text("p"), text("i"), text("d"), 0.into(), 1.into(), Value::Null]
+        };
+        let exact = query_plan(&store, &reuse_sql(true), reuse_args());
+        assert!(exact.contains("USING INDEX runs_reuse"), "{exact}");
+        assert!(!exact.contains("TEMP B-TREE"), "newest first straight from the index: {exact}");
+        let any_data = query_plan(&store, &reuse_sql(false), reuse_args());
+        assert!(any_data.contains("USING INDEX runs_reuse"), "{any_data}");
+
+        let recent_args = vec![Value::Text("train".into()), Value::Null, Value::Integer(10)];
+        let recent = query_plan(&store, &recent_sql(), recent_args);
+        assert!(recent.contains("USING INDEX runs_recent"), "{recent}");
+        assert!(!recent.contains("TEMP B-TREE"), "{recent}");
+    }
+
+    #[test]
+    fn any_data_version_still_picks_newest() {
+        let (_dir, store) = temp_store();
+        let seven = params("7");
+        let _old = finished(&store, "7", &[], day(1));
+        let newest = finished(&store, "7", &[], day(4));
+        let query = ReuseQuery { data_version: None, ..query(&seven, &[]) };
+        assert_eq!(found(&store, &query), Some(newest));
     }
 
     #[test]

@@ -257,7 +257,7 @@ mod tests {
                 value: 0.8,
                 color: PALETTE[3],
             }],
-            shaded: vec![200..260],
+            shaded: vec![200..260, 400..420],
         };
         draw_panels(&path, &[panel.clone(), panel], 640, 240).unwrap();
         let bytes = std::fs::read(&path).unwrap();

@@ -223,7 +223,15 @@ pub fn save_safetensors(path: &Path, processed: &Processed) -> Result<()> {
     .map(|(name, tensor)| (name.to_string(), tensor))
     .collect();
     candle_core::safetensors::save(&tensors, path)
-        .with_context(|| format!("cannot write `{}`", path.display()))
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    // The writer creates the file owner-only (0600); outputs are shared artifacts.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set permissions of `{}`", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -168,7 +168,8 @@ mod tests {
     use super::*;
 
     fn shared_smd() -> PathBuf {
-        PathBuf::from("/work/shared/data/smd")
+        // shared/ sits beside the repository (steps/ is one level down).
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/smd")
     }
 
     #[test]

@@ -192,7 +192,7 @@ fn parse_sequences(text: &str) -> Result<Vec<(usize, usize)>> {
         bail!("`{text}` is not a list of [start, end] pairs");
     }
     let numbers = trimmed
-        .split(|c: char| c == '[' || c == ']' || c == ',')
+        .split(['[', ']', ','])
         .map(str::trim)
         .filter(|token| !token.is_empty())
         .map(|token| {

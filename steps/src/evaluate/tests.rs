@@ -306,3 +306,44 @@ fn missing_upstream_data_is_named() {
     let err = format!("{:#}", run(&ctx, &default_args()).unwrap_err());
     assert!(err.contains("data.safetensors"), "{err}");
 }
+
+/// TEMPORARY (removed after measuring): the real pipeline on one channel.
+#[test]
+#[ignore]
+fn tmp_real_pipeline() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct L {
+        #[command(flatten)]
+        a: crate::data::load::LoadArgs,
+    }
+    #[derive(Parser)]
+    struct P {
+        #[command(flatten)]
+        a: crate::data::process::ProcessArgs,
+    }
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: crate::train::TrainArgs,
+    }
+    #[derive(Parser)]
+    struct E {
+        #[command(flatten)]
+        a: EvaluateArgs,
+    }
+    let dataset = std::env::var("TMP_DATASET").unwrap();
+    let data_dir = std::env::var("TMP_DATA_DIR").unwrap();
+    let epochs = std::env::var("TMP_EPOCHS").unwrap();
+    let root = std::path::PathBuf::from("/tmp/evalrun");
+    let _ = std::fs::remove_dir_all(&root);
+    let (load, process, train, eval) = (root.join("load"), root.join("process"), root.join("train"), root.join("evaluate"));
+    let t0 = std::time::Instant::now();
+    crate::data::load::run(&StepContext::for_dirs(&load, &[]), &L::parse_from(["x", "--dataset", &dataset, "--data-dir", &data_dir]).a).unwrap();
+    crate::data::process::run(&StepContext::for_dirs(&process, &[("load", &load)]), &P::parse_from(["x"]).a).unwrap();
+    crate::train::run(&StepContext::for_dirs(&train, &[("load", &load), ("process", &process)]), &T::parse_from(["x", "--epochs", &epochs]).a).unwrap();
+    eprintln!("train done {:?}", t0.elapsed());
+    let t1 = std::time::Instant::now();
+    run(&StepContext::for_dirs(&eval, &[("load", &load), ("process", &process), ("train", &train)]), &E::parse_from(["x"]).a).unwrap();
+    eprintln!("evaluate done {:?}", t1.elapsed());
+}

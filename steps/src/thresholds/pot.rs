@@ -292,7 +292,7 @@ pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
 /// precision.
 fn find_roots(f: impl Fn(f64) -> f64, lo: f64, hi: f64) -> Vec<f64> {
     const N_GRID: usize = 100;
-    if !(lo < hi) || !lo.is_finite() || !hi.is_finite() {
+    if !lo.is_finite() || !hi.is_finite() || lo >= hi {
         return Vec::new();
     }
     let mut grid: Vec<f64> = (0..=N_GRID)
