@@ -9,6 +9,7 @@ pub mod dag;
 pub mod exec;
 pub mod lineage;
 pub mod params;
+pub mod registry;
 pub mod resolve;
 pub mod serve;
 pub mod spec;

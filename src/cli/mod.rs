@@ -3,6 +3,7 @@
 //! The only module that writes to the terminal (steps' own output aside). Data goes to
 //! stdout, progress and errors to stderr; errors are rendered once, in [`main`].
 
+mod models;
 mod render;
 mod runs;
 
@@ -67,6 +68,9 @@ pub enum Command {
     /// Run a built-in step (load, process, train, evaluate, predict) in this process.
     #[command(subcommand)]
     Step(flow_steps::StepCommand),
+    /// Register, stage and alias trained model bundles.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +178,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Step(command) => {
             flow_steps::run_step(command)?;
             Ok(0)
+        }
+        Command::Models(command) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            models::models(&store, command)
         }
     }
 }

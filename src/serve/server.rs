@@ -287,6 +287,7 @@ struct TopFeature<'a> {
     score: f64,
 }
 
+/// `?threshold=t`. A `threshold` in the JSON body wins over it; both win over the bundle's.
 #[derive(Deserialize)]
 struct InvocationQuery {
     threshold: Option<f64>,

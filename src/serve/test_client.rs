@@ -31,6 +31,11 @@ impl HttpClient {
         })
     }
 
+    /// How long to wait for a response before giving up (60 s by default).
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(timeout))
+    }
+
     pub fn get(&mut self, path: &str) -> io::Result<HttpResponse> {
         self.request("GET", path, None, b"")
     }

@@ -60,12 +60,30 @@ impl Store {
     }
 
     /// The value at the highest step of each key (the last logged one on a tie).
+    ///
+    /// A skip-scan over the `(run, key, step)` index: one seek per key instead of
+    /// reading every point, so listing runs by a metric stays fast for long trainings.
     pub fn latest_metrics(&self, run: &str) -> Result<BTreeMap<String, f64>> {
-        Ok(self
-            .metrics(run)?
-            .into_iter()
-            .map(|metric| (metric.key, metric.value))
-            .collect())
+        let conn = self.connection();
+        let (rowid, _) = resolve_run(&conn, run)?;
+        let latest = conn
+            .prepare_cached(
+                "WITH RECURSIVE keys(key) AS (
+                     SELECT min(key) FROM metrics WHERE run = ?1
+                     UNION ALL
+                     SELECT (SELECT min(key) FROM metrics WHERE run = ?1 AND key > keys.key)
+                     FROM keys WHERE keys.key IS NOT NULL
+                 )
+                 SELECT key, (SELECT value FROM metrics
+                              WHERE run = ?1 AND metrics.key = keys.key
+                              ORDER BY step DESC, rowid DESC LIMIT 1)
+                 FROM keys WHERE key IS NOT NULL",
+            )?
+            .query_map([rowid], |row| {
+                Ok((row.get(0)?, row.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(latest)
     }
 }
 

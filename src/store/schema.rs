@@ -91,6 +91,8 @@ pub(crate) fn migrations() -> Vec<Migration> {
                 (entry, key_value, params_hash, inputs_hash, data_version, status, run_time);
             -- recent_runs: candidates of one step, newest first.
             CREATE INDEX runs_recent ON runs (entry, key_value, run_time);
+            -- list_runs by step: most recently started first.
+            CREATE INDEX runs_by_entry ON runs (entry, id);
             -- reap_dead_runs: only the few RUNNING rows.
             CREATE INDEX runs_running ON runs (host) WHERE status = 'RUNNING';",
         ),

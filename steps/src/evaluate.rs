@@ -117,6 +117,7 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
     let normalize = args.normalize_parts.or(published.normalize_parts);
     let window = bundle.manifest.model.window;
 
+    let started = std::time::Instant::now();
     eprintln!(
         "scoring {} training and {} test rows (window {window})",
         data.n_train, data.n_test
@@ -127,6 +128,10 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
     let test_scores = bundle
         .score_scaled(&data.test, data.n_test)
         .context("cannot score the test split")?;
+    eprintln!(
+        "scored both splits in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let parts = |rows: fn(&crate::data::meta::Part) -> usize| -> Option<Vec<usize>> {
         normalize
             .then(|| meta.as_ref().map(|m| m.parts.iter().map(rows).collect()))

@@ -32,6 +32,12 @@ pub enum StepCommand {
     Load(data::load::LoadArgs),
     /// Fit the scaler on train only and write scaled series for the model.
     Process(data::process::ProcessArgs),
+    /// Train MTAD-GAT on the processed windows and write the model bundle.
+    Train(train::TrainArgs),
+    /// Score the test split, fit thresholds (POT, epsilon, best-F1), report metrics and plots.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Score new rows with a bundle: per-row score, anomaly flag, top features.
+    Predict(predict::PredictArgs),
 }
 
 /// Runs one built-in step with the context the runner set up (`FLOW_*` variables).
@@ -41,5 +47,8 @@ pub fn run_step(command: StepCommand) -> Result<()> {
     match &command {
         StepCommand::Load(args) => data::load::run(&ctx, args),
         StepCommand::Process(args) => data::process::run(&ctx, args),
+        StepCommand::Train(args) => train::run(&ctx, args),
+        StepCommand::Evaluate(args) => evaluate::run(&ctx, args),
+        StepCommand::Predict(args) => predict::run(&ctx, args),
     }
 }

@@ -142,6 +142,7 @@ fn draw_panel<'a>(area: &Area<'a>, panel: &Panel) -> DrawResult<'a> {
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
         .label_style(("sans-serif", 12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     let shade = RGBColor(214, 39, 40).mix(0.18).filled();

@@ -30,11 +30,16 @@ pub struct PredictArgs {
     pub top_k: usize,
 }
 
+/// `auto` (what an MLproject default can say) means the same as leaving the flag out.
+fn not_auto(path: &Option<PathBuf>) -> Option<&PathBuf> {
+    path.as_ref().filter(|p| p.as_os_str() != "auto")
+}
+
 /// Runs the step.
 pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
     let model_dir = model_dir(ctx, args)?;
     let bundle = Bundle::load(&model_dir)?;
-    let data_path = match &args.data {
+    let data_path = match not_auto(&args.data) {
         Some(path) => path.clone(),
         None => ctx
             .input("load")
@@ -94,7 +99,7 @@ pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
 
 /// The bundle directory: `--model`, `FLOW_MODEL_DIR`, then the upstream runs' `model/`.
 fn model_dir(ctx: &StepContext, args: &PredictArgs) -> Result<PathBuf> {
-    if let Some(dir) = &args.model {
+    if let Some(dir) = not_auto(&args.model) {
         return Ok(dir.clone());
     }
     if let Some(dir) = std::env::var_os("FLOW_MODEL_DIR").filter(|d| !d.is_empty()) {
