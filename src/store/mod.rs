@@ -75,6 +75,39 @@ impl Store {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(StoreError::io(&path))?;
         }
+        let conn = open_connection(dir)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            conn: Mutex::new(conn),
+            host: hostname(),
+        })
+    }
+
+    /// The store directory (what `FLOW_STORE` points at).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Opens the database, switches it to WAL and migrates it. Two processes creating a
+/// fresh store at once can see SQLITE_BUSY while one of them switches the journal mode
+/// (SQLite does not call the busy handler there), so that step is retried for 10 s.
+fn open_connection(dir: &Path) -> Result<Connection> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match try_open_connection(dir) {
+            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_open_connection(dir: &Path) -> Result<Connection> {
         let mut conn = Connection::open(dir.join(DB_FILE))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         let journal: String =
@@ -89,18 +122,10 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn, &schema::migrations())?;
-        Ok(Store {
-            dir: dir.to_path_buf(),
-            conn: Mutex::new(conn),
-            host: hostname(),
-        })
-    }
+        Ok(conn)
+}
 
-    /// The store directory (what `FLOW_STORE` points at).
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
+impl Store {
     /// The database connection, for sibling modules (the model registry) that own their
     /// queries over tables this schema creates. Hold it briefly: it serialises this handle.
     pub fn connection(&self) -> MutexGuard<'_, Connection> {
