@@ -4,6 +4,7 @@
 //! stdout, progress and errors to stderr; errors are rendered once, in [`main`].
 
 mod models;
+mod serve;
 mod render;
 mod runs;
 
@@ -71,6 +72,10 @@ pub enum Command {
     /// Register, stage and alias trained model bundles.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Serve a model bundle over HTTP (MLflow's /invocations), monitoring what is scored.
+    Serve(serve::ServeArgs),
+    /// Show the latest monitoring windows of a `flow serve` run and flag drifting features.
+    Monitor(serve::MonitorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +183,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Step(command) => {
             flow_steps::run_step(command)?;
             Ok(0)
+        }
+        Command::Serve(args) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            serve::serve(store, args)
+        }
+        Command::Monitor(args) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            serve::monitor(&store, args)
         }
         Command::Models(command) => {
             let store = open_store(&cli.project, cli.store.as_deref())?;
