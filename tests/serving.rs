@@ -1,0 +1,231 @@
+//! The shipped project end to end on its bundled sample (tiny settings), then the model
+//! registry and `flow serve` over real HTTP on an ephemeral loopback port.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestProject;
+
+/// The repository's MLproject.yaml and bundled data, in a fresh git repository.
+fn shipped_project() -> TestProject {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
+    std::fs::copy(repo.join("MLproject.yaml"), p.path().join("MLproject.yaml")).unwrap();
+    copy_dir(&repo.join("data"), &p.path().join("data"));
+    p.commit("project");
+    p
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// 150 raw rows of 55 features with a header, deterministic.
+fn raw_csv() -> String {
+    let mut text = (0..55).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",");
+    text.push('\n');
+    for row in 0..150 {
+        let values: Vec<String> = (0..55)
+            .map(|col| {
+                if col == 0 {
+                    format!("{:.6}", ((row as f64) * 0.21).sin() * 0.8)
+                } else {
+                    ((row + col) % 7 == 0).then_some("1").unwrap_or("0").to_string()
+                }
+            })
+            .collect();
+        text.push_str(&values.join(","));
+        text.push('\n');
+    }
+    text
+}
+
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(p: &TestProject, uri: &str) -> Server {
+    let mut child = p
+        .command(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "server did not start");
+        let line = lines.next().expect("server exited early").unwrap();
+        if let Some(rest) = line.split("on http://").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            std::thread::spawn(move || for _ in lines {});
+            return Server { child, address };
+        }
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(address: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn scores(body: &str) -> Vec<(u64, f64)> {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    value["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["row"].as_u64().unwrap(), p["score"].as_f64().unwrap()))
+        .collect()
+}
+
+/// Train a tiny model on the sample, register it, serve it: every request shape scores like
+/// the predict step, bad input is a 400 with a reason, and the served rows are monitored.
+#[test]
+fn pipeline_registry_and_serving() {
+    let p = shipped_project();
+    let tiny = ["-P", "window=10", "-P", "epochs=1", "-P", "max_windows=256"];
+    let run = p.run_ok(&tiny);
+    assert_eq!(run.actions().len(), 5);
+    let evaluate = run.run_id("evaluate");
+    let metrics = p.flow(&["runs", "show", &evaluate, "--json"]).json()["metrics"].clone();
+    for key in ["f1_pa_pot", "f1_pa_epsilon", "f1_pa_best", "f1_best"] {
+        let value = metrics[key].as_f64().unwrap_or_else(|| panic!("no {key}: {metrics}"));
+        assert!((0.0..=1.0).contains(&value), "{key} = {value}");
+    }
+
+    // Registry: versions, stages, aliases, URIs.
+    assert_eq!(p.flow(&["models", "register", "det", &evaluate]).stdout.trim(), "models:/det/1");
+    assert_eq!(p.flow(&["models", "register", "det", &run.run_id("train")]).stdout.trim(), "models:/det/2");
+    assert_eq!(p.flow(&["models", "stage", "det", "1", "Production"]).code, 0);
+    assert_eq!(p.flow(&["models", "stage", "det", "2", "production"]).code, 0);
+    assert_eq!(p.flow(&["models", "alias", "det", "champion", "1"]).code, 0);
+    let list = p.flow(&["models", "list", "det", "--json"]).json();
+    let stages: Vec<&str> = list.as_array().unwrap().iter().map(|v| v["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["Archived", "Production"]);
+    let resolve = |uri: &str| p.flow(&["models", "resolve", uri]).stdout.trim().to_string();
+    assert_eq!(resolve("models:/det@champion"), resolve("models:/det/1"));
+    assert_eq!(resolve("models:/det/1"), resolve(&format!("runs:/{evaluate}/model")));
+    assert_eq!(resolve("models:/det/Production"), resolve("models:/det/2"));
+    assert!(p.flow(&["models", "resolve", "models:/det/Staging"]).code != 0);
+
+    // The predict step on a CSV of raw rows, for comparison with the server.
+    p.write("rows.csv", &raw_csv());
+    let predicted = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
+    let dir = p.path().join(".flow/runs").join(predicted.run_id("predict"));
+    let predictions = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
+    let expected: Vec<f64> = predictions.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(expected.len(), 140);
+
+    let server = start_server(&p, "models:/det@champion");
+    let address = server.address.as_str();
+    assert_eq!(http(address, "GET", "/ping", "text/plain", "").0, 200);
+    let health: serde_json::Value = serde_json::from_str(&http(address, "GET", "/health", "text/plain", "").1).unwrap();
+    assert_eq!(health["n_features"], 55);
+    assert_eq!(health["run_id"], evaluate.as_str());
+
+    let csv = raw_csv();
+    let (status, body) = http(address, "POST", "/invocations", "text/csv", &csv);
+    assert_eq!(status, 200, "{body}");
+    let served = scores(&body);
+    assert_eq!(served.len(), expected.len());
+    for ((row, score), want) in served.iter().zip(&expected) {
+        assert!((score - want).abs() <= 1e-6 * want.abs().max(1.0), "row {row}: server {score} vs predict {want}");
+    }
+    assert_eq!(served[0].0, 10);
+
+    // Every JSON shape gives the same scores as CSV.
+    let rows: Vec<Vec<f64>> = csv.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let columns: Vec<String> = (0..55).map(|i| format!("f{i}")).collect();
+    let records: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| serde_json::Value::Object(columns.iter().cloned().zip(r.iter().map(|v| serde_json::json!(v))).collect()))
+        .collect();
+    let bodies = [
+        serde_json::json!({"dataframe_split": {"columns": columns, "data": rows}}),
+        serde_json::json!({"dataframe_records": records}),
+        serde_json::json!({"instances": rows}),
+        serde_json::json!({"inputs": rows}),
+    ];
+    for body in &bodies {
+        let (status, text) = http(address, "POST", "/invocations", "application/json", &body.to_string());
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(scores(&text), served, "shape {}", body.as_object().unwrap().keys().next().unwrap());
+    }
+
+    // Bad input: each a 400 with a reason.
+    let few_rows: String = csv.lines().take(6).map(|l| format!("{l}\n")).collect();
+    let ragged = csv.replacen("\n0.", "\n1,0.", 1);
+    let text_value = csv.replacen(",0\n", ",abc\n", 1);
+    let cases: [(&str, &str, &str); 6] = [
+        ("application/json", "{not json", "JSON"),
+        ("application/json", "{\"instances\": [[1, 2, 3]]}", "55"),
+        ("text/csv", &few_rows, "window"),
+        ("text/csv", &ragged, "row"),
+        ("text/csv", &text_value, "abc"),
+        ("application/json", "", "empty"),
+    ];
+    for (content_type, body, needle) in cases {
+        let (status, text) = http(address, "POST", "/invocations", content_type, body);
+        assert_eq!(status, 400, "{needle}: {text}");
+        let reason: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let message = reason["message"].as_str().unwrap();
+        assert!(message.to_lowercase().contains(&needle.to_lowercase()), "expected `{needle}` in {message}");
+    }
+    let (_, metrics) = http(address, "GET", "/metrics", "text/plain", "");
+    assert!(metrics.contains("# TYPE"), "{metrics}");
+
+    // Stop with Ctrl-C: the open window is flushed into the monitoring run.
+    // SAFETY: kill(2) on our own child process; no memory is touched.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let monitoring = loop {
+        let list = p.flow(&["runs", "list", "--entry", "serve", "--status", "finished", "--json"]).json();
+        if let Some(run) = list.as_array().unwrap().first() {
+            break run["run_id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the serve run never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let show = p.flow(&["runs", "show", &monitoring, "--json"]).json();
+    assert_eq!(show["metrics"]["count"], (served.len() * 5) as f64, "{show}");
+    let lineage = p.flow(&["lineage", &monitoring, "--format", "json"]).json();
+    assert_eq!(lineage["upstream"][0]["run"]["run_id"], evaluate.as_str());
+    let monitor = p.flow(&["monitor", &monitoring]);
+    assert!(monitor.stdout.contains("WINDOW"), "{}", monitor.stdout);
+}
+
