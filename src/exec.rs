@@ -217,12 +217,13 @@ fn launch(
         .upstream_steps
         .iter()
         .filter_map(|u| run_ids.get(u).map(|r| (u.clone(), r.clone())))
+        .chain(step.model_inputs.iter().cloned())
         .collect();
     let data_version = match &step.data_version {
         Some(v) => v.clone(),
         None => {
             let mut manifests = Vec::new();
-            for (entry, run) in &upstream {
+            for (entry, run) in upstream.iter().filter(|(e, _)| step.upstream_steps.contains(e)) {
                 manifests.push((entry.clone(), store.get_run(run)?.manifest_hash.unwrap_or_default()));
             }
             version::data_version_of_upstream(&manifests)

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::dag::Dag;
 use crate::params::{self, StepParams};
-use crate::spec::{self, Entry, Project};
+use crate::spec::{self, Entry, ParamType, Project};
 use crate::store::{ReuseQuery, RunRecord, RunStatus, Store};
 use crate::version::{self, CodeVersion, HashCache};
 
@@ -30,6 +30,30 @@ pub enum ReusePolicy {
     Any,
     /// Execute every step.
     Never,
+}
+
+/// Resolves model URIs (`models:/...`, `runs:/...`) found in `uri` parameters. The
+/// caller provides it: the registry sits above resolve in the import order.
+pub trait ModelUris {
+    /// The bundle a URI names, or `None` when the model, version, stage or alias does
+    /// not exist (yet); other problems are errors.
+    fn resolve(&self, uri: &str) -> Result<Option<ResolvedUri>>;
+}
+
+/// A model URI resolved to the run that published the bundle.
+#[derive(Debug, Clone)]
+pub struct ResolvedUri {
+    pub run_id: String,
+    pub dir: PathBuf,
+}
+
+/// No model URIs resolve (for callers without a registry).
+pub struct NoModels;
+
+impl ModelUris for NoModels {
+    fn resolve(&self, _uri: &str) -> Result<Option<ResolvedUri>> {
+        Ok(None)
+    }
 }
 
 /// A `*_time` parameter value: which run_times are acceptable.
@@ -90,6 +114,9 @@ pub struct StepPlan {
     pub ancestors: Vec<String>,
     /// Nearest upstream steps with commands (targets looked through).
     pub upstream_steps: Vec<String>,
+    /// Runs whose model bundles `uri` parameters resolved to, as (`model`, run id):
+    /// lineage edges and part of the reuse key like upstream runs.
+    pub model_inputs: Vec<(String, String)>,
     pub data_version: Option<String>,
     pub decision: Decision,
     pub rejected: Vec<Rejection>,
@@ -118,6 +145,7 @@ impl Plan {
         entry: &str,
         args: &[String],
         policy: ReusePolicy,
+        models: &dyn ModelUris,
     ) -> Result<Plan> {
         let closure = dag.closure(entry)?;
         let bound = params::bind(project, &closure, args)?;
@@ -125,7 +153,7 @@ impl Plan {
         let mut cache = HashCache::open(store.dir().join("hash-cache.json"));
         let mut steps: Vec<StepPlan> = Vec::with_capacity(closure.len());
         for name in &closure {
-            let step = resolve_step(project, dag, store, &project.entries[name], &bound[name], &steps, &code, policy, &mut cache)?;
+            let step = resolve_step(project, dag, store, &project.entries[name], &bound[name], &steps, &code, policy, models, &mut cache)?;
             steps.push(step);
         }
         cache.save();
@@ -147,15 +175,19 @@ fn resolve_step(
     done: &[StepPlan],
     code: &CodeVersion,
     policy: ReusePolicy,
+    models: &dyn ModelUris,
     cache: &mut HashCache,
 ) -> Result<StepPlan> {
+    let mut values = values.clone();
+    let (model_inputs, compared) = resolve_model_params(entry, &mut values, models)?;
+    let values = &values;
     let mut selector = TimeSelector::Latest;
     let mut params = StepParams::new();
     for (name, value) in values {
         if entry.parameters[name].is_time_selector() {
             selector = parse_selector(value).with_context(|| format!("step `{}`: parameter `{name}`", entry.name))?;
         } else {
-            params.insert(name.clone(), value.clone());
+            params.insert(name.clone(), compared.get(name).unwrap_or(value).clone());
         }
     }
     let key_value = entry.key.as_ref().and_then(|k| values.get(k)).cloned();
@@ -177,6 +209,7 @@ fn resolve_step(
         upstream_runs: Vec::new(),
         ancestors,
         upstream_steps: upstream_steps.clone(),
+        model_inputs: model_inputs.clone(),
         data_version: None,
         decision: Decision::Target,
         rejected: Vec::new(),
@@ -210,6 +243,7 @@ fn resolve_step(
             manifests.push((upstream.clone(), run.manifest_hash.clone().unwrap_or_default()));
         }
     }
+    plan.upstream_runs.extend(model_inputs);
     plan.data_version = Some(if upstream_steps.is_empty() {
         if entry.inputs.is_empty() {
             "none".to_string()
@@ -319,6 +353,40 @@ fn mismatches(run: &RunRecord, plan: &StepPlan, code_id: &str, policy: ReusePoli
         }
     }
     reasons
+}
+
+/// Replaces model URIs in `uri` parameters: the command gets the bundle directory, the
+/// compared value names the resolved run (so promoting another version re-executes),
+/// and the run becomes a lineage edge. A *default* URI that does not resolve yet becomes
+/// `auto`, leaving the choice to the step.
+fn resolve_model_params(
+    entry: &Entry,
+    values: &mut StepParams,
+    models: &dyn ModelUris,
+) -> Result<(Vec<(String, String)>, StepParams)> {
+    let mut inputs = Vec::new();
+    let mut compared = StepParams::new();
+    for (name, parameter) in &entry.parameters {
+        let Some(value) = values.get(name).cloned() else { continue };
+        if parameter.kind != ParamType::Uri || !(value.starts_with("models:/") || value.starts_with("runs:/")) {
+            continue;
+        }
+        match models.resolve(&value)? {
+            Some(resolved) => {
+                values.insert(name.clone(), resolved.dir.to_string_lossy().to_string());
+                compared.insert(name.clone(), format!("{value} ({})", resolved.run_id));
+                inputs.push(("model".to_string(), resolved.run_id));
+            }
+            None if parameter.default.as_deref() == Some(value.as_str()) => {
+                values.insert(name.clone(), "auto".to_string());
+            }
+            None => bail!(
+                "step `{}`: parameter `{name}`: `{value}` names no model bundle\nhint: see `flow models list`",
+                entry.name
+            ),
+        }
+    }
+    Ok((inputs, compared))
 }
 
 /// The nearest upstream entries that have commands, looking through command-less targets.

@@ -143,9 +143,20 @@ fn pipeline_registry_and_serving() {
     assert_eq!(resolve("models:/det/Production"), resolve("models:/det/2"));
     assert!(p.flow(&["models", "resolve", "models:/det/Staging"]).code != 0);
 
-    // The predict step on a CSV of raw rows, for comparison with the server.
+    // The predict step on a CSV of raw rows, for comparison with the server. Before
+    // anything is registered it uses its chain's bundle; with a Production version of
+    // `anomaly-detector` (MLproject's default model URI) it uses that and records it.
     p.write("rows.csv", &raw_csv());
+    let unregistered = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
+    let show = p.flow(&["runs", "show", &unregistered.run_id("predict"), "--json"]).json();
+    assert!(show["upstream"].as_array().unwrap().iter().all(|u| u["entry"] != "model"), "{show}");
+    assert_eq!(p.flow(&["models", "register", "anomaly-detector", &evaluate]).code, 0);
+    assert_eq!(p.flow(&["models", "stage", "anomaly-detector", "1", "Production"]).code, 0);
     let predicted = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
+    assert_ne!(predicted.run_id("predict"), unregistered.run_id("predict"), "a new Production model re-executes predict");
+    let show = p.flow(&["runs", "show", &predicted.run_id("predict"), "--json"]).json();
+    let model_edge = show["upstream"].as_array().unwrap().iter().find(|u| u["entry"] == "model").cloned();
+    assert_eq!(model_edge.map(|u| u["run_id"].clone()), Some(serde_json::json!(evaluate)), "{show}");
     let dir = p.path().join(".flow/runs").join(predicted.run_id("predict"));
     let predictions = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
     let expected: Vec<f64> = predictions.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();

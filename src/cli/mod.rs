@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::dag::Dag;
 use crate::exec::{self, ExecOptions};
 use crate::lineage::{self, Direction};
-use crate::resolve::{Plan, ReusePolicy};
+use crate::registry::{self, RegistryError};
+use crate::resolve::{ModelUris, Plan, ResolvedUri, ReusePolicy};
 use crate::spec::Project;
 use crate::store::Store;
 
@@ -203,7 +204,7 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     let (project, dag) = load_project(project_dir)?;
     let store = open_store(project_dir, store_dir)?;
     let selection = &args.selection;
-    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse)?;
+    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse, &RegistryUris(&store))?;
     exec::install_interrupt_handler();
     let jobs = args
         .jobs
@@ -225,7 +226,7 @@ fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<
     let (project, dag) = load_project(project_dir)?;
     let store = open_store(project_dir, store_dir)?;
     let selection = &args.selection;
-    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse)?;
+    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse, &RegistryUris(&store))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&render::plan_json(&plan))?);
     } else {
@@ -251,4 +252,23 @@ pub fn open_store(project_dir: &Path, store_dir: Option<&Path>) -> Result<Store>
         eprintln!("note: run {} was left RUNNING by a process that died; marked FAILED", &run[..run.len().min(12)]);
     }
     Ok(store)
+}
+
+/// Model URIs in `uri` parameters, resolved through the registry.
+struct RegistryUris<'a>(&'a Store);
+
+impl ModelUris for RegistryUris<'_> {
+    fn resolve(&self, uri: &str) -> Result<Option<ResolvedUri>> {
+        match registry::resolve_uri(self.0, uri) {
+            Ok(resolved) => Ok(resolved.run_id.map(|run_id| ResolvedUri { run_id, dir: resolved.dir })),
+            Err(
+                RegistryError::UnknownModel { .. }
+                | RegistryError::UnknownVersion { .. }
+                | RegistryError::NoVersions { .. }
+                | RegistryError::NoVersionInStage { .. }
+                | RegistryError::UnknownAlias { .. },
+            ) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
 }
