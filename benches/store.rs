@@ -39,7 +39,16 @@ fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {
         command: "bench",
         run_time: Utc::now(),
     })?;
-    let keys = ["loss", "val_loss", "forecast_loss", "recon_loss", "lr", "grad_norm", "f1", "precision"];
+    let keys = [
+        "loss",
+        "val_loss",
+        "forecast_loss",
+        "recon_loss",
+        "lr",
+        "grad_norm",
+        "f1",
+        "precision",
+    ];
     let batch_size = 10_000;
     let n_batches = 200;
     // Batches are built before timing: the figure is the store's cost, not String allocation.
@@ -52,7 +61,12 @@ fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {
                         step += 1;
                     }
                     let key = keys[idx % keys.len()].to_string();
-                    Metric { key, value: 1.0 / step as f64, step, timestamp_ms: 1_700_000_000_000 + step }
+                    Metric {
+                        key,
+                        value: 1.0 / step as f64,
+                        step,
+                        timestamp_ms: 1_700_000_000_000 + step,
+                    }
                 })
                 .collect()
         })
@@ -73,10 +87,17 @@ fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {
     );
     let start = Instant::now();
     let read = store.metrics(&run)?.len();
-    println!("metrics(): read {read} points in {:.3} s", start.elapsed().as_secs_f64());
+    println!(
+        "metrics(): read {read} points in {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
     let start = Instant::now();
     let latest = store.latest_metrics(&run)?;
-    println!("latest_metrics(): {} keys in {:.3} s", latest.len(), start.elapsed().as_secs_f64());
+    println!(
+        "latest_metrics(): {} keys in {:.3} s",
+        latest.len(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -95,10 +116,16 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(&dir.path().join(".flow"))?;
     let start = Instant::now();
     fill_synthetic(&store, n_runs, &ENTRIES)?;
-    println!("fill_synthetic: {n_runs} runs in {:.2} s", start.elapsed().as_secs_f64());
+    println!(
+        "fill_synthetic: {n_runs} runs in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 
     // Hits: every stored run of a sample, asked for by its own key; misses: a changed seed.
-    let sample = store.list_runs(&RunFilter { limit: Some(1000), ..Default::default() })?;
+    let sample = store.list_runs(&RunFilter {
+        limit: Some(1000),
+        ..Default::default()
+    })?;
     let mut reuse_time = Duration::ZERO;
     let mut recent_time = Duration::ZERO;
     let mut hits = 0;
@@ -107,7 +134,11 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
         if sample_idx % 2 == 1 {
             params.insert("seed".to_string(), "miss".to_string());
         }
-        let day_start = run.run_time.date_naive().and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t));
+        let day_start = run
+            .run_time
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| Utc.from_utc_datetime(&t));
         let window = day_start.map(|from| (from, from + chrono::Duration::days(1)));
         let query = ReuseQuery {
             entry: &run.entry,
@@ -142,12 +173,27 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     for run in &sample {
         store.get_run(&run.run_id[..8])?;
     }
-    println!("get_run by 8-char prefix: {:.3} ms", per_query(start.elapsed()));
+    println!(
+        "get_run by 8-char prefix: {:.3} ms",
+        per_query(start.elapsed())
+    );
     let start = Instant::now();
-    let listed = store.list_runs(&RunFilter { entry: Some("train".into()), limit: Some(50), ..Default::default() })?;
-    println!("list_runs(entry=train, limit 50): {} runs in {:.3} ms", listed.len(), start.elapsed().as_secs_f64() * 1e3);
+    let listed = store.list_runs(&RunFilter {
+        entry: Some("train".into()),
+        limit: Some(50),
+        ..Default::default()
+    })?;
+    println!(
+        "list_runs(entry=train, limit 50): {} runs in {:.3} ms",
+        listed.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
     let start = Instant::now();
     let reaped = store.reap_dead_runs()?;
-    println!("reap_dead_runs: {} reaped in {:.3} ms", reaped.len(), start.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "reap_dead_runs: {} reaped in {:.3} ms",
+        reaped.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }

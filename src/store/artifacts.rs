@@ -86,8 +86,9 @@ impl Store {
             return Err(StoreError::AlreadyPublished { run: run_id });
         }
         {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO artifacts (run, path, hash, size) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO artifacts (run, path, hash, size) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (path, entry) in &manifest.files {
                 insert.execute(params![rowid, path, entry.hash, size_column(entry.size)])?;
             }
@@ -131,9 +132,11 @@ impl Store {
         if view.is_dir() {
             return Ok(view);
         }
-        let manifest_hash = record.manifest_hash.ok_or_else(|| StoreError::NotPublished {
-            run: record.run_id.clone(),
-        })?;
+        let manifest_hash = record
+            .manifest_hash
+            .ok_or_else(|| StoreError::NotPublished {
+                run: record.run_id.clone(),
+            })?;
         let objects = self.objects();
         let _lock = objects.lock_shared()?;
         let manifest = read_manifest(&objects, &ContentHash::parse(&manifest_hash)?)?;
@@ -249,22 +252,32 @@ fn walk_outputs(out_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// `a/b/c.parquet` relative to `out_dir`; names must be UTF-8 to be stored as text.
 fn logical_path(out_dir: &Path, path: &Path) -> Result<String> {
     let relative = path.strip_prefix(out_dir).unwrap_or(path);
-    let parts: Option<Vec<&str>> = relative.components().map(|part| part.as_os_str().to_str()).collect();
-    parts.map(|parts| parts.join("/")).ok_or_else(|| StoreError::Invalid {
-        what: "output file name",
-        value: path.display().to_string(),
-        reason: "file names must be valid UTF-8".to_string(),
-    })
+    let parts: Option<Vec<&str>> = relative
+        .components()
+        .map(|part| part.as_os_str().to_str())
+        .collect();
+    parts
+        .map(|parts| parts.join("/"))
+        .ok_or_else(|| StoreError::Invalid {
+            what: "output file name",
+            value: path.display().to_string(),
+            reason: "file names must be valid UTF-8".to_string(),
+        })
 }
 
 /// A manifest path as a relative path that cannot leave the view directory.
 fn checked_logical_path(logical: &str) -> Result<PathBuf> {
     let path = PathBuf::from(logical);
-    let plain = !logical.is_empty() && path.components().all(|part| matches!(part, Component::Normal(_)));
+    let plain = !logical.is_empty()
+        && path
+            .components()
+            .all(|part| matches!(part, Component::Normal(_)));
     if plain {
         Ok(path)
     } else {
-        Err(StoreError::corrupt(format!("manifest names an unsafe path `{logical}`")))
+        Err(StoreError::corrupt(format!(
+            "manifest names an unsafe path `{logical}`"
+        )))
     }
 }
 
@@ -289,8 +302,9 @@ pub(crate) fn empty_manifest(objects: &crate::store::objects::Objects) -> Result
 
 fn read_manifest(objects: &crate::store::objects::Objects, hash: &ContentHash) -> Result<Manifest> {
     let bytes = objects.read(hash)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|error| StoreError::corrupt(format!("manifest {} is unreadable: {error}", hash.as_str())))
+    serde_json::from_slice(&bytes).map_err(|error| {
+        StoreError::corrupt(format!("manifest {} is unreadable: {error}", hash.as_str()))
+    })
 }
 
 /// Sizes are INTEGER (i64) columns; no real file reaches the limit.
@@ -332,13 +346,23 @@ mod tests {
     fn publish_then_run_dir_is_a_read_only_copy() {
         let (dir, store) = temp_store();
         let run = begin(&store, "load", &BTreeMap::new(), &[], day(1));
-        let out = outputs(dir.path(), "out", &[("data.csv", b"a,b\n1,2\n"), ("plots/f1.txt", b"0.9")]);
+        let out = outputs(
+            dir.path(),
+            "out",
+            &[("data.csv", b"a,b\n1,2\n"), ("plots/f1.txt", b"0.9")],
+        );
         let artifacts = store.publish(&run, &out).unwrap();
         assert_eq!(
-            artifacts.iter().map(|artifact| (artifact.path.as_str(), artifact.size)).collect::<Vec<_>>(),
+            artifacts
+                .iter()
+                .map(|artifact| (artifact.path.as_str(), artifact.size))
+                .collect::<Vec<_>>(),
             vec![("data.csv", 8), ("plots/f1.txt", 3)]
         );
-        assert_eq!(artifacts[0].hash, blake3::hash(b"a,b\n1,2\n").to_hex().to_string());
+        assert_eq!(
+            artifacts[0].hash,
+            blake3::hash(b"a,b\n1,2\n").to_hex().to_string()
+        );
         assert_eq!(store.artifacts(&run).unwrap(), artifacts);
         assert!(store.get_run(&run).unwrap().manifest_hash.is_some());
 
@@ -346,22 +370,37 @@ mod tests {
         assert_eq!(view, store.dir().join("runs").join(&run));
         assert_eq!(fs::read(view.join("data.csv")).unwrap(), b"a,b\n1,2\n");
         assert_eq!(fs::read(view.join("plots/f1.txt")).unwrap(), b"0.9");
-        let mode = fs::metadata(view.join("data.csv")).unwrap().permissions().mode();
+        let mode = fs::metadata(view.join("data.csv"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o222, 0, "outputs are read-only");
 
         fs::remove_dir_all(&view).unwrap();
-        assert_eq!(fs::read(store.run_dir(&run).unwrap().join("plots/f1.txt")).unwrap(), b"0.9");
-        assert!(matches!(store.publish(&run, &out), Err(StoreError::AlreadyPublished { .. })));
+        assert_eq!(
+            fs::read(store.run_dir(&run).unwrap().join("plots/f1.txt")).unwrap(),
+            b"0.9"
+        );
+        assert!(matches!(
+            store.publish(&run, &out),
+            Err(StoreError::AlreadyPublished { .. })
+        ));
     }
 
     #[test]
     fn unpublished_run_has_no_view_and_symlinks_are_refused() {
         let (dir, store) = temp_store();
         let run = begin(&store, "load", &BTreeMap::new(), &[], day(1));
-        assert!(matches!(store.run_dir(&run), Err(StoreError::NotPublished { .. })));
+        assert!(matches!(
+            store.run_dir(&run),
+            Err(StoreError::NotPublished { .. })
+        ));
         let out = outputs(dir.path(), "out", &[("real.txt", b"x")]);
         std::os::unix::fs::symlink(out.join("real.txt"), out.join("link.txt")).unwrap();
-        assert!(matches!(store.publish(&run, &out), Err(StoreError::Invalid { .. })));
+        assert!(matches!(
+            store.publish(&run, &out),
+            Err(StoreError::Invalid { .. })
+        ));
         assert!(store.artifacts(&run).unwrap().is_empty());
         assert!(store.get_run(&run).unwrap().manifest_hash.is_none());
     }
@@ -369,8 +408,18 @@ mod tests {
     #[test]
     fn identical_files_are_stored_once() {
         let (dir, store) = temp_store();
-        published(&store, dir.path(), "first", &[("model.bin", b"weights"), ("a.txt", b"1")]);
-        published(&store, dir.path(), "second", &[("copy/model.bin", b"weights"), ("b.txt", b"2")]);
+        published(
+            &store,
+            dir.path(),
+            "first",
+            &[("model.bin", b"weights"), ("a.txt", b"1")],
+        );
+        published(
+            &store,
+            dir.path(),
+            "second",
+            &[("copy/model.bin", b"weights"), ("b.txt", b"2")],
+        );
         // weights, 1, 2 and two manifests.
         assert_eq!(object_count(&store), 5);
     }
@@ -387,18 +436,29 @@ mod tests {
             &[("shared.bin", shared), ("only.bin", b"0123456789")],
         );
         let doomed_manifest = store.get_run(&doomed).unwrap().manifest_hash.unwrap();
-        let manifest_size = fs::metadata(store.objects().path(&ContentHash::parse(&doomed_manifest).unwrap()))
-            .unwrap()
-            .len();
+        let manifest_size = fs::metadata(
+            store
+                .objects()
+                .path(&ContentHash::parse(&doomed_manifest).unwrap()),
+        )
+        .unwrap()
+        .len();
         store.run_dir(&doomed).unwrap();
 
-        assert_eq!(store.gc().unwrap(), GcReport::default(), "everything is referenced");
+        assert_eq!(
+            store.gc().unwrap(),
+            GcReport::default(),
+            "everything is referenced"
+        );
         store.delete_run(&doomed, false).unwrap();
         assert!(!store.dir().join("runs").join(&doomed).exists());
         let report = store.gc().unwrap();
         assert_eq!(report.objects_removed, 2, "only.bin and the manifest");
         assert_eq!(report.bytes_freed, 10 + manifest_size);
-        assert_eq!(fs::read(store.run_dir(&kept).unwrap().join("shared.bin")).unwrap(), shared);
+        assert_eq!(
+            fs::read(store.run_dir(&kept).unwrap().join("shared.bin")).unwrap(),
+            shared
+        );
         assert_eq!(store.gc().unwrap(), GcReport::default());
     }
 
@@ -412,7 +472,13 @@ mod tests {
         let output_dir = store.dir().join("tmp").join("out-running-step");
         fs::create_dir_all(&output_dir).unwrap();
         let report = store.gc().unwrap();
-        assert_eq!(report, GcReport { objects_removed: 1, bytes_freed: 6 + 4 });
+        assert_eq!(
+            report,
+            GcReport {
+                objects_removed: 1,
+                bytes_freed: 6 + 4
+            }
+        );
         assert!(!objects.path(&orphan).exists());
         assert!(output_dir.exists(), "gc leaves other users of tmp/ alone");
         drop(dir);

@@ -92,7 +92,10 @@ mod tests {
 
     #[test]
     fn inputs_hash_ignores_order() {
-        let one = vec![("load".to_string(), "a".repeat(32)), ("process".to_string(), "b".repeat(32))];
+        let one = vec![
+            ("load".to_string(), "a".repeat(32)),
+            ("process".to_string(), "b".repeat(32)),
+        ];
         let two = vec![one[1].clone(), one[0].clone()];
         assert_eq!(inputs_hash(&one), inputs_hash(&two));
         assert_ne!(inputs_hash(&one), inputs_hash(&one[..1]));
@@ -103,7 +106,9 @@ mod tests {
         let first = new_run_id();
         let second = new_run_id();
         assert_eq!(first.len(), 32);
-        assert!(first.bytes().all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()));
+        assert!(first
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()));
         assert_ne!(first, second);
     }
 }

@@ -25,10 +25,7 @@ pub enum StoreError {
         "run `{run}` is used by {}; delete those first or force the deletion",
         dependants.join(", ")
     )]
-    HasDependants {
-        run: RunId,
-        dependants: Vec<String>,
-    },
+    HasDependants { run: RunId, dependants: Vec<String> },
     /// The run has no output manifest yet: it never reached `publish`.
     #[error("run `{run}` has no published outputs")]
     NotPublished { run: RunId },

@@ -79,7 +79,10 @@ impl Store {
                  WHERE rank = 1",
             )?
             .query_map([rowid], |row| {
-                Ok((row.get(0)?, row.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN)))
+                Ok((
+                    row.get(0)?,
+                    row.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
+                ))
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(latest)
@@ -91,13 +94,26 @@ fn insert_sql(rows: usize) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|row| {
             let first = row * 5 + 1;
-            format!("(?{first}, ?{}, ?{}, ?{}, ?{})", first + 1, first + 2, first + 3, first + 4)
+            format!(
+                "(?{first}, ?{}, ?{}, ?{}, ?{})",
+                first + 1,
+                first + 2,
+                first + 3,
+                first + 4
+            )
         })
         .collect();
-    format!("INSERT INTO metrics (run, key, value, step, timestamp) VALUES {}", tuples.join(", "))
+    format!(
+        "INSERT INTO metrics (run, key, value, step, timestamp) VALUES {}",
+        tuples.join(", ")
+    )
 }
 
-fn bind_points(statement: &mut rusqlite::CachedStatement, run_rowid: i64, points: &[Metric]) -> Result<()> {
+fn bind_points(
+    statement: &mut rusqlite::CachedStatement,
+    run_rowid: i64,
+    points: &[Metric],
+) -> Result<()> {
     for (row, point) in points.iter().enumerate() {
         let first = row * 5 + 1;
         // SQLite turns a NaN REAL into NULL; store that explicitly and read it back as NaN.
@@ -132,7 +148,12 @@ mod tests {
         let (_dir, store) = temp_store();
         let run = begin(&store, "train", &BTreeMap::new(), &[], day(1));
         let batch: Vec<Metric> = (0..1000)
-            .flat_map(|step| [point("loss", 1.0 / (step + 1) as f64, step), point("f1", step as f64 / 1000.0, step)])
+            .flat_map(|step| {
+                [
+                    point("loss", 1.0 / (step + 1) as f64, step),
+                    point("f1", step as f64 / 1000.0, step),
+                ]
+            })
             .collect();
         store.log_metrics(&run, &batch).unwrap();
         store.log_metrics(&run, &[point("f1", 0.5, 999)]).unwrap();
@@ -156,7 +177,10 @@ mod tests {
         let (_dir, store) = temp_store();
         let run = begin(&store, "train", &BTreeMap::new(), &[], day(1));
         store
-            .log_metrics(&run, &[point("loss", f64::NAN, 0), point("loss", f64::INFINITY, 1)])
+            .log_metrics(
+                &run,
+                &[point("loss", f64::NAN, 0), point("loss", f64::INFINITY, 1)],
+            )
             .unwrap();
         let stored = store.metrics(&run).unwrap();
         assert!(stored[0].value.is_nan());

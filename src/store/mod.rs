@@ -97,8 +97,10 @@ fn open_connection(dir: &Path) -> Result<Connection> {
     loop {
         match try_open_connection(dir) {
             Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
-                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                    && std::time::Instant::now() < deadline =>
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -108,21 +110,21 @@ fn open_connection(dir: &Path) -> Result<Connection> {
 }
 
 fn try_open_connection(dir: &Path) -> Result<Connection> {
-        let mut conn = Connection::open(dir.join(DB_FILE))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        let journal: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        if !journal.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::corrupt(format!(
-                "{} refused WAL mode (journal_mode is `{journal}`)",
-                dir.join(DB_FILE).display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.set_prepared_statement_cache_capacity(64);
-        schema::migrate(&mut conn, &schema::migrations())?;
-        Ok(conn)
+    let mut conn = Connection::open(dir.join(DB_FILE))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let journal: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::corrupt(format!(
+            "{} refused WAL mode (journal_mode is `{journal}`)",
+            dir.join(DB_FILE).display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    schema::migrate(&mut conn, &schema::migrations())?;
+    Ok(conn)
 }
 
 impl Store {
@@ -131,7 +133,9 @@ impl Store {
     pub fn connection(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open (Transaction
         // rolls back on drop), so a poisoned connection is still consistent.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A fresh, empty directory for a run's `FLOW_OUTPUT_DIR`, on the store's filesystem
@@ -159,7 +163,10 @@ fn hostname() -> String {
     if rc != 0 {
         return "localhost".to_string();
     }
-    let len = buffer.iter().position(|&byte| byte == 0).unwrap_or(buffer.len());
+    let len = buffer
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..len]).into_owned()
 }
 
@@ -254,7 +261,12 @@ mod tests {
                             })
                             .unwrap();
                         let points: Vec<Metric> = (0..100)
-                            .map(|step| Metric { key: "loss".into(), value: 1.0, step, timestamp_ms: 0 })
+                            .map(|step| Metric {
+                                key: "loss".into(),
+                                value: 1.0,
+                                step,
+                                timestamp_ms: 0,
+                            })
                             .collect();
                         store.log_metrics(&run, &points).unwrap();
                         store.end_run(&run, RunStatus::Finished).unwrap();
@@ -268,9 +280,13 @@ mod tests {
         let store = Store::open(&root).unwrap();
         assert_eq!(store.list_runs(&RunFilter::default()).unwrap().len(), 100);
         let conn = store.connection();
-        let points: i64 = conn.query_row("SELECT count(*) FROM metrics", [], |row| row.get(0)).unwrap();
+        let points: i64 = conn
+            .query_row("SELECT count(*) FROM metrics", [], |row| row.get(0))
+            .unwrap();
         assert_eq!(points, 100 * 100);
-        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
         assert_eq!(integrity, "ok");
     }
 }

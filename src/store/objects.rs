@@ -22,10 +22,16 @@ impl ContentHash {
     /// Accepts only what `from_hash` produces, so a corrupt row can never name a path
     /// outside `objects/`.
     pub fn parse(text: &str) -> Result<ContentHash> {
-        if text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f')) {
+        if text.len() == 64
+            && text
+                .bytes()
+                .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+        {
             Ok(ContentHash(text.to_string()))
         } else {
-            Err(StoreError::corrupt(format!("`{text}` is not a blake3 hex digest")))
+            Err(StoreError::corrupt(format!(
+                "`{text}` is not a blake3 hex digest"
+            )))
         }
     }
 
@@ -92,13 +98,21 @@ impl Objects {
     /// With `may_move`, a file with a single link is renamed rather than copied, which
     /// removes it from `source`; a hard-linked file is copied so its other names keep
     /// their permissions. Returns whether a new object was written.
-    pub(crate) fn put_file(&self, source: &Path, hash: &ContentHash, may_move: bool) -> Result<bool> {
+    pub(crate) fn put_file(
+        &self,
+        source: &Path,
+        hash: &ContentHash,
+        may_move: bool,
+    ) -> Result<bool> {
         let target = self.path(hash);
         if target.exists() {
             return Ok(false);
         }
         let staged = self.staging_path();
-        let single_link = fs::metadata(source).map_err(StoreError::io(source))?.nlink() == 1;
+        let single_link = fs::metadata(source)
+            .map_err(StoreError::io(source))?
+            .nlink()
+            == 1;
         let moved = may_move && single_link && fs::rename(source, &staged).is_ok();
         if !moved {
             fs::copy(source, &staged).map_err(StoreError::io(source))?;
@@ -144,8 +158,13 @@ impl Objects {
             for object in fs::read_dir(shard.path()).map_err(StoreError::io(&shard.path()))? {
                 let object = object.map_err(StoreError::io(&shard.path()))?;
                 let name = format!("{shard_name}{}", object.file_name().to_string_lossy());
-                let Ok(hash) = ContentHash::parse(&name) else { continue };
-                let size = object.metadata().map_err(StoreError::io(&object.path()))?.len();
+                let Ok(hash) = ContentHash::parse(&name) else {
+                    continue;
+                };
+                let size = object
+                    .metadata()
+                    .map_err(StoreError::io(&object.path()))?
+                    .len();
                 found.push((hash, size));
             }
         }
@@ -178,7 +197,8 @@ impl Objects {
 
     /// Read-only, durable, then visible under its final name.
     fn commit_staged(&self, staged: &Path, target: &Path) -> Result<()> {
-        fs::set_permissions(staged, fs::Permissions::from_mode(0o444)).map_err(StoreError::io(staged))?;
+        fs::set_permissions(staged, fs::Permissions::from_mode(0o444))
+            .map_err(StoreError::io(staged))?;
         File::open(staged)
             .and_then(|file| file.sync_all())
             .map_err(StoreError::io(staged))?;
@@ -221,12 +241,19 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Bytes under `path` (a file or a directory tree); unreadable entries count as zero.
 fn disk_usage(path: &Path) -> u64 {
-    let Ok(metadata) = fs::symlink_metadata(path) else { return 0 };
+    let Ok(metadata) = fs::symlink_metadata(path) else {
+        return 0;
+    };
     if !metadata.is_dir() {
         return metadata.len();
     }
     fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|entry| disk_usage(&entry.path())).sum())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| disk_usage(&entry.path()))
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -253,7 +280,10 @@ mod tests {
         let second = objects.put_bytes(b"hello").unwrap();
         assert_eq!(first, second);
         assert_eq!(objects.read(&first).unwrap(), b"hello");
-        let mode = fs::metadata(objects.path(&first)).unwrap().permissions().mode();
+        let mode = fs::metadata(objects.path(&first))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o222, 0, "objects are read-only");
         assert_eq!(objects.list().unwrap(), vec![(first, 5)]);
         assert!(objects.stale_staging().unwrap().is_empty());

@@ -46,13 +46,24 @@ impl Store {
 
     /// Runs of one step with this key value, any status, newest run_time first: the
     /// candidates `flow plan` explains.
-    pub fn recent_runs(&self, entry: &str, key_value: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    pub fn recent_runs(
+        &self,
+        entry: &str,
+        key_value: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
         let conn = self.connection();
         let partials = conn
             .prepare_cached(&recent_sql())?
-            .query_map(params![entry, key_value, limit_value(Some(limit))], record_from_row)?
+            .query_map(
+                params![entry, key_value, limit_value(Some(limit))],
+                record_from_row,
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        partials.into_iter().map(|partial| complete(&conn, partial)).collect()
+        partials
+            .into_iter()
+            .map(|partial| complete(&conn, partial))
+            .collect()
     }
 
     /// One run by full id or unique prefix.
@@ -62,7 +73,9 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?1"
         );
-        let partial = conn.prepare_cached(&sql)?.query_row([rowid], record_from_row)?;
+        let partial = conn
+            .prepare_cached(&sql)?
+            .query_row([rowid], record_from_row)?;
         complete(&conn, partial)
     }
 
@@ -98,7 +111,10 @@ impl Store {
             .prepare_cached(&sql)?
             .query_map(params_from_iter(values), record_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        partials.into_iter().map(|partial| complete(&conn, partial)).collect()
+        partials
+            .into_iter()
+            .map(|partial| complete(&conn, partial))
+            .collect()
     }
 
     /// Runs that recorded `run` as an upstream input, oldest first.
@@ -137,7 +153,11 @@ pub(crate) fn resolve_run(conn: &Connection, id_or_prefix: &str) -> Result<(i64,
         1 => Ok(matches.remove(0)),
         _ => Err(StoreError::Ambiguous {
             prefix: id_or_prefix.to_string(),
-            candidates: matches.into_iter().take(MAX_CANDIDATES).map(|(_, id)| id).collect(),
+            candidates: matches
+                .into_iter()
+                .take(MAX_CANDIDATES)
+                .map(|(_, id)| id)
+                .collect(),
         }),
     }
 }
@@ -260,7 +280,12 @@ mod tests {
     }
 
     /// A FINISHED `train` run keyed like `begin` does, with the given params and upstream.
-    fn finished(store: &Store, seed: &str, upstream: &[(String, RunId)], run_time: chrono::DateTime<chrono::Utc>) -> RunId {
+    fn finished(
+        store: &Store,
+        seed: &str,
+        upstream: &[(String, RunId)],
+        run_time: chrono::DateTime<chrono::Utc>,
+    ) -> RunId {
         let run = begin(store, "train", &params(seed), upstream, run_time);
         store.end_run(&run, RunStatus::Finished).unwrap();
         run
@@ -295,20 +320,91 @@ mod tests {
         let seven = params("7");
 
         assert_eq!(found(&store, &query(&seven, &upstream)), Some(run.clone()));
-        assert_eq!(found(&store, &query(&params("8"), &upstream)), None, "params differ");
+        assert_eq!(
+            found(&store, &query(&params("8"), &upstream)),
+            None,
+            "params differ"
+        );
         let moved = vec![("load".to_string(), other_load)];
-        assert_eq!(found(&store, &query(&seven, &moved)), None, "upstream differs");
+        assert_eq!(
+            found(&store, &query(&seven, &moved)),
+            None,
+            "upstream differs"
+        );
         assert_eq!(found(&store, &query(&seven, &[])), None, "upstream missing");
-        assert_eq!(found(&store, &ReuseQuery { data_version: Some("data-2"), ..query(&seven, &upstream) }), None);
-        assert_eq!(found(&store, &ReuseQuery { code_version: Some("def456"), ..query(&seven, &upstream) }), None);
-        assert_eq!(found(&store, &ReuseQuery { code_version: None, ..query(&seven, &upstream) }), Some(run.clone()));
-        assert_eq!(found(&store, &ReuseQuery { key_value: None, ..query(&seven, &upstream) }), None);
-        assert_eq!(found(&store, &ReuseQuery { entry: "evaluate", ..query(&seven, &upstream) }), None);
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    data_version: Some("data-2"),
+                    ..query(&seven, &upstream)
+                }
+            ),
+            None
+        );
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    code_version: Some("def456"),
+                    ..query(&seven, &upstream)
+                }
+            ),
+            None
+        );
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    code_version: None,
+                    ..query(&seven, &upstream)
+                }
+            ),
+            Some(run.clone())
+        );
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    key_value: None,
+                    ..query(&seven, &upstream)
+                }
+            ),
+            None
+        );
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    entry: "evaluate",
+                    ..query(&seven, &upstream)
+                }
+            ),
+            None
+        );
         let day_three = Some((day(3), day(4)));
-        assert_eq!(found(&store, &ReuseQuery { run_time: day_three, ..query(&seven, &upstream) }), Some(run));
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    run_time: day_three,
+                    ..query(&seven, &upstream)
+                }
+            ),
+            Some(run)
+        );
         // The window is exclusive at its end.
         let before = Some((day(2), day(3)));
-        assert_eq!(found(&store, &ReuseQuery { run_time: before, ..query(&seven, &upstream) }), None);
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    run_time: before,
+                    ..query(&seven, &upstream)
+                }
+            ),
+            None
+        );
     }
 
     #[test]
@@ -324,7 +420,16 @@ mod tests {
 
         assert_eq!(found(&store, &query(&seven, &[])), Some(newest));
         let early = Some((day(1), day(3)));
-        assert_eq!(found(&store, &ReuseQuery { run_time: early, ..query(&seven, &[]) }), Some(older));
+        assert_eq!(
+            found(
+                &store,
+                &ReuseQuery {
+                    run_time: early,
+                    ..query(&seven, &[])
+                }
+            ),
+            Some(older)
+        );
     }
 
     /// The plan of each statement, with dummy arguments.
@@ -345,11 +450,23 @@ mod tests {
         let (_dir, store) = temp_store();
         let reuse_args = || -> Vec<Value> {
             let text = |value: &str| Value::Text(value.to_string());
-            vec![text("train"), Value::Null, text("p"), text("i"), text("d"), 0.into(), 1.into(), Value::Null]
+            vec![
+                text("train"),
+                Value::Null,
+                text("p"),
+                text("i"),
+                text("d"),
+                0.into(),
+                1.into(),
+                Value::Null,
+            ]
         };
         let exact = query_plan(&store, &reuse_sql(true), reuse_args());
         assert!(exact.contains("USING INDEX runs_reuse"), "{exact}");
-        assert!(!exact.contains("TEMP B-TREE"), "newest first straight from the index: {exact}");
+        assert!(
+            !exact.contains("TEMP B-TREE"),
+            "newest first straight from the index: {exact}"
+        );
         let any_data = query_plan(&store, &reuse_sql(false), reuse_args());
         assert!(any_data.contains("USING INDEX runs_reuse"), "{any_data}");
 
@@ -365,7 +482,10 @@ mod tests {
         let seven = params("7");
         let _old = finished(&store, "7", &[], day(1));
         let newest = finished(&store, "7", &[], day(4));
-        let query = ReuseQuery { data_version: None, ..query(&seven, &[]) };
+        let query = ReuseQuery {
+            data_version: None,
+            ..query(&seven, &[])
+        };
         assert_eq!(found(&store, &query), Some(newest));
     }
 
@@ -380,19 +500,51 @@ mod tests {
         assert_eq!(ids, vec![third, second.clone(), first]);
         assert_eq!(store.recent_runs("train", Some("SMD"), 2).unwrap().len(), 2);
         assert!(store.recent_runs("train", None, 10).unwrap().is_empty());
-        assert_eq!(store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..Default::default() }).unwrap().len(), 1);
-        let limited = store.list_runs(&RunFilter { entry: Some("train".into()), limit: Some(1), ..Default::default() }).unwrap();
-        assert_eq!(limited[0].run_id, second, "list_runs is newest started first");
-        assert!(store.list_runs(&RunFilter { experiment: Some("other".into()), ..Default::default() }).unwrap().is_empty());
+        assert_eq!(
+            store
+                .list_runs(&RunFilter {
+                    status: Some(RunStatus::Running),
+                    ..Default::default()
+                })
+                .unwrap()
+                .len(),
+            1
+        );
+        let limited = store
+            .list_runs(&RunFilter {
+                entry: Some("train".into()),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            limited[0].run_id, second,
+            "list_runs is newest started first"
+        );
+        assert!(store
+            .list_runs(&RunFilter {
+                experiment: Some("other".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn prefixes_resolve_or_report_ambiguity() {
         let (_dir, store) = temp_store();
-        let ids: Vec<RunId> = (0..40).map(|seed| finished(&store, &seed.to_string(), &[], day(1))).collect();
+        let ids: Vec<RunId> = (0..40)
+            .map(|seed| finished(&store, &seed.to_string(), &[], day(1)))
+            .collect();
         let id = &ids[0];
         assert_eq!(store.get_run(id).unwrap().run_id, *id);
-        assert_eq!(store.get_run(&id[..12].to_ascii_uppercase()).unwrap().run_id, *id);
+        assert_eq!(
+            store
+                .get_run(&id[..12].to_ascii_uppercase())
+                .unwrap()
+                .run_id,
+            *id
+        );
         // 40 ids over 16 hex digits: by pigeonhole some first digit is shared.
         let shared = ids
             .iter()
@@ -403,14 +555,23 @@ mod tests {
             Err(StoreError::Ambiguous { prefix, candidates }) => {
                 assert_eq!(prefix, shared);
                 assert!(candidates.len() >= 2 && candidates.len() <= MAX_CANDIDATES);
-                assert!(candidates.iter().all(|candidate| candidate.starts_with(shared)));
+                assert!(candidates
+                    .iter()
+                    .all(|candidate| candidate.starts_with(shared)));
             }
             other => panic!("expected Ambiguous, got {other:?}"),
         }
         assert!(matches!(store.get_run("zz"), Err(StoreError::NotFound(prefix)) if prefix == "zz"));
         assert!(matches!(store.get_run(""), Err(StoreError::NotFound(_))));
-        let absent = if id.starts_with('0') { "f".repeat(32) } else { "0".repeat(32) };
-        assert!(matches!(store.get_run(&absent), Err(StoreError::NotFound(_))));
+        let absent = if id.starts_with('0') {
+            "f".repeat(32)
+        } else {
+            "0".repeat(32)
+        };
+        assert!(matches!(
+            store.get_run(&absent),
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -420,7 +581,10 @@ mod tests {
         let upstream = vec![("load".to_string(), load.clone())];
         let first = finished(&store, "1", &upstream, day(1));
         let second = finished(&store, "2", &upstream, day(1));
-        assert_eq!(store.downstream(&load).unwrap(), vec![first.clone(), second]);
+        assert_eq!(
+            store.downstream(&load).unwrap(),
+            vec![first.clone(), second]
+        );
         assert!(store.downstream(&first).unwrap().is_empty());
     }
 }

@@ -135,7 +135,15 @@ impl Store {
         let mut conn = self.connection();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let pid = i64::from(std::process::id());
-        let run_id = insert_run(&tx, new, RunStatus::Running, Some(pid), &self.host, now(), None)?;
+        let run_id = insert_run(
+            &tx,
+            new,
+            RunStatus::Running,
+            Some(pid),
+            &self.host,
+            now(),
+            None,
+        )?;
         tx.commit()?;
         Ok(run_id)
     }
@@ -151,8 +159,10 @@ impl Store {
         }
         let conn = self.connection();
         let (rowid, _) = resolve_run(&conn, run)?;
-        conn.prepare_cached("UPDATE runs SET status = ?1, end_time = ?2, pid = NULL WHERE id = ?3")?
-            .execute(params![status.as_str(), to_micros(now()), rowid])?;
+        conn.prepare_cached(
+            "UPDATE runs SET status = ?1, end_time = ?2, pid = NULL WHERE id = ?3",
+        )?
+        .execute(params![status.as_str(), to_micros(now()), rowid])?;
         Ok(())
     }
 
@@ -162,8 +172,12 @@ impl Store {
         let mut conn = self.connection();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let running: Vec<(i64, RunId, Option<i64>)> = tx
-            .prepare_cached("SELECT id, run_id, pid FROM runs WHERE status = 'RUNNING' AND host = ?1")?
-            .query_map([&self.host], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .prepare_cached(
+                "SELECT id, run_id, pid FROM runs WHERE status = 'RUNNING' AND host = ?1",
+            )?
+            .query_map([&self.host], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::new();
         for (rowid, run_id, pid) in running {
@@ -200,7 +214,10 @@ impl Store {
                 .collect::<rusqlite::Result<_>>()?;
             dependants.extend(models);
             if !force && !dependants.is_empty() {
-                return Err(StoreError::HasDependants { run: run_id, dependants });
+                return Err(StoreError::HasDependants {
+                    run: run_id,
+                    dependants,
+                });
             }
             tx.execute("DELETE FROM runs WHERE id = ?1", [rowid])?;
             tx.commit()?;
@@ -267,7 +284,8 @@ pub(crate) fn insert_run(
         host,
     ])?;
     let rowid = tx.last_insert_rowid();
-    let mut insert_param = tx.prepare_cached("INSERT INTO params (run, key, value) VALUES (?1, ?2, ?3)")?;
+    let mut insert_param =
+        tx.prepare_cached("INSERT INTO params (run, key, value) VALUES (?1, ?2, ?3)")?;
     for (key, value) in new.params {
         insert_param.execute(params![rowid, key, value])?;
     }
@@ -302,11 +320,22 @@ mod tests {
 
     #[test]
     fn status_round_trips_through_text() {
-        for status in [RunStatus::Running, RunStatus::Finished, RunStatus::Failed, RunStatus::Killed] {
+        for status in [
+            RunStatus::Running,
+            RunStatus::Finished,
+            RunStatus::Failed,
+            RunStatus::Killed,
+        ] {
             assert_eq!(status.as_str().parse::<RunStatus>().unwrap(), status);
         }
-        assert_eq!("finished".parse::<RunStatus>().unwrap(), RunStatus::Finished);
-        assert!(matches!("done".parse::<RunStatus>(), Err(StoreError::Invalid { .. })));
+        assert_eq!(
+            "finished".parse::<RunStatus>().unwrap(),
+            RunStatus::Finished
+        );
+        assert!(matches!(
+            "done".parse::<RunStatus>(),
+            Err(StoreError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -366,7 +395,10 @@ mod tests {
         child.wait().unwrap();
         store
             .connection()
-            .execute("UPDATE runs SET pid = ?1 WHERE run_id = ?2", params![dead_pid, dead])
+            .execute(
+                "UPDATE runs SET pid = ?1 WHERE run_id = ?2",
+                params![dead_pid, dead],
+            )
             .unwrap();
 
         assert_eq!(store.reap_dead_runs().unwrap(), vec![dead.clone()]);
@@ -380,7 +412,13 @@ mod tests {
         let (_dir, store) = temp_store();
         let none = BTreeMap::new();
         let load = begin(&store, "load", &none, &[], day(1));
-        let train = begin(&store, "train", &none, &[("load".to_string(), load.clone())], day(1));
+        let train = begin(
+            &store,
+            "train",
+            &none,
+            &[("load".to_string(), load.clone())],
+            day(1),
+        );
         store.set_tag(&load, "note", "x").unwrap();
 
         match store.delete_run(&load, false) {
@@ -405,8 +443,17 @@ mod tests {
         let (_dir, store) = temp_store();
         let none = BTreeMap::new();
         let load = begin(&store, "load", &none, &[], day(1));
-        let train = begin(&store, "train", &none, &[("load".to_string(), load.clone())], day(1));
+        let train = begin(
+            &store,
+            "train",
+            &none,
+            &[("load".to_string(), load.clone())],
+            day(1),
+        );
         store.delete_run(&load, true).unwrap();
-        assert_eq!(store.get_run(&train).unwrap().upstream, vec![("load".to_string(), load)]);
+        assert_eq!(
+            store.get_run(&train).unwrap().upstream,
+            vec![("load".to_string(), load)]
+        );
     }
 }

@@ -19,10 +19,11 @@ pub(crate) fn sql_migration(sql: &'static str) -> Migration {
 /// Applies the migrations the database has not seen yet, all or nothing.
 pub(crate) fn migrate(conn: &mut Connection, migrations: &[Migration]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-    let applied: usize = tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
-        row.get::<_, i64>(0)
-            .map(|version| usize::try_from(version).unwrap_or(0))
-    })?;
+    let applied: usize =
+        tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+            row.get::<_, i64>(0)
+                .map(|version| usize::try_from(version).unwrap_or(0))
+        })?;
     if applied < migrations.len() {
         for migration in &migrations[applied..] {
             migration(&tx)?;
@@ -233,7 +234,8 @@ mod tests {
         conn.execute("INSERT INTO foo VALUES (1, 2)", []).unwrap();
         steps.push(sql_migration("ALTER TABLE foo ADD COLUMN c"));
         migrate(&mut conn, &steps).unwrap();
-        conn.execute("INSERT INTO foo VALUES (1, 2, 3)", []).unwrap();
+        conn.execute("INSERT INTO foo VALUES (1, 2, 3)", [])
+            .unwrap();
         // A third pass with nothing new must not re-run `CREATE TABLE foo`.
         migrate(&mut conn, &steps).unwrap();
         assert_eq!(user_version(&conn), 2);

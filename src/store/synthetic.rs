@@ -33,7 +33,10 @@ pub fn fill_synthetic(store: &Store, n_runs: usize, entries: &[&str]) -> Result<
         });
     }
     let manifest_hash = empty_manifest(&store.objects())?;
-    let base_time = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_else(Utc::now);
+    let base_time = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_else(Utc::now);
     let mut conn = store.connection();
     let mut inserted = 0;
     let mut chain = 0;
@@ -71,7 +74,15 @@ pub fn fill_synthetic(store: &Store, n_runs: usize, entries: &[&str]) -> Result<
                     command: "synthetic",
                     run_time,
                 };
-                let run_id = insert_run(&tx, &new, status, None, &store.host, run_time, Some(run_time))?;
+                let run_id = insert_run(
+                    &tx,
+                    &new,
+                    status,
+                    None,
+                    &store.host,
+                    run_time,
+                    Some(run_time),
+                )?;
                 tx.prepare_cached("UPDATE runs SET manifest_hash = ?1 WHERE run_id = ?2")?
                     .execute(params![manifest_hash.as_str(), run_id])?;
                 upstream = vec![(entry.to_string(), run_id)];
@@ -98,7 +109,10 @@ mod tests {
         assert_eq!(runs.len(), 25);
         let train = runs.iter().find(|run| run.entry == "train").unwrap();
         assert_eq!(train.upstream.len(), 1);
-        assert_eq!(store.get_run(&train.upstream[0].1).unwrap().entry, "process");
+        assert_eq!(
+            store.get_run(&train.upstream[0].1).unwrap().entry,
+            "process"
+        );
         let found = store
             .find_reusable(&ReuseQuery {
                 entry: "train",

@@ -68,7 +68,10 @@ mod tests {
         store.set_tag(&run, "owner", "bo").unwrap();
         store.log_param(&run, "n_features", "38").unwrap();
 
-        assert_eq!(store.tags(&run).unwrap(), BTreeMap::from([("owner".to_string(), "bo".to_string())]));
+        assert_eq!(
+            store.tags(&run).unwrap(),
+            BTreeMap::from([("owner".to_string(), "bo".to_string())])
+        );
         assert_eq!(
             store.logged_params(&run).unwrap(),
             BTreeMap::from([("n_features".to_string(), "38".to_string())])

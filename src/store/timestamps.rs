@@ -21,7 +21,10 @@ pub(crate) fn now() -> DateTime<Utc> {
 }
 
 /// RFC 3339 in JSON output (chrono's serde feature is not enabled in this crate).
-pub(crate) fn serialize_time<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&time.to_rfc3339())
 }
 
