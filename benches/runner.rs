@@ -45,8 +45,25 @@ fn main() {
     std::fs::create_dir(root.join("data")).unwrap();
     std::fs::write(root.join("data/rows.txt"), "1\n2\n3\n").unwrap();
     std::fs::write(root.join(".gitignore"), ".flow/\n").unwrap();
-    for args in [&["init", "-q"][..], &["add", "-A"], &["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"]] {
-        assert!(Command::new("git").args(args).current_dir(root).status().unwrap().success());
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-qm",
+            "bench",
+        ],
+    ] {
+        assert!(Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .status()
+            .unwrap()
+            .success());
     }
     let first = run(flow, root, &["run", "-e", "main"]);
     println!("# first run (executes 5 steps): {:.1} ms", ms(first));
@@ -60,8 +77,16 @@ fn main() {
 
     let store = flow::store::Store::open(&root.join(".flow")).unwrap();
     let t = Instant::now();
-    flow::store::fill_synthetic(&store, 100_000, &["load", "process", "train", "evaluate", "predict"]).unwrap();
-    println!("# filled 100,000 synthetic runs in {:.1} s", t.elapsed().as_secs_f64());
+    flow::store::fill_synthetic(
+        &store,
+        100_000,
+        &["load", "process", "train", "evaluate", "predict"],
+    )
+    .unwrap();
+    println!(
+        "# filled 100,000 synthetic runs in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     drop(store);
     let plan = sample(flow, root, &["plan", "-e", "main"], 30);
     println!("bench plan_100k_runs_median_ms {:.2} ms", ms(plan.0));
@@ -71,9 +96,17 @@ fn main() {
 
 fn run(flow: &str, dir: &Path, args: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = Command::new(flow).args(args).current_dir(dir).output().expect("flow runs");
+    let out = Command::new(flow)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("flow runs");
     let elapsed = t.elapsed();
-    assert!(out.status.success(), "flow {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "flow {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     elapsed
 }
 

@@ -28,7 +28,11 @@ pub struct Dag {
 pub enum DagError {
     /// The steps on a dependency cycle, first step repeated at the end.
     Cycle(Vec<String>),
-    UnknownEntry { name: String, suggestion: Option<String>, available: Vec<String> },
+    UnknownEntry {
+        name: String,
+        suggestion: Option<String>,
+        available: Vec<String>,
+    },
 }
 
 impl fmt::Display for DagError {
@@ -37,9 +41,16 @@ impl fmt::Display for DagError {
             DagError::Cycle(path) => write!(
                 f,
                 "dependency cycle: {}",
-                path.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" -> ")
+                path.iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
             ),
-            DagError::UnknownEntry { name, suggestion, available } => {
+            DagError::UnknownEntry {
+                name,
+                suggestion,
+                available,
+            } => {
                 write!(f, "no entry point `{name}`")?;
                 match suggestion {
                     Some(s) => write!(f, " (did you mean `{s}`?)"),
@@ -76,11 +87,15 @@ impl Dag {
 
     /// `entry` and everything upstream of it, in a stable topological order.
     pub fn closure(&self, entry: &str) -> Result<Vec<String>, DagError> {
-        let &start = self.index.get(entry).ok_or_else(|| DagError::UnknownEntry {
-            name: entry.to_string(),
-            suggestion: crate::suggest::closest(entry, self.index.keys().map(String::as_str)).map(str::to_string),
-            available: self.index.keys().cloned().collect(),
-        })?;
+        let &start = self
+            .index
+            .get(entry)
+            .ok_or_else(|| DagError::UnknownEntry {
+                name: entry.to_string(),
+                suggestion: crate::suggest::closest(entry, self.index.keys().map(String::as_str))
+                    .map(str::to_string),
+                available: self.index.keys().cloned().collect(),
+            })?;
         let mut wanted = BTreeSet::new();
         let mut stack = vec![start];
         while let Some(node) = stack.pop() {
@@ -93,9 +108,14 @@ impl Dag {
 
     /// Everything downstream of `entry` (excluding it), in topological order.
     pub fn downstream(&self, entry: &str) -> Vec<String> {
-        let Some(&start) = self.index.get(entry) else { return Vec::new() };
+        let Some(&start) = self.index.get(entry) else {
+            return Vec::new();
+        };
         let mut found = BTreeSet::new();
-        let mut stack: Vec<NodeIndex> = self.graph.neighbors_directed(start, Direction::Outgoing).collect();
+        let mut stack: Vec<NodeIndex> = self
+            .graph
+            .neighbors_directed(start, Direction::Outgoing)
+            .collect();
         while let Some(node) = stack.pop() {
             if found.insert(node) {
                 stack.extend(self.graph.neighbors_directed(node, Direction::Outgoing));
@@ -106,7 +126,9 @@ impl Dag {
 
     /// Direct dependencies of `entry`, sorted.
     pub fn parents(&self, entry: &str) -> Vec<String> {
-        let Some(&node) = self.index.get(entry) else { return Vec::new() };
+        let Some(&node) = self.index.get(entry) else {
+            return Vec::new();
+        };
         let mut names: Vec<String> = self
             .graph
             .neighbors_directed(node, Direction::Incoming)
@@ -121,7 +143,11 @@ impl Dag {
         let mut remaining: BTreeMap<NodeIndex, usize> = subset
             .iter()
             .map(|&n| {
-                let deps = self.graph.neighbors_directed(n, Direction::Incoming).filter(|d| subset.contains(d)).count();
+                let deps = self
+                    .graph
+                    .neighbors_directed(n, Direction::Incoming)
+                    .filter(|d| subset.contains(d))
+                    .count();
                 (n, deps)
             })
             .collect();
@@ -167,7 +193,10 @@ impl Dag {
                     Some(child) => match marks[child.index()] {
                         Mark::OnPath => {
                             let start = path.iter().position(|&n| n == child).unwrap_or(0);
-                            let mut cycle: Vec<String> = path[start..].iter().map(|&n| self.graph[n].clone()).collect();
+                            let mut cycle: Vec<String> = path[start..]
+                                .iter()
+                                .map(|&n| self.graph[n].clone())
+                                .collect();
                             cycle.push(self.graph[child].clone());
                             return Some(cycle);
                         }
@@ -191,7 +220,10 @@ impl Dag {
     }
 
     fn sorted_children(&self, node: NodeIndex) -> Vec<NodeIndex> {
-        let mut children: Vec<NodeIndex> = self.graph.neighbors_directed(node, Direction::Outgoing).collect();
+        let mut children: Vec<NodeIndex> = self
+            .graph
+            .neighbors_directed(node, Direction::Outgoing)
+            .collect();
         children.sort_by(|a, b| self.graph[*b].cmp(&self.graph[*a]));
         children
     }
@@ -205,7 +237,10 @@ mod tests {
     fn project(edges: &[(&str, &[&str])]) -> Project {
         let mut text = String::from("entry_points:\n");
         for (name, deps) in edges {
-            text.push_str(&format!("  {name}:\n    command: \"true\"\n    depends_on: [{}]\n", deps.join(", ")));
+            text.push_str(&format!(
+                "  {name}:\n    command: \"true\"\n    depends_on: [{}]\n",
+                deps.join(", ")
+            ));
         }
         Project::parse(&text, Path::new("MLproject.yaml")).unwrap()
     }
@@ -214,7 +249,13 @@ mod tests {
     //   └───> c ──┘
     #[test]
     fn closure_is_upstream_first_and_stable() {
-        let p = project(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"]), ("e", &[])]);
+        let p = project(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("c", &["a"]),
+            ("d", &["b", "c"]),
+            ("e", &[]),
+        ]);
         let dag = Dag::new(&p).unwrap();
         assert_eq!(dag.closure("d").unwrap(), vec!["a", "b", "c", "d"]);
         assert_eq!(dag.closure("b").unwrap(), vec!["a", "b"]);
@@ -227,14 +268,23 @@ mod tests {
     fn cycle_names_every_step() {
         let p = project(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("x", &[])]);
         let err = Dag::new(&p).unwrap_err();
-        assert_eq!(err, DagError::Cycle(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
-        assert_eq!(err.to_string(), "dependency cycle: `a` -> `b` -> `c` -> `a`");
+        assert_eq!(
+            err,
+            DagError::Cycle(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+        );
+        assert_eq!(
+            err.to_string(),
+            "dependency cycle: `a` -> `b` -> `c` -> `a`"
+        );
     }
 
     #[test]
     fn unknown_entry_suggests() {
         let p = project(&[("train", &[])]);
         let err = Dag::new(&p).unwrap().closure("trian").unwrap_err();
-        assert_eq!(err.to_string(), "no entry point `trian` (did you mean `train`?)");
+        assert_eq!(
+            err.to_string(),
+            "no entry point `trian` (did you mean `train`?)"
+        );
     }
 }

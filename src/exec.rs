@@ -107,7 +107,12 @@ struct Finished {
 }
 
 /// Runs every step the plan marks for execution, in dependency order, `jobs` at a time.
-pub fn execute(project: &Project, store: &Store, plan: &Plan, options: &ExecOptions) -> Result<RunReport> {
+pub fn execute(
+    project: &Project,
+    store: &Store,
+    plan: &Plan,
+    options: &ExecOptions,
+) -> Result<RunReport> {
     let mut outcomes: BTreeMap<String, StepOutcome> = BTreeMap::new();
     let mut run_ids: BTreeMap<String, String> = BTreeMap::new();
     for step in &plan.steps {
@@ -151,7 +156,15 @@ pub fn execute(project: &Project, store: &Store, plan: &Plan, options: &ExecOpti
             let ready = step.upstream_steps.iter().all(|u| run_ids.contains_key(u));
             if ready && running.len() < options.jobs.max(1) {
                 pending.remove(index);
-                let launched = launch(project, store, plan, step, &run_ids, options, sender.clone())?;
+                let launched = launch(
+                    project,
+                    store,
+                    plan,
+                    step,
+                    &run_ids,
+                    options,
+                    sender.clone(),
+                )?;
                 running.insert(step.entry.clone(), launched);
                 continue;
             }
@@ -161,8 +174,15 @@ pub fn execute(project: &Project, store: &Store, plan: &Plan, options: &ExecOpti
             break;
         }
         let done = receiver.recv().context("a step's worker thread vanished")?;
-        let Some(launched) = running.remove(&done.entry) else { continue };
-        let outcome = complete(store, launched, done.status, interrupted().load(Ordering::SeqCst))?;
+        let Some(launched) = running.remove(&done.entry) else {
+            continue;
+        };
+        let outcome = complete(
+            store,
+            launched,
+            done.status,
+            interrupted().load(Ordering::SeqCst),
+        )?;
         if outcome.status == "FINISHED" {
             if let Some(run_id) = &outcome.run_id {
                 run_ids.insert(outcome.entry.clone(), run_id.clone());
@@ -178,7 +198,11 @@ pub fn execute(project: &Project, store: &Store, plan: &Plan, options: &ExecOpti
         .iter()
         .filter_map(|s| outcomes.remove(&s.entry))
         .collect();
-    Ok(RunReport { entry: plan.entry.clone(), steps, interrupted: interrupted().load(Ordering::SeqCst) })
+    Ok(RunReport {
+        entry: plan.entry.clone(),
+        steps,
+        interrupted: interrupted().load(Ordering::SeqCst),
+    })
 }
 
 fn skipped(step: &StepPlan) -> StepOutcome {
@@ -223,8 +247,14 @@ fn launch(
         Some(v) => v.clone(),
         None => {
             let mut manifests = Vec::new();
-            for (entry, run) in upstream.iter().filter(|(e, _)| step.upstream_steps.contains(e)) {
-                manifests.push((entry.clone(), store.get_run(run)?.manifest_hash.unwrap_or_default()));
+            for (entry, run) in upstream
+                .iter()
+                .filter(|(e, _)| step.upstream_steps.contains(e))
+            {
+                manifests.push((
+                    entry.clone(),
+                    store.get_run(run)?.manifest_hash.unwrap_or_default(),
+                ));
             }
             version::data_version_of_upstream(&manifests)
         }
@@ -245,7 +275,8 @@ fn launch(
     })?;
     let work_dir = store.dir().join("tmp").join(&run_id);
     let out_dir = work_dir.join("out");
-    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create `{}`", out_dir.display()))?;
+    fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create `{}`", out_dir.display()))?;
     let logs_dir = store.dir().join("logs");
     fs::create_dir_all(&logs_dir)?;
     let log_path = logs_dir.join(format!("{run_id}.log"));
@@ -270,7 +301,10 @@ fn launch(
     }
     for ancestor in &step.ancestors {
         if let Some(run) = run_ids.get(ancestor) {
-            child.env(format!("FLOW_INPUT_{}", env_name(ancestor)), absolute(&store.run_dir(run)?));
+            child.env(
+                format!("FLOW_INPUT_{}", env_name(ancestor)),
+                absolute(&store.run_dir(run)?),
+            );
         }
     }
     // SAFETY: prctl only asks the kernel to signal the child when flow dies; it is
@@ -281,7 +315,9 @@ fn launch(
             Ok(())
         });
     }
-    let mut process = child.spawn().with_context(|| format!("cannot start step `{}`", step.entry))?;
+    let mut process = child
+        .spawn()
+        .with_context(|| format!("cannot start step `{}`", step.entry))?;
     let group = process.id() as i32;
     if let Ok(mut groups) = running_groups().lock() {
         groups.push(group);
@@ -289,11 +325,20 @@ fn launch(
     if options.echo {
         eprintln!("flow: {} executing (run {})", step.entry, &run_id[..8]);
     }
-    let log = Arc::new(Mutex::new(File::create(&log_path).with_context(|| format!("cannot create `{}`", log_path.display()))?));
+    let log =
+        Arc::new(Mutex::new(File::create(&log_path).with_context(|| {
+            format!("cannot create `{}`", log_path.display())
+        })?));
     let prefix = format!("[{}] ", step.entry);
     let pipes: Vec<Box<dyn Read + Send>> = [
-        process.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        process.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        process
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        process
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -347,13 +392,23 @@ fn stream_lines(pipe: Box<dyn Read + Send>, log: &Mutex<File>, prefix: &str, ech
 }
 
 /// Records the end of a step: metrics, outputs (only on success), status.
-fn complete(store: &Store, launched: Launched, status: std::io::Result<ExitStatus>, was_interrupted: bool) -> Result<StepOutcome> {
+fn complete(
+    store: &Store,
+    launched: Launched,
+    status: std::io::Result<ExitStatus>,
+    was_interrupted: bool,
+) -> Result<StepOutcome> {
     if let Ok(mut groups) = running_groups().lock() {
         groups.retain(|g| *g != launched.group);
     }
     let metrics_path = launched.work_dir.join("metrics.jsonl");
-    let metrics = read_metrics(&metrics_path)
-        .with_context(|| format!("step `{}` wrote unreadable metrics to `{}`", launched.entry, metrics_path.display()))?;
+    let metrics = read_metrics(&metrics_path).with_context(|| {
+        format!(
+            "step `{}` wrote unreadable metrics to `{}`",
+            launched.entry,
+            metrics_path.display()
+        )
+    })?;
     if !metrics.is_empty() {
         store.log_metrics(&launched.run_id, &metrics)?;
     }
@@ -363,8 +418,11 @@ fn complete(store: &Store, launched: Launched, status: std::io::Result<ExitStatu
         let out_dir = launched.work_dir.join("out");
         let logs = out_dir.join("logs");
         fs::create_dir_all(&logs)?;
-        fs::copy(&launched.log_path, logs.join(format!("{}.log", launched.entry)))
-            .with_context(|| format!("cannot keep the log of `{}`", launched.entry))?;
+        fs::copy(
+            &launched.log_path,
+            logs.join(format!("{}.log", launched.entry)),
+        )
+        .with_context(|| format!("cannot keep the log of `{}`", launched.entry))?;
         store.publish(&launched.run_id, &out_dir)?;
         store.end_run(&launched.run_id, RunStatus::Finished)?;
         // Materialise `.flow/runs/<id>/` now so users (and downstream steps) can browse it.
@@ -385,7 +443,10 @@ fn complete(store: &Store, launched: Launched, status: std::io::Result<ExitStatu
             "flow: step `{}` failed ({}); its log: {}",
             launched.entry,
             match &status {
-                Ok(s) => s.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into()),
+                Ok(s) => s
+                    .code()
+                    .map(|c| format!("exit code {c}"))
+                    .unwrap_or_else(|| "killed by a signal".into()),
                 Err(e) => e.to_string(),
             },
             launched.log_path.display()
@@ -417,7 +478,9 @@ pub fn read_metrics(path: &Path) -> Result<Vec<Metric>> {
         }
         let value: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("line {}: not JSON", number + 1))?;
-        let key = value["key"].as_str().with_context(|| format!("line {}: no string `key`", number + 1))?;
+        let key = value["key"]
+            .as_str()
+            .with_context(|| format!("line {}: no string `key`", number + 1))?;
         let number_value = match &value["value"] {
             serde_json::Value::Number(n) => n.as_f64(),
             serde_json::Value::String(s) => s.parse::<f64>().ok(),
@@ -464,7 +527,13 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
 pub fn env_name(entry: &str) -> String {
     entry
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -491,13 +560,23 @@ mod tests {
     fn metrics_lines_parse_with_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.jsonl");
-        fs::write(&path, "{\"key\":\"loss\",\"value\":0.5,\"step\":3}\n\n{\"key\":\"f1\",\"value\":\"NaN\"}\n").unwrap();
+        fs::write(
+            &path,
+            "{\"key\":\"loss\",\"value\":0.5,\"step\":3}\n\n{\"key\":\"f1\",\"value\":\"NaN\"}\n",
+        )
+        .unwrap();
         let metrics = read_metrics(&path).unwrap();
         assert_eq!(metrics.len(), 2);
-        assert_eq!((metrics[0].key.as_str(), metrics[0].value, metrics[0].step), ("loss", 0.5, 3));
+        assert_eq!(
+            (metrics[0].key.as_str(), metrics[0].value, metrics[0].step),
+            ("loss", 0.5, 3)
+        );
         assert!(metrics[1].value.is_nan());
         fs::write(&path, "{\"key\":\"loss\",\"value\":[1]}\n").unwrap();
-        assert!(read_metrics(&path).unwrap_err().to_string().contains("line 1"));
+        assert!(read_metrics(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
     }
 
     #[test]

@@ -63,7 +63,12 @@ pub fn build(store: &Store, run_id: &str, direction: Direction) -> Result<Lineag
 /// Deep enough for any real pipeline; guards against a corrupt store with a loop.
 const MAX_DEPTH: usize = 64;
 
-fn build_from(store: &Store, run: &RunRecord, direction: Direction, depth: usize) -> Result<LineageNode> {
+fn build_from(
+    store: &Store,
+    run: &RunRecord,
+    direction: Direction,
+    depth: usize,
+) -> Result<LineageNode> {
     let mut children = Vec::new();
     if depth < MAX_DEPTH {
         let ids: Vec<String> = match direction {
@@ -79,12 +84,19 @@ fn build_from(store: &Store, run: &RunRecord, direction: Direction, depth: usize
         Direction::Upstream => (Some(children), None),
         Direction::Downstream => (None, Some(children)),
     };
-    Ok(LineageNode { run: RunSummary::from(run), upstream, downstream })
+    Ok(LineageNode {
+        run: RunSummary::from(run),
+        upstream,
+        downstream,
+    })
 }
 
 impl LineageNode {
     fn children(&self) -> &[LineageNode] {
-        self.upstream.as_deref().or(self.downstream.as_deref()).unwrap_or(&[])
+        self.upstream
+            .as_deref()
+            .or(self.downstream.as_deref())
+            .unwrap_or(&[])
     }
 
     /// An indented tree, one run per line plus its params.
@@ -96,8 +108,18 @@ impl LineageNode {
 
     fn write_text(&self, out: &mut String, prefix: &str, last: bool, root: bool) {
         let run = &self.run;
-        let branch = if root { "" } else if last { "└── " } else { "├── " };
-        let key = run.key.as_ref().map(|k| format!(" [{k}]")).unwrap_or_default();
+        let branch = if root {
+            ""
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
+        let key = run
+            .key
+            .as_ref()
+            .map(|k| format!(" [{k}]"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "{prefix}{branch}{} {}{key}  {}  {}  data {}  code {}",
@@ -115,7 +137,11 @@ impl LineageNode {
         };
         if !run.params.is_empty() {
             let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let bar = if self.children().is_empty() { "    " } else { "│   " };
+            let bar = if self.children().is_empty() {
+                "    "
+            } else {
+                "│   "
+            };
             let _ = writeln!(out, "{child_prefix}{bar}params: {}", params.join(" "));
         }
         let children = self.children();

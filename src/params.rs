@@ -15,25 +15,58 @@ pub type StepParams = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamError {
     Malformed(String),
-    Unknown { name: String, steps: Vec<String>, suggestion: Option<String> },
-    NotDeclaredBy { step: String, name: String, declared: Vec<String> },
-    StepNotInClosure { step: String, closure: Vec<String> },
-    Type { step: String, error: TypeError },
-    Missing { step: String, name: String, kind: &'static str },
+    Unknown {
+        name: String,
+        steps: Vec<String>,
+        suggestion: Option<String>,
+    },
+    NotDeclaredBy {
+        step: String,
+        name: String,
+        declared: Vec<String>,
+    },
+    StepNotInClosure {
+        step: String,
+        closure: Vec<String>,
+    },
+    Type {
+        step: String,
+        error: TypeError,
+    },
+    Missing {
+        step: String,
+        name: String,
+        kind: &'static str,
+    },
 }
 
 impl fmt::Display for ParamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParamError::Malformed(arg) => write!(f, "`-P {arg}` is not of the form `name=value` or `step.name=value`"),
-            ParamError::Unknown { name, steps, suggestion } => {
-                write!(f, "unknown parameter `{name}`: no step of {} declares it", list(steps))?;
+            ParamError::Malformed(arg) => write!(
+                f,
+                "`-P {arg}` is not of the form `name=value` or `step.name=value`"
+            ),
+            ParamError::Unknown {
+                name,
+                steps,
+                suggestion,
+            } => {
+                write!(
+                    f,
+                    "unknown parameter `{name}`: no step of {} declares it",
+                    list(steps)
+                )?;
                 if let Some(s) = suggestion {
                     write!(f, " (did you mean `{s}`?)")?;
                 }
                 Ok(())
             }
-            ParamError::NotDeclaredBy { step, name, declared } => {
+            ParamError::NotDeclaredBy {
+                step,
+                name,
+                declared,
+            } => {
                 write!(f, "step `{step}` declares no parameter `{name}`")?;
                 if !declared.is_empty() {
                     write!(f, "; it declares {}", list(declared))?;
@@ -41,11 +74,18 @@ impl fmt::Display for ParamError {
                 Ok(())
             }
             ParamError::StepNotInClosure { step, closure } => {
-                write!(f, "`{step}` is not a step of this run; the steps are {}", list(closure))
+                write!(
+                    f,
+                    "`{step}` is not a step of this run; the steps are {}",
+                    list(closure)
+                )
             }
             ParamError::Type { step, error } => write!(f, "step `{step}`: {error}"),
             ParamError::Missing { step, name, kind } => {
-                write!(f, "missing parameter `{name}` ({kind}) of step `{step}`: pass `-P {name}=...`")
+                write!(
+                    f,
+                    "missing parameter `{name}` ({kind}) of step `{step}`: pass `-P {name}=...`"
+                )
             }
         }
     }
@@ -54,16 +94,26 @@ impl fmt::Display for ParamError {
 impl std::error::Error for ParamError {}
 
 fn list(names: &[String]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Binds raw `-P` arguments to each step of `closure` (topological order).
-pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<BTreeMap<String, StepParams>, ParamError> {
+pub fn bind(
+    project: &Project,
+    closure: &[String],
+    args: &[String],
+) -> Result<BTreeMap<String, StepParams>, ParamError> {
     // Targeted values win over global ones, whatever the order given.
     let mut global: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut targeted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for arg in args {
-        let (name, value) = arg.split_once('=').ok_or_else(|| ParamError::Malformed(arg.clone()))?;
+        let (name, value) = arg
+            .split_once('=')
+            .ok_or_else(|| ParamError::Malformed(arg.clone()))?;
         let name = name.trim();
         if name.is_empty() {
             return Err(ParamError::Malformed(arg.clone()));
@@ -74,7 +124,10 @@ pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<BT
         match target {
             Some((step, param)) => {
                 if !closure.iter().any(|s| s == step) {
-                    return Err(ParamError::StepNotInClosure { step: step.to_string(), closure: closure.to_vec() });
+                    return Err(ParamError::StepNotInClosure {
+                        step: step.to_string(),
+                        closure: closure.to_vec(),
+                    });
                 }
                 let entry = &project.entries[step];
                 if !entry.parameters.contains_key(param) {
@@ -84,7 +137,10 @@ pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<BT
                         declared: entry.parameters.keys().cloned().collect(),
                     });
                 }
-                targeted.entry(step.to_string()).or_default().insert(param.to_string(), value.to_string());
+                targeted
+                    .entry(step.to_string())
+                    .or_default()
+                    .insert(param.to_string(), value.to_string());
             }
             None => {
                 let declaring: Vec<&String> = closure
@@ -103,7 +159,10 @@ pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<BT
                     });
                 }
                 for step in declaring {
-                    global.entry(step.clone()).or_default().insert(name.to_string(), value.to_string());
+                    global
+                        .entry(step.clone())
+                        .or_default()
+                        .insert(name.to_string(), value.to_string());
                 }
             }
         }
@@ -119,9 +178,10 @@ pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<BT
         let mut values = StepParams::new();
         for (name, parameter) in &entry.parameters {
             let value = match given.get(step).and_then(|g| g.get(name)) {
-                Some(raw) => parameter
-                    .canonical(raw)
-                    .map_err(|error| ParamError::Type { step: step.clone(), error })?,
+                Some(raw) => parameter.canonical(raw).map_err(|error| ParamError::Type {
+                    step: step.clone(),
+                    error,
+                })?,
                 None => match &parameter.default {
                     Some(default) => default.clone(),
                     None if parameter.is_time_selector() => "latest".to_string(),
@@ -160,7 +220,16 @@ mod tests {
 
     #[test]
     fn global_param_reaches_every_declaring_step_and_targeted_wins() {
-        let bound = bind(&project(), &closure(), &["dataset=SMAP".into(), "tag=x".into(), "train.dataset=M-6".into()]).unwrap();
+        let bound = bind(
+            &project(),
+            &closure(),
+            &[
+                "dataset=SMAP".into(),
+                "tag=x".into(),
+                "train.dataset=M-6".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(bound["load"]["dataset"], "SMAP");
         assert_eq!(bound["train"]["dataset"], "M-6");
         assert_eq!(bound["train"]["epochs"], "10");
@@ -175,14 +244,25 @@ mod tests {
 
     #[test]
     fn mistyped_param_names_param_and_type() {
-        let err = bind(&project(), &closure(), &["epochs=many".into(), "tag=x".into()]).unwrap_err();
-        assert_eq!(err.to_string(), "step `train`: parameter `epochs` expects an integer (`int`) but got `many`");
+        let err = bind(
+            &project(),
+            &closure(),
+            &["epochs=many".into(), "tag=x".into()],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "step `train`: parameter `epochs` expects an integer (`int`) but got `many`"
+        );
     }
 
     #[test]
     fn missing_required_param_is_named() {
         let err = bind(&project(), &closure(), &[]).unwrap_err();
-        assert_eq!(err.to_string(), "missing parameter `tag` (string) of step `train`: pass `-P tag=...`");
+        assert_eq!(
+            err.to_string(),
+            "missing parameter `tag` (string) of step `train`: pass `-P tag=...`"
+        );
     }
 
     #[test]

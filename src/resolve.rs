@@ -61,7 +61,11 @@ impl ModelUris for NoModels {
 pub enum TimeSelector {
     Latest,
     /// Runs with `from <= run_time < to`; `label` is what the user wrote.
-    Window { label: String, from: DateTime<Utc>, to: DateTime<Utc> },
+    Window {
+        label: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
 }
 
 /// The decision for one step.
@@ -85,9 +89,20 @@ pub enum ExecuteReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mismatch {
     NotFinished(RunStatus),
-    ParamDiffers { name: String, old: Option<String>, new: Option<String> },
-    UpstreamDiffers { entry: String, old: Option<String>, new: Option<String> },
-    CommitDiffers { old: String, new: String },
+    ParamDiffers {
+        name: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    UpstreamDiffers {
+        entry: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    CommitDiffers {
+        old: String,
+        new: String,
+    },
     DataChanged,
     OutsideTime(String),
 }
@@ -153,11 +168,27 @@ impl Plan {
         let mut cache = HashCache::open(store.dir().join("hash-cache.json"));
         let mut steps: Vec<StepPlan> = Vec::with_capacity(closure.len());
         for name in &closure {
-            let step = resolve_step(project, dag, store, &project.entries[name], &bound[name], &steps, &code, policy, models, &mut cache)?;
+            let step = resolve_step(
+                project,
+                dag,
+                store,
+                &project.entries[name],
+                &bound[name],
+                &steps,
+                &code,
+                policy,
+                models,
+                &mut cache,
+            )?;
             steps.push(step);
         }
         cache.save();
-        Ok(Plan { entry: entry.to_string(), steps, code, policy })
+        Ok(Plan {
+            entry: entry.to_string(),
+            steps,
+            code,
+            policy,
+        })
     }
 
     pub fn step(&self, entry: &str) -> Option<&StepPlan> {
@@ -185,7 +216,8 @@ fn resolve_step(
     let mut params = StepParams::new();
     for (name, value) in values {
         if entry.parameters[name].is_time_selector() {
-            selector = parse_selector(value).with_context(|| format!("step `{}`: parameter `{name}`", entry.name))?;
+            selector = parse_selector(value)
+                .with_context(|| format!("step `{}`: parameter `{name}`", entry.name))?;
         } else {
             params.insert(name.clone(), compared.get(name).unwrap_or(value).clone());
         }
@@ -221,7 +253,12 @@ fn resolve_step(
 
     let executing: Vec<String> = upstream_steps
         .iter()
-        .filter(|s| matches!(done.iter().find(|d| &d.entry == *s).map(|d| &d.decision), Some(Decision::Execute(_))))
+        .filter(|s| {
+            matches!(
+                done.iter().find(|d| &d.entry == *s).map(|d| &d.decision),
+                Some(Decision::Execute(_))
+            )
+        })
         .cloned()
         .collect();
     if !executing.is_empty() {
@@ -238,9 +275,17 @@ fn resolve_step(
 
     let mut manifests = Vec::new();
     for upstream in &upstream_steps {
-        if let Some(Decision::Reuse(run)) = done.iter().find(|d| &d.entry == upstream).map(|d| &d.decision) {
-            plan.upstream_runs.push((upstream.clone(), run.run_id.clone()));
-            manifests.push((upstream.clone(), run.manifest_hash.clone().unwrap_or_default()));
+        if let Some(Decision::Reuse(run)) = done
+            .iter()
+            .find(|d| &d.entry == upstream)
+            .map(|d| &d.decision)
+        {
+            plan.upstream_runs
+                .push((upstream.clone(), run.run_id.clone()));
+            manifests.push((
+                upstream.clone(),
+                run.manifest_hash.clone().unwrap_or_default(),
+            ));
         }
     }
     plan.upstream_runs.extend(model_inputs);
@@ -278,8 +323,16 @@ fn resolve_step(
         key_value: plan.key_value.as_deref(),
         params: &plan.params,
         upstream: &plan.upstream_runs,
-        data_version: if pinned { None } else { Some(data_version.as_str()) },
-        code_version: if pinned || policy == ReusePolicy::Any { None } else { Some(&code_id) },
+        data_version: if pinned {
+            None
+        } else {
+            Some(data_version.as_str())
+        },
+        code_version: if pinned || policy == ReusePolicy::Any {
+            None
+        } else {
+            Some(&code_id)
+        },
         run_time: window,
     };
     let found = store.find_reusable(&query)?;
@@ -296,7 +349,9 @@ fn resolve_step(
     plan.decision = match found {
         Some(run) => Decision::Reuse(Box::new(run)),
         None if pinned => {
-            let TimeSelector::Window { label, .. } = &plan.selector else { unreachable!() };
+            let TimeSelector::Window { label, .. } = &plan.selector else {
+                unreachable!()
+            };
             bail!(
                 "no finished run of `{}` matches run_time `{label}` with these parameters and upstream runs\nhint: list them with `flow runs list --entry {}`",
                 entry.name,
@@ -310,7 +365,13 @@ fn resolve_step(
 }
 
 /// Why `run` does not satisfy `plan`; empty when it would.
-fn mismatches(run: &RunRecord, plan: &StepPlan, code_id: &str, policy: ReusePolicy, pinned: bool) -> Vec<Mismatch> {
+fn mismatches(
+    run: &RunRecord,
+    plan: &StepPlan,
+    code_id: &str,
+    policy: ReusePolicy,
+    pinned: bool,
+) -> Vec<Mismatch> {
     let mut reasons = Vec::new();
     if run.status != RunStatus::Finished {
         reasons.push(Mismatch::NotFinished(run.status));
@@ -321,11 +382,16 @@ fn mismatches(run: &RunRecord, plan: &StepPlan, code_id: &str, policy: ReusePoli
     for name in names {
         let (old, new) = (run.params.get(name), plan.params.get(name));
         if old != new {
-            reasons.push(Mismatch::ParamDiffers { name: name.clone(), old: old.cloned(), new: new.cloned() });
+            reasons.push(Mismatch::ParamDiffers {
+                name: name.clone(),
+                old: old.cloned(),
+                new: new.cloned(),
+            });
         }
     }
     let old_up: BTreeMap<&String, &String> = run.upstream.iter().map(|(e, r)| (e, r)).collect();
-    let new_up: BTreeMap<&String, &String> = plan.upstream_runs.iter().map(|(e, r)| (e, r)).collect();
+    let new_up: BTreeMap<&String, &String> =
+        plan.upstream_runs.iter().map(|(e, r)| (e, r)).collect();
     let mut entries: Vec<&String> = old_up.keys().chain(new_up.keys()).copied().collect();
     entries.sort();
     entries.dedup();
@@ -344,7 +410,10 @@ fn mismatches(run: &RunRecord, plan: &StepPlan, code_id: &str, policy: ReusePoli
             reasons.push(Mismatch::DataChanged);
         }
         if policy == ReusePolicy::Commit && run.code_version != code_id {
-            reasons.push(Mismatch::CommitDiffers { old: run.code_version.clone(), new: code_id.to_string() });
+            reasons.push(Mismatch::CommitDiffers {
+                old: run.code_version.clone(),
+                new: code_id.to_string(),
+            });
         }
     }
     if let TimeSelector::Window { label, from, to } = &plan.selector {
@@ -367,8 +436,12 @@ fn resolve_model_params(
     let mut inputs = Vec::new();
     let mut compared = StepParams::new();
     for (name, parameter) in &entry.parameters {
-        let Some(value) = values.get(name).cloned() else { continue };
-        if parameter.kind != ParamType::Uri || !(value.starts_with("models:/") || value.starts_with("runs:/")) {
+        let Some(value) = values.get(name).cloned() else {
+            continue;
+        };
+        if parameter.kind != ParamType::Uri
+            || !(value.starts_with("models:/") || value.starts_with("runs:/"))
+        {
             continue;
         }
         match models.resolve(&value)? {
@@ -414,26 +487,44 @@ pub fn parse_selector(text: &str) -> Result<TimeSelector> {
     }
     let label = text.to_string();
     if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let start = day.and_hms_opt(0, 0, 0).and_then(|t| Local.from_local_datetime(&t).earliest());
+        let start = day
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| Local.from_local_datetime(&t).earliest());
         let end = day
             .succ_opt()
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .and_then(|t| Local.from_local_datetime(&t).earliest());
         if let (Some(start), Some(end)) = (start, end) {
-            return Ok(TimeSelector::Window { label, from: start.with_timezone(&Utc), to: end.with_timezone(&Utc) });
+            return Ok(TimeSelector::Window {
+                label,
+                from: start.with_timezone(&Utc),
+                to: end.with_timezone(&Utc),
+            });
         }
     }
     let precise = text.contains('.');
-    let span = if precise { Duration::milliseconds(1) } else { Duration::seconds(1) };
+    let span = if precise {
+        Duration::milliseconds(1)
+    } else {
+        Duration::seconds(1)
+    };
     if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
         let from = instant.with_timezone(&Utc);
-        return Ok(TimeSelector::Window { label, from, to: from + span });
+        return Ok(TimeSelector::Window {
+            label,
+            from,
+            to: from + span,
+        });
     }
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             if let Some(local) = Local.from_local_datetime(&naive).earliest() {
                 let from = local.with_timezone(&Utc);
-                return Ok(TimeSelector::Window { label, from, to: from + span });
+                return Ok(TimeSelector::Window {
+                    label,
+                    from,
+                    to: from + span,
+                });
             }
         }
     }
@@ -443,7 +534,9 @@ pub fn parse_selector(text: &str) -> Result<TimeSelector> {
 /// Quotes a value for `sh` so it arrives as one literal argument.
 pub fn shell_quote(value: &str) -> String {
     let safe = !value.is_empty()
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
     if safe {
         value.to_string()
     } else {
@@ -456,13 +549,29 @@ impl fmt::Display for Mismatch {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_string());
         match self {
             Mismatch::NotFinished(status) => write!(f, "not finished ({status})"),
-            Mismatch::ParamDiffers { name, old, new } => write!(f, "param `{name}`: {} -> {}", show(old), show(new)),
+            Mismatch::ParamDiffers { name, old, new } => {
+                write!(f, "param `{name}`: {} -> {}", show(old), show(new))
+            }
             Mismatch::UpstreamDiffers { entry, old, new } => {
-                let short = |v: &Option<String>| v.as_deref().map(|s| s[..s.len().min(8)].to_string()).unwrap_or_else(|| "(none)".into());
-                write!(f, "upstream `{entry}` differs: {} -> {}", short(old), short(new))
+                let short = |v: &Option<String>| {
+                    v.as_deref()
+                        .map(|s| s[..s.len().min(8)].to_string())
+                        .unwrap_or_else(|| "(none)".into())
+                };
+                write!(
+                    f,
+                    "upstream `{entry}` differs: {} -> {}",
+                    short(old),
+                    short(new)
+                )
             }
             Mismatch::CommitDiffers { old, new } => {
-                write!(f, "commit differs: {} -> {}", short_commit(old), short_commit(new))
+                write!(
+                    f,
+                    "commit differs: {} -> {}",
+                    short_commit(old),
+                    short_commit(new)
+                )
             }
             Mismatch::DataChanged => write!(f, "data changed"),
             Mismatch::OutsideTime(label) => write!(f, "run_time outside `{label}`"),
@@ -478,7 +587,11 @@ impl fmt::Display for ExecuteReason {
             ExecuteReason::UpstreamExecutes(steps) => write!(
                 f,
                 "upstream {} executes",
-                steps.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                steps
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ExecuteReason::PolicyNever => write!(f, "--reuse=never"),
         }
@@ -515,10 +628,18 @@ mod tests {
     #[test]
     fn selectors_parse_days_and_instants() {
         assert_eq!(parse_selector("latest").unwrap(), TimeSelector::Latest);
-        let TimeSelector::Window { from, to, .. } = parse_selector("2026-11-22").unwrap() else { panic!() };
+        let TimeSelector::Window { from, to, .. } = parse_selector("2026-11-22").unwrap() else {
+            panic!()
+        };
         assert_eq!(to - from, Duration::hours(24));
-        let TimeSelector::Window { from, to, .. } = parse_selector("2026-11-22T10:00:00Z").unwrap() else { panic!() };
+        let TimeSelector::Window { from, to, .. } = parse_selector("2026-11-22T10:00:00Z").unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(to - from, Duration::seconds(1));
-        assert!(parse_selector("yesterday").unwrap_err().to_string().contains("not a time selector"));
+        assert!(parse_selector("yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("not a time selector"));
     }
 }

@@ -70,7 +70,12 @@ pub struct SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, self.column) {
-            (Some(line), Some(column)) => write!(f, "{}:{line}:{column}: {}", self.path.display(), self.message),
+            (Some(line), Some(column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.path.display(),
+                self.message
+            ),
             (Some(line), None) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
             _ => write!(f, "{}: {}", self.path.display(), self.message),
         }
@@ -146,7 +151,10 @@ impl Parameter {
         };
         let trimmed = value.trim();
         match self.kind {
-            ParamType::Int => trimmed.parse::<i64>().map(|v| v.to_string()).map_err(|_| bad()),
+            ParamType::Int => trimmed
+                .parse::<i64>()
+                .map(|v| v.to_string())
+                .map_err(|_| bad()),
             ParamType::Float => match trimmed.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(format_float(v)),
                 _ => Err(bad()),
@@ -179,7 +187,11 @@ impl Project {
     /// Finds and loads the spec in `dir`: `MLproject.yaml`, `MLproject.yml` or `MLproject`.
     pub fn load(dir: &Path) -> Result<Project, SpecError> {
         let candidates = ["MLproject.yaml", "MLproject.yml", "MLproject"];
-        let Some(path) = candidates.iter().map(|name| dir.join(name)).find(|p| p.is_file()) else {
+        let Some(path) = candidates
+            .iter()
+            .map(|name| dir.join(name))
+            .find(|p| p.is_file())
+        else {
             return Err(SpecError {
                 path: dir.join("MLproject.yaml"),
                 line: None,
@@ -212,7 +224,11 @@ impl Project {
                 Some(i) => message[..i].to_string(),
                 None => message,
             };
-            err_at(location.as_ref().map(|l| l.line()), location.as_ref().map(|l| l.column()), message)
+            err_at(
+                location.as_ref().map(|l| l.line()),
+                location.as_ref().map(|l| l.column()),
+                message,
+            )
         })?;
         let locate = |keys: &[&str]| locate_key(text, keys);
 
@@ -222,7 +238,11 @@ impl Project {
                 ignored_sections.push(section.to_string());
             }
         }
-        if let Some((unknown, _)) = raw.extra.iter().find(|(k, _)| !ignored_sections.contains(k)) {
+        if let Some((unknown, _)) = raw
+            .extra
+            .iter()
+            .find(|(k, _)| !ignored_sections.contains(k))
+        {
             let (line, column) = locate(&[unknown.as_str()]).unzip();
             return Err(err_at(line, column, format!("unknown top-level field `{unknown}`; expected `name`, `entry_points`, `conda_env`, `python_env` or `docker_env`")));
         }
@@ -262,9 +282,13 @@ impl Project {
             if let Some(key) = &raw_entry.key {
                 if !parameters.contains_key(key) {
                     let (kline, kcol) = locate(&["entry_points", &name, "key"]).unzip();
-                    return Err(err_at(kline, kcol, format!(
+                    return Err(err_at(
+                        kline,
+                        kcol,
+                        format!(
                         "entry point `{name}` has `key: {key}` but declares no parameter `{key}`"
-                    )));
+                    ),
+                    ));
                 }
             }
             if let Some(command) = &raw_entry.command {
@@ -294,20 +318,32 @@ impl Project {
         for entry in entries.values() {
             for dep in &entry.depends_on {
                 if !entries.contains_key(dep) {
-                    let (line, column) = locate(&["entry_points", &entry.name, "depends_on"]).unzip();
+                    let (line, column) =
+                        locate(&["entry_points", &entry.name, "depends_on"]).unzip();
                     let hint = crate::suggest::closest(dep, entries.keys().map(String::as_str))
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
-                    return Err(err_at(line, column, format!(
+                    return Err(err_at(
+                        line,
+                        column,
+                        format!(
                         "entry point `{}` depends on `{dep}`, which is not an entry point{hint}",
                         entry.name
-                    )));
+                    ),
+                    ));
                 }
             }
         }
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         Ok(Project {
-            dir: if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir },
+            dir: if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            },
             path: path.to_path_buf(),
             name: raw.name.unwrap_or_default(),
             entries,
@@ -329,7 +365,11 @@ pub fn placeholders(command: &str) -> Vec<&str> {
         match after.find('}') {
             Some(end) => {
                 let name = &after[..end];
-                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
+                if !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                {
                     found.push(name);
                 }
                 rest = &after[end + 1..];
@@ -347,7 +387,10 @@ pub fn substitute(template: &str, value: impl Fn(&str) -> Option<String>) -> Str
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        match after.find('}').and_then(|end| value(&after[..end]).map(|v| (end, v))) {
+        match after
+            .find('}')
+            .and_then(|end| value(&after[..end]).map(|v| (end, v)))
+        {
             Some((end, replacement)) => {
                 out.push_str(&replacement);
                 rest = &after[end + 1..];
@@ -382,8 +425,17 @@ fn locate_key(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
         if indent < min_indent {
             continue;
         }
-        let key = trimmed.split(':').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
-        if key == keys[depth] && trimmed[key.len()..].trim_start_matches(['"', '\'']).starts_with(':') {
+        let key = trimmed
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        if key == keys[depth]
+            && trimmed[key.len()..]
+                .trim_start_matches(['"', '\''])
+                .starts_with(':')
+        {
             depth += 1;
             if depth == keys.len() {
                 return Some((idx + 1, indent + 1));
@@ -401,7 +453,12 @@ fn yaml_scalar_text(value: serde_yaml::Value) -> Option<String> {
         serde_yaml::Value::Bool(b) => Some(b.to_string()),
         serde_yaml::Value::Number(n) => Some(n.to_string()),
         serde_yaml::Value::String(s) => Some(s),
-        other => Some(serde_yaml::to_string(&other).unwrap_or_default().trim().to_string()),
+        other => Some(
+            serde_yaml::to_string(&other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
     }
 }
 
@@ -534,12 +591,24 @@ mod tests {
 
     #[test]
     fn canonical_values_make_equal_numbers_equal() {
-        let p = Parameter { name: "lr".into(), kind: ParamType::Float, default: None };
+        let p = Parameter {
+            name: "lr".into(),
+            kind: ParamType::Float,
+            default: None,
+        };
         assert_eq!(p.canonical("1e-3").unwrap(), p.canonical("0.001").unwrap());
         assert_eq!(p.canonical("2").unwrap(), "2.0");
-        let i = Parameter { name: "n".into(), kind: ParamType::Int, default: None };
+        let i = Parameter {
+            name: "n".into(),
+            kind: ParamType::Int,
+            default: None,
+        };
         assert_eq!(i.canonical("010").unwrap(), "10");
-        assert!(i.canonical("1.5").unwrap_err().to_string().contains("`n` expects an integer"));
+        assert!(i
+            .canonical("1.5")
+            .unwrap_err()
+            .to_string()
+            .contains("`n` expects an integer"));
     }
 
     #[test]

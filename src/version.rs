@@ -43,7 +43,11 @@ impl CodeVersion {
         let repo = match git2::Repository::discover(project_dir) {
             Ok(repo) => repo,
             Err(_) => {
-                return Ok(CodeVersion { commit: "none".into(), dirty: false, diff_hash: None });
+                return Ok(CodeVersion {
+                    commit: "none".into(),
+                    dirty: false,
+                    diff_hash: None,
+                });
             }
         };
         let commit = match repo.head().ok().and_then(|h| h.peel_to_commit().ok()) {
@@ -51,18 +55,30 @@ impl CodeVersion {
             None => "none".to_string(),
         };
         let Some(workdir) = repo.workdir().map(Path::to_path_buf) else {
-            return Ok(CodeVersion { commit, dirty: false, diff_hash: None });
+            return Ok(CodeVersion {
+                commit,
+                dirty: false,
+                diff_hash: None,
+            });
         };
         let excluded = excluded_prefix(&workdir, store_dir);
         let mut options = git2::StatusOptions::new();
-        options.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
-        let statuses = repo.statuses(Some(&mut options)).context("cannot read git status")?;
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false);
+        let statuses = repo
+            .statuses(Some(&mut options))
+            .context("cannot read git status")?;
         let mut hasher = blake3::Hasher::new();
         let mut dirty = false;
         let mut untracked: Vec<String> = Vec::new();
         for status in statuses.iter() {
             let Ok(path) = status.path() else { continue };
-            if path == ".flow" || path.starts_with(".flow/") || excluded.as_deref().is_some_and(|p| path.starts_with(p)) {
+            if path == ".flow"
+                || path.starts_with(".flow/")
+                || excluded.as_deref().is_some_and(|p| path.starts_with(p))
+            {
                 continue;
             }
             dirty = true;
@@ -71,13 +87,19 @@ impl CodeVersion {
             }
         }
         if !dirty {
-            return Ok(CodeVersion { commit, dirty, diff_hash: None });
+            return Ok(CodeVersion {
+                commit,
+                dirty,
+                diff_hash: None,
+            });
         }
         // The diff of tracked files, then the content of untracked ones.
         let head_tree = repo.head().ok().and_then(|h| h.peel_to_tree().ok());
         let mut diff_options = git2::DiffOptions::new();
         diff_options.pathspec("!.flow").pathspec("!.flow/**");
-        if let Ok(diff) = repo.diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut diff_options)) {
+        if let Ok(diff) =
+            repo.diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut diff_options))
+        {
             let _ = diff.print(git2::DiffFormat::Patch, |_, _, line| {
                 hasher.update(&[line.origin() as u8]);
                 hasher.update(line.content());
@@ -91,7 +113,11 @@ impl CodeVersion {
                 hasher.update(blake3::hash(&bytes).as_bytes());
             }
         }
-        Ok(CodeVersion { commit, dirty, diff_hash: Some(hasher.finalize().to_hex().to_string()) })
+        Ok(CodeVersion {
+            commit,
+            dirty,
+            diff_hash: Some(hasher.finalize().to_hex().to_string()),
+        })
     }
 }
 
@@ -106,14 +132,19 @@ fn excluded_prefix(workdir: &Path, store_dir: &Path) -> Option<String> {
 
 /// blake3 over declared input globs (relative to `project_dir`), by path and content.
 /// Returns the version and the number of files it covers.
-pub fn data_version_of_inputs(project_dir: &Path, globs: &[String], cache: &mut HashCache) -> Result<(String, usize)> {
+pub fn data_version_of_inputs(
+    project_dir: &Path,
+    globs: &[String],
+    cache: &mut HashCache,
+) -> Result<(String, usize)> {
     let mut files: Vec<PathBuf> = Vec::new();
     for pattern in globs {
         let absolute = project_dir.join(pattern);
         let absolute = absolute.to_string_lossy().to_string();
         let mut matched = false;
         for entry in glob::glob(&absolute).with_context(|| format!("bad input glob `{pattern}`"))? {
-            let path = entry.with_context(|| format!("cannot read a match of input glob `{pattern}`"))?;
+            let path =
+                entry.with_context(|| format!("cannot read a match of input glob `{pattern}`"))?;
             matched = true;
             if path.is_dir() {
                 collect_files(&path, &mut files)?;
@@ -122,7 +153,10 @@ pub fn data_version_of_inputs(project_dir: &Path, globs: &[String], cache: &mut 
             }
         }
         if !matched {
-            anyhow::bail!("declared input `{pattern}` matches no file (looked in `{}`)", project_dir.display());
+            anyhow::bail!(
+                "declared input `{pattern}` matches no file (looked in `{}`)",
+                project_dir.display()
+            );
         }
     }
     files.sort();
@@ -187,11 +221,16 @@ impl HashCache {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
-        HashCache { path: Some(path), entries, changed: false }
+        HashCache {
+            path: Some(path),
+            entries,
+            changed: false,
+        }
     }
 
     pub fn hash_file(&mut self, path: &Path) -> Result<String> {
-        let meta = fs::metadata(path).with_context(|| format!("cannot read input `{}`", path.display()))?;
+        let meta = fs::metadata(path)
+            .with_context(|| format!("cannot read input `{}`", path.display()))?;
         let mtime_ns = meta
             .modified()
             .ok()
@@ -204,18 +243,28 @@ impl HashCache {
                 return Ok(cached.hash.clone());
             }
         }
-        let mut file = fs::File::open(path).with_context(|| format!("cannot open input `{}`", path.display()))?;
+        let mut file = fs::File::open(path)
+            .with_context(|| format!("cannot open input `{}`", path.display()))?;
         let mut hasher = blake3::Hasher::new();
         let mut buffer = vec![0u8; 1 << 16];
         loop {
-            let n = file.read(&mut buffer).with_context(|| format!("cannot read input `{}`", path.display()))?;
+            let n = file
+                .read(&mut buffer)
+                .with_context(|| format!("cannot read input `{}`", path.display()))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buffer[..n]);
         }
         let hash = hasher.finalize().to_hex().to_string();
-        self.entries.insert(key, CachedHash { size: meta.len(), mtime_ns, hash: hash.clone() });
+        self.entries.insert(
+            key,
+            CachedHash {
+                size: meta.len(),
+                mtime_ns,
+                hash: hash.clone(),
+            },
+        );
         self.changed = true;
         Ok(hash)
     }
@@ -259,8 +308,16 @@ mod tests {
     #[test]
     fn missing_input_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = data_version_of_inputs(dir.path(), &["nope/*.csv".into()], &mut HashCache::default()).unwrap_err();
-        assert!(err.to_string().contains("`nope/*.csv` matches no file"), "{err}");
+        let err = data_version_of_inputs(
+            dir.path(),
+            &["nope/*.csv".into()],
+            &mut HashCache::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`nope/*.csv` matches no file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use common::{pipeline, TestProject};
 
 fn executed(actions: &[(String, String)]) -> Vec<&str> {
-    actions.iter().filter(|(_, a)| a == "executed").map(|(e, _)| e.as_str()).collect()
+    actions
+        .iter()
+        .filter(|(_, a)| a == "executed")
+        .map(|(e, _)| e.as_str())
+        .collect()
 }
 
 /// A second `flow run` executes nothing and reuses every step.
@@ -60,9 +64,16 @@ fn new_commit_invalidates_only_under_commit_policy() {
 fn dirty_tree_is_its_own_version() {
     let p = pipeline();
     p.run_ok(&[]);
-    assert_eq!(executed(&p.run_ok(&[]).actions()), Vec::<&str>::new(), ".flow/ must not make the tree dirty");
+    assert_eq!(
+        executed(&p.run_ok(&[]).actions()),
+        Vec::<&str>::new(),
+        ".flow/ must not make the tree dirty"
+    );
     p.write("notes.txt", "wip\n");
-    assert_eq!(executed(&p.run_ok(&[]).actions()), ["load", "process", "train"]);
+    assert_eq!(
+        executed(&p.run_ok(&[]).actions()),
+        ["load", "process", "train"]
+    );
     assert_eq!(executed(&p.run_ok(&[]).actions()), Vec::<&str>::new());
 }
 
@@ -78,7 +89,11 @@ fn changed_input_reexecutes_source_step() {
     assert!(plan.stdout.contains("load [a]: reuse"), "{}", plan.stdout);
     p.write("data/a.txt", "x\ny\n");
     let back = p.run_ok(&["--reuse", "any"]);
-    assert_eq!(back.run_id("load"), first.run_id("load"), "same content, same data version");
+    assert_eq!(
+        back.run_id("load"),
+        first.run_id("load"),
+        "same content, same data version"
+    );
 }
 
 /// A failing step is FAILED, downstream never starts, flow exits non-zero.
@@ -89,7 +104,11 @@ fn failing_step_stops_downstream() {
     p.write("MLproject.yaml", &spec);
     p.commit("break process");
     let out = p.flow(&["run", "--json"]);
-    assert_eq!(out.code, 3, "the step's exit code passes through:\n{}", out.stderr);
+    assert_eq!(
+        out.code, 3,
+        "the step's exit code passes through:\n{}",
+        out.stderr
+    );
     let steps = out.json()["steps"].clone();
     assert_eq!(steps[1]["status"], "FAILED");
     assert_eq!(steps[2]["action"], "skipped");
@@ -103,10 +122,19 @@ fn failing_step_stops_downstream() {
 #[test]
 fn time_selector_picks_newest_run_of_the_day() {
     let p = pipeline();
-    let day_before = p.flow_env(&["run", "--json", "-e", "load"], &[("FLOW_TEST_NOW", "2026-11-20T10:00:00Z")]);
+    let day_before = p.flow_env(
+        &["run", "--json", "-e", "load"],
+        &[("FLOW_TEST_NOW", "2026-11-20T10:00:00Z")],
+    );
     assert_eq!(day_before.code, 0, "{}", day_before.stderr);
-    let morning = p.flow_env(&["run", "--json", "-e", "load", "--reuse", "never"], &[("FLOW_TEST_NOW", "2026-11-22T09:00:00Z")]);
-    let evening = p.flow_env(&["run", "--json", "-e", "load", "--reuse", "never"], &[("FLOW_TEST_NOW", "2026-11-22T18:00:00Z")]);
+    let morning = p.flow_env(
+        &["run", "--json", "-e", "load", "--reuse", "never"],
+        &[("FLOW_TEST_NOW", "2026-11-22T09:00:00Z")],
+    );
+    let evening = p.flow_env(
+        &["run", "--json", "-e", "load", "--reuse", "never"],
+        &[("FLOW_TEST_NOW", "2026-11-22T18:00:00Z")],
+    );
     let _today = p.run_ok(&["-e", "load", "--reuse", "never"]);
     assert_ne!(morning.run_id("load"), evening.run_id("load"));
     // The data changed since: a pinned run is taken as it was.
@@ -118,8 +146,18 @@ fn time_selector_picks_newest_run_of_the_day() {
     assert_eq!(exact.run_id("load"), day_before.run_id("load"));
     let none = p.flow(&["run", "-e", "train", "-P", "retrieval_time=2026-11-21"]);
     assert_eq!(none.code, 1);
-    assert!(none.stderr.contains("no finished run of `load` matches run_time `2026-11-21`"), "{}", none.stderr);
-    assert!(none.stderr.contains("hint: list them with `flow runs list --entry load`"), "{}", none.stderr);
+    assert!(
+        none.stderr
+            .contains("no finished run of `load` matches run_time `2026-11-21`"),
+        "{}",
+        none.stderr
+    );
+    assert!(
+        none.stderr
+            .contains("hint: list them with `flow runs list --entry load`"),
+        "{}",
+        none.stderr
+    );
 }
 
 /// Bad specs and bad params are errors that say where and what.
@@ -128,28 +166,62 @@ fn clear_errors_for_bad_specs_and_params() {
     let p = pipeline();
     let unknown = p.flow(&["run", "-P", "epoch=3"]);
     assert_eq!(unknown.code, 1);
-    assert!(unknown.stderr.contains("unknown parameter `epoch`") && unknown.stderr.contains("did you mean `epochs`?"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("unknown parameter `epoch`")
+            && unknown.stderr.contains("did you mean `epochs`?"),
+        "{}",
+        unknown.stderr
+    );
     let mistyped = p.flow(&["run", "-P", "epochs=lots"]);
-    assert!(mistyped.stderr.contains("step `train`: parameter `epochs` expects an integer (`int`) but got `lots`"), "{}", mistyped.stderr);
+    assert!(
+        mistyped
+            .stderr
+            .contains("step `train`: parameter `epochs` expects an integer (`int`) but got `lots`"),
+        "{}",
+        mistyped.stderr
+    );
     let not_declared = p.flow(&["run", "-P", "load.epochs=3"]);
-    assert!(not_declared.stderr.contains("step `load` declares no parameter `epochs`"), "{}", not_declared.stderr);
+    assert!(
+        not_declared
+            .stderr
+            .contains("step `load` declares no parameter `epochs`"),
+        "{}",
+        not_declared.stderr
+    );
 
-    let bad_yaml = TestProject::new(&[("MLproject.yaml", "entry_points:\n  main:\n    command: \"unclosed\n")]);
+    let bad_yaml = TestProject::new(&[(
+        "MLproject.yaml",
+        "entry_points:\n  main:\n    command: \"unclosed\n",
+    )]);
     let out = bad_yaml.flow(&["run"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("MLproject.yaml:"), "{}", out.stderr);
-    assert!(out.stderr.lines().next().unwrap().matches(':').count() >= 3, "file:line:col: {}", out.stderr);
+    assert!(
+        out.stderr.lines().next().unwrap().matches(':').count() >= 3,
+        "file:line:col: {}",
+        out.stderr
+    );
 
     let cycle = TestProject::new(&[(
         "MLproject.yaml",
         "entry_points:\n  a:\n    depends_on: [c]\n    command: \"true\"\n  b:\n    depends_on: [a]\n    command: \"true\"\n  c:\n    depends_on: [b]\n    command: \"true\"\n",
     )]);
     let out = cycle.flow(&["run", "-e", "a"]);
-    assert!(out.stderr.contains("dependency cycle: `a` -> `b` -> `c` -> `a`"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("dependency cycle: `a` -> `b` -> `c` -> `a`"),
+        "{}",
+        out.stderr
+    );
 
     let missing = TestProject::new(&[("MLproject.yaml", "entry_points:\n  main:\n    parameters:\n      alpha: float\n    command: \"echo {alpha}\"\n")]);
     let out = missing.flow(&["run"]);
-    assert!(out.stderr.contains("missing parameter `alpha` (float) of step `main`"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("missing parameter `alpha` (float) of step `main`"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// An unmodified MLflow MLproject (no extensions, env section) parses and runs.
@@ -161,10 +233,24 @@ fn plain_mlflow_project_runs() {
     )]);
     let out = p.flow(&["run", "--json", "-P", "data_file=train.csv"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("`python_env` is accepted and ignored"), "{}", out.stderr);
-    let show = p.flow(&["runs", "show", &out.run_id("main"), "--json"]).json();
+    assert!(
+        out.stderr.contains("`python_env` is accepted and ignored"),
+        "{}",
+        out.stderr
+    );
+    let show = p
+        .flow(&["runs", "show", &out.run_id("main"), "--json"])
+        .json();
     assert_eq!(show["params"]["alpha"], "0.5");
-    assert_eq!(show["artifacts"].as_array().unwrap().iter().filter(|a| a["path"] == "out.txt").count(), 1);
+    assert_eq!(
+        show["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["path"] == "out.txt")
+            .count(),
+        1
+    );
 }
 
 /// A value with shell syntax reaches the step as one literal argument.
@@ -188,16 +274,31 @@ fn lineage_shows_the_chain() {
     let text = p.flow(&["lineage", &train[..8]]);
     assert_eq!(text.code, 0, "{}", text.stderr);
     for needle in ["train", "process", "load", "[b]", "dataset=b", "FINISHED"] {
-        assert!(text.stdout.contains(needle), "missing {needle}:\n{}", text.stdout);
+        assert!(
+            text.stdout.contains(needle),
+            "missing {needle}:\n{}",
+            text.stdout
+        );
     }
     let json = p.flow(&["lineage", &train, "--format", "json"]).json();
     assert_eq!(json["run"]["entry"], "train");
     assert_eq!(json["upstream"][0]["run"]["entry"], "process");
     assert_eq!(json["upstream"][0]["upstream"][0]["run"]["entry"], "load");
-    assert_eq!(json["upstream"][0]["upstream"][0]["run"]["params"]["dataset"], "b");
+    assert_eq!(
+        json["upstream"][0]["upstream"][0]["run"]["params"]["dataset"],
+        "b"
+    );
     assert!(json["run"]["code_version"].as_str().unwrap().len() >= 40);
     let down = p.flow(&["lineage", &out.run_id("load"), "--down", "--format", "dot"]);
-    assert!(down.stdout.contains(&format!("\"{}\" -> \"{}\"", out.run_id("load"), out.run_id("process"))), "{}", down.stdout);
+    assert!(
+        down.stdout.contains(&format!(
+            "\"{}\" -> \"{}\"",
+            out.run_id("load"),
+            out.run_id("process")
+        )),
+        "{}",
+        down.stdout
+    );
 }
 
 /// Deleting a run with dependants is refused unless forced; gc reclaims its bytes.
@@ -207,7 +308,11 @@ fn delete_and_gc() {
     let out = p.run_ok(&[]);
     let refused = p.flow(&["runs", "delete", &out.run_id("load")]);
     assert_eq!(refused.code, 1);
-    assert!(refused.stderr.contains(&out.run_id("process")[..8]), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&out.run_id("process")[..8]),
+        "{}",
+        refused.stderr
+    );
     let deleted = p.flow(&["runs", "delete", &out.run_id("train")]);
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
     let gc = p.flow(&["gc"]);
@@ -224,9 +329,18 @@ fn sigkill_leaves_no_published_partial_output() {
     command: "echo partial > $FLOW_OUTPUT_DIR/half.txt; sleep 30; echo done > $FLOW_OUTPUT_DIR/full.txt"
 "#;
     let p = TestProject::new(&[("MLproject.yaml", spec)]);
-    let mut child = p.command(&["run", "-e", "slow"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = p
+        .command(&["run", "-e", "slow"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.path().join(".flow/logs").exists() || std::fs::read_dir(p.path().join(".flow/logs")).unwrap().count() == 0 {
+    while !p.path().join(".flow/logs").exists()
+        || std::fs::read_dir(p.path().join(".flow/logs"))
+            .unwrap()
+            .count()
+            == 0
+    {
         assert!(Instant::now() < deadline, "the step never started");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -243,7 +357,11 @@ fn sigkill_leaves_no_published_partial_output() {
     assert!(!p.path().join(".flow/runs").join(run).exists());
     // And it is not reused: the next run executes.
     let plan = p.flow(&["plan", "-e", "slow"]);
-    assert!(plan.stdout.contains("not finished (FAILED)"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("not finished (FAILED)"),
+        "{}",
+        plan.stdout
+    );
 }
 
 /// Two `flow run` processes on one store both finish and the database stays sound.
@@ -273,7 +391,8 @@ fn concurrent_runs_share_a_store() {
 
 fn integrity_check(db: &std::path::Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0)).unwrap()
+    conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
+        .unwrap()
 }
 
 /// `flow runs show --json` has the documented shape, metrics included.
@@ -281,8 +400,19 @@ fn integrity_check(db: &std::path::Path) -> String {
 fn runs_show_json_shape() {
     let p = pipeline();
     let out = p.run_ok(&["-P", "epochs=7"]);
-    let show = p.flow(&["runs", "show", &out.run_id("train")[..10], "--json"]).json();
-    for field in ["run_id", "entry", "status", "key", "run_time", "params", "metrics", "artifacts"] {
+    let show = p
+        .flow(&["runs", "show", &out.run_id("train")[..10], "--json"])
+        .json();
+    for field in [
+        "run_id",
+        "entry",
+        "status",
+        "key",
+        "run_time",
+        "params",
+        "metrics",
+        "artifacts",
+    ] {
         assert!(show.get(field).is_some(), "missing {field}: {show}");
     }
     assert_eq!(show["metrics"]["loss"], 0.25);

@@ -35,7 +35,10 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 /// 150 raw rows of 55 features with a header, deterministic.
 fn raw_csv() -> String {
-    let mut text = (0..55).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",");
+    let mut text = (0..55)
+        .map(|i| format!("f{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
     text.push('\n');
     for row in 0..150 {
         let values: Vec<String> = (0..55)
@@ -43,7 +46,11 @@ fn raw_csv() -> String {
                 if col == 0 {
                     format!("{:.6}", ((row as f64) * 0.21).sin() * 0.8)
                 } else {
-                    ((row + col) % 7 == 0).then_some("1").unwrap_or("0").to_string()
+                    if (row + col) % 7 == 0 {
+                        "1".to_string()
+                    } else {
+                        "0".to_string()
+                    }
                 }
             })
             .collect();
@@ -65,6 +72,8 @@ impl Drop for Server {
     }
 }
 
+// The child is waited for by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn start_server(p: &TestProject, uri: &str) -> Server {
     let mut child = p
         .command(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
@@ -89,7 +98,9 @@ fn start_server(p: &TestProject, uri: &str) -> Server {
 /// One HTTP/1.1 request; returns (status, body).
 fn http(address: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -99,12 +110,16 @@ fn http(address: &str, method: &str, path: &str, content_type: &str, body: &str)
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn scores(body: &str) -> Vec<(u64, f64)> {
-    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     value["predictions"]
         .as_array()
         .unwrap()
@@ -124,22 +139,53 @@ fn pipeline_registry_and_serving() {
     let evaluate = run.run_id("evaluate");
     let metrics = p.flow(&["runs", "show", &evaluate, "--json"]).json()["metrics"].clone();
     for key in ["f1_pa_pot", "f1_pa_epsilon", "f1_pa_best", "f1_best"] {
-        let value = metrics[key].as_f64().unwrap_or_else(|| panic!("no {key}: {metrics}"));
+        let value = metrics[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key}: {metrics}"));
         assert!((0.0..=1.0).contains(&value), "{key} = {value}");
     }
 
     // Registry: versions, stages, aliases, URIs.
-    assert_eq!(p.flow(&["models", "register", "det", &evaluate]).stdout.trim(), "models:/det/1");
-    assert_eq!(p.flow(&["models", "register", "det", &run.run_id("train")]).stdout.trim(), "models:/det/2");
-    assert_eq!(p.flow(&["models", "stage", "det", "1", "Production"]).code, 0);
-    assert_eq!(p.flow(&["models", "stage", "det", "2", "production"]).code, 0);
+    assert_eq!(
+        p.flow(&["models", "register", "det", &evaluate])
+            .stdout
+            .trim(),
+        "models:/det/1"
+    );
+    assert_eq!(
+        p.flow(&["models", "register", "det", &run.run_id("train")])
+            .stdout
+            .trim(),
+        "models:/det/2"
+    );
+    assert_eq!(
+        p.flow(&["models", "stage", "det", "1", "Production"]).code,
+        0
+    );
+    assert_eq!(
+        p.flow(&["models", "stage", "det", "2", "production"]).code,
+        0
+    );
     assert_eq!(p.flow(&["models", "alias", "det", "champion", "1"]).code, 0);
     let list = p.flow(&["models", "list", "det", "--json"]).json();
-    let stages: Vec<&str> = list.as_array().unwrap().iter().map(|v| v["stage"].as_str().unwrap()).collect();
+    let stages: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["stage"].as_str().unwrap())
+        .collect();
     assert_eq!(stages, ["Archived", "Production"]);
-    let resolve = |uri: &str| p.flow(&["models", "resolve", uri]).stdout.trim().to_string();
+    let resolve = |uri: &str| {
+        p.flow(&["models", "resolve", uri])
+            .stdout
+            .trim()
+            .to_string()
+    };
     assert_eq!(resolve("models:/det@champion"), resolve("models:/det/1"));
-    assert_eq!(resolve("models:/det/1"), resolve(&format!("runs:/{evaluate}/model")));
+    assert_eq!(
+        resolve("models:/det/1"),
+        resolve(&format!("runs:/{evaluate}/model"))
+    );
     assert_eq!(resolve("models:/det/Production"), resolve("models:/det/2"));
     assert!(p.flow(&["models", "resolve", "models:/det/Staging"]).code != 0);
 
@@ -148,24 +194,64 @@ fn pipeline_registry_and_serving() {
     // `anomaly-detector` (MLproject's default model URI) it uses that and records it.
     p.write("rows.csv", &raw_csv());
     let unregistered = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
-    let show = p.flow(&["runs", "show", &unregistered.run_id("predict"), "--json"]).json();
-    assert!(show["upstream"].as_array().unwrap().iter().all(|u| u["entry"] != "model"), "{show}");
-    assert_eq!(p.flow(&["models", "register", "anomaly-detector", &evaluate]).code, 0);
-    assert_eq!(p.flow(&["models", "stage", "anomaly-detector", "1", "Production"]).code, 0);
+    let show = p
+        .flow(&["runs", "show", &unregistered.run_id("predict"), "--json"])
+        .json();
+    assert!(
+        show["upstream"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["entry"] != "model"),
+        "{show}"
+    );
+    assert_eq!(
+        p.flow(&["models", "register", "anomaly-detector", &evaluate])
+            .code,
+        0
+    );
+    assert_eq!(
+        p.flow(&["models", "stage", "anomaly-detector", "1", "Production"])
+            .code,
+        0
+    );
     let predicted = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
-    assert_ne!(predicted.run_id("predict"), unregistered.run_id("predict"), "a new Production model re-executes predict");
-    let show = p.flow(&["runs", "show", &predicted.run_id("predict"), "--json"]).json();
-    let model_edge = show["upstream"].as_array().unwrap().iter().find(|u| u["entry"] == "model").cloned();
-    assert_eq!(model_edge.map(|u| u["run_id"].clone()), Some(serde_json::json!(evaluate)), "{show}");
-    let dir = p.path().join(".flow/runs").join(predicted.run_id("predict"));
+    assert_ne!(
+        predicted.run_id("predict"),
+        unregistered.run_id("predict"),
+        "a new Production model re-executes predict"
+    );
+    let show = p
+        .flow(&["runs", "show", &predicted.run_id("predict"), "--json"])
+        .json();
+    let model_edge = show["upstream"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["entry"] == "model")
+        .cloned();
+    assert_eq!(
+        model_edge.map(|u| u["run_id"].clone()),
+        Some(serde_json::json!(evaluate)),
+        "{show}"
+    );
+    let dir = p
+        .path()
+        .join(".flow/runs")
+        .join(predicted.run_id("predict"));
     let predictions = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
-    let expected: Vec<f64> = predictions.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    let expected: Vec<f64> = predictions
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(expected.len(), 140);
 
     let server = start_server(&p, "models:/det@champion");
     let address = server.address.as_str();
     assert_eq!(http(address, "GET", "/ping", "text/plain", "").0, 200);
-    let health: serde_json::Value = serde_json::from_str(&http(address, "GET", "/health", "text/plain", "").1).unwrap();
+    let health: serde_json::Value =
+        serde_json::from_str(&http(address, "GET", "/health", "text/plain", "").1).unwrap();
     assert_eq!(health["n_features"], 55);
     assert_eq!(health["run_id"], evaluate.as_str());
 
@@ -175,16 +261,31 @@ fn pipeline_registry_and_serving() {
     let served = scores(&body);
     assert_eq!(served.len(), expected.len());
     for ((row, score), want) in served.iter().zip(&expected) {
-        assert!((score - want).abs() <= 1e-6 * want.abs().max(1.0), "row {row}: server {score} vs predict {want}");
+        assert!(
+            (score - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "row {row}: server {score} vs predict {want}"
+        );
     }
     assert_eq!(served[0].0, 10);
 
     // Every JSON shape gives the same scores as CSV.
-    let rows: Vec<Vec<f64>> = csv.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
     let columns: Vec<String> = (0..55).map(|i| format!("f{i}")).collect();
     let records: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| serde_json::Value::Object(columns.iter().cloned().zip(r.iter().map(|v| serde_json::json!(v))).collect()))
+        .map(|r| {
+            serde_json::Value::Object(
+                columns
+                    .iter()
+                    .cloned()
+                    .zip(r.iter().map(|v| serde_json::json!(v)))
+                    .collect(),
+            )
+        })
         .collect();
     let bodies = [
         serde_json::json!({"dataframe_split": {"columns": columns, "data": rows}}),
@@ -193,9 +294,20 @@ fn pipeline_registry_and_serving() {
         serde_json::json!({"inputs": rows}),
     ];
     for body in &bodies {
-        let (status, text) = http(address, "POST", "/invocations", "application/json", &body.to_string());
+        let (status, text) = http(
+            address,
+            "POST",
+            "/invocations",
+            "application/json",
+            &body.to_string(),
+        );
         assert_eq!(status, 200, "{text}");
-        assert_eq!(scores(&text), served, "shape {}", body.as_object().unwrap().keys().next().unwrap());
+        assert_eq!(
+            scores(&text),
+            served,
+            "shape {}",
+            body.as_object().unwrap().keys().next().unwrap()
+        );
     }
 
     // Bad input: each a 400 with a reason.
@@ -215,7 +327,10 @@ fn pipeline_registry_and_serving() {
         assert_eq!(status, 400, "{needle}: {text}");
         let reason: serde_json::Value = serde_json::from_str(&text).unwrap();
         let message = reason["message"].as_str().unwrap();
-        assert!(message.to_lowercase().contains(&needle.to_lowercase()), "expected `{needle}` in {message}");
+        assert!(
+            message.to_lowercase().contains(&needle.to_lowercase()),
+            "expected `{needle}` in {message}"
+        );
     }
     let (_, metrics) = http(address, "GET", "/metrics", "text/plain", "");
     assert!(metrics.contains("# TYPE"), "{metrics}");
@@ -225,7 +340,11 @@ fn pipeline_registry_and_serving() {
     unsafe { libc::kill(server.child.id() as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let monitoring = loop {
-        let list = p.flow(&["runs", "list", "--entry", "serve", "--status", "finished", "--json"]).json();
+        let list = p
+            .flow(&[
+                "runs", "list", "--entry", "serve", "--status", "finished", "--json",
+            ])
+            .json();
         if let Some(run) = list.as_array().unwrap().first() {
             break run["run_id"].as_str().unwrap().to_string();
         }
@@ -233,10 +352,13 @@ fn pipeline_registry_and_serving() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let show = p.flow(&["runs", "show", &monitoring, "--json"]).json();
-    assert_eq!(show["metrics"]["count"], (served.len() * 5) as f64, "{show}");
+    assert_eq!(
+        show["metrics"]["count"],
+        (served.len() * 5) as f64,
+        "{show}"
+    );
     let lineage = p.flow(&["lineage", &monitoring, "--format", "json"]).json();
     assert_eq!(lineage["upstream"][0]["run"]["run_id"], evaluate.as_str());
     let monitor = p.flow(&["monitor", &monitoring]);
     assert!(monitor.stdout.contains("WINDOW"), "{}", monitor.stdout);
 }
-

@@ -4,9 +4,9 @@
 //! stdout, progress and errors to stderr; errors are rendered once, in [`main`].
 
 mod models;
-mod serve;
 mod render;
 mod runs;
+mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -152,7 +152,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Plan(args) => plan(&cli.project, cli.store.as_deref(), args),
         Command::Lineage(args) => {
             let store = open_store(&cli.project, cli.store.as_deref())?;
-            let direction = if args.down { Direction::Downstream } else { Direction::Upstream };
+            let direction = if args.down {
+                Direction::Downstream
+            } else {
+                Direction::Upstream
+            };
             let tree = lineage::build(&store, &args.run, direction)?;
             match args.format {
                 LineageFormat::Text => print!("{}", tree.to_text()),
@@ -204,12 +208,26 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     let (project, dag) = load_project(project_dir)?;
     let store = open_store(project_dir, store_dir)?;
     let selection = &args.selection;
-    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse, &RegistryUris(&store))?;
+    let plan = Plan::resolve(
+        &project,
+        &dag,
+        &store,
+        &selection.entry,
+        &selection.params,
+        selection.reuse,
+        &RegistryUris(&store),
+    )?;
     exec::install_interrupt_handler();
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let options = ExecOptions { experiment: args.experiment.clone(), jobs, echo: true };
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let options = ExecOptions {
+        experiment: args.experiment.clone(),
+        jobs,
+        echo: true,
+    };
     if !args.json {
         render::plan_header(&plan);
     }
@@ -226,9 +244,20 @@ fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<
     let (project, dag) = load_project(project_dir)?;
     let store = open_store(project_dir, store_dir)?;
     let selection = &args.selection;
-    let plan = Plan::resolve(&project, &dag, &store, &selection.entry, &selection.params, selection.reuse, &RegistryUris(&store))?;
+    let plan = Plan::resolve(
+        &project,
+        &dag,
+        &store,
+        &selection.entry,
+        &selection.params,
+        selection.reuse,
+        &RegistryUris(&store),
+    )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&render::plan_json(&plan))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::plan_json(&plan))?
+        );
     } else {
         print!("{}", render::plan_text(&plan));
     }
@@ -246,10 +275,16 @@ fn load_project(dir: &Path) -> Result<(Project, Dag)> {
 
 /// The store for `project_dir` (or `store_dir`), with runs left RUNNING by dead processes marked FAILED.
 pub fn open_store(project_dir: &Path, store_dir: Option<&Path>) -> Result<Store> {
-    let dir = store_dir.map(Path::to_path_buf).unwrap_or_else(|| project_dir.join(".flow"));
-    let store = Store::open(&dir).with_context(|| format!("cannot open the store at `{}`", dir.display()))?;
+    let dir = store_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| project_dir.join(".flow"));
+    let store = Store::open(&dir)
+        .with_context(|| format!("cannot open the store at `{}`", dir.display()))?;
     for run in store.reap_dead_runs()? {
-        eprintln!("note: run {} was left RUNNING by a process that died; marked FAILED", &run[..run.len().min(12)]);
+        eprintln!(
+            "note: run {} was left RUNNING by a process that died; marked FAILED",
+            &run[..run.len().min(12)]
+        );
     }
     Ok(store)
 }
@@ -260,7 +295,10 @@ struct RegistryUris<'a>(&'a Store);
 impl ModelUris for RegistryUris<'_> {
     fn resolve(&self, uri: &str) -> Result<Option<ResolvedUri>> {
         match registry::resolve_uri(self.0, uri) {
-            Ok(resolved) => Ok(resolved.run_id.map(|run_id| ResolvedUri { run_id, dir: resolved.dir })),
+            Ok(resolved) => Ok(resolved.run_id.map(|run_id| ResolvedUri {
+                run_id,
+                dir: resolved.dir,
+            })),
             Err(
                 RegistryError::UnknownModel { .. }
                 | RegistryError::UnknownVersion { .. }

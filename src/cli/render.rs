@@ -34,16 +34,38 @@ pub fn error(error: &anyhow::Error) {
 
 /// One line per step before execution: what will be reused and what will run.
 pub fn plan_header(plan: &Plan) {
-    let reused = plan.steps.iter().filter(|s| matches!(s.decision, Decision::Reuse(_))).count();
-    let executed = plan.steps.iter().filter(|s| matches!(s.decision, Decision::Execute(_))).count();
-    eprintln!("flow: `{}`: {reused} reused, {executed} to execute", plan.entry);
+    let reused = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.decision, Decision::Reuse(_)))
+        .count();
+    let executed = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.decision, Decision::Execute(_)))
+        .count();
+    eprintln!(
+        "flow: `{}`: {reused} reused, {executed} to execute",
+        plan.entry
+    );
 }
 
 pub fn report(report: &RunReport) {
     for step in &report.steps {
-        let id = step.run_id.as_deref().map(|r| &r[..r.len().min(12)]).unwrap_or("-");
-        let key = step.key.as_ref().map(|k| format!(" [{k}]")).unwrap_or_default();
-        println!("{:<10} {:<9} {:<12} {}{key}", step.entry, step.action, step.status, id);
+        let id = step
+            .run_id
+            .as_deref()
+            .map(|r| &r[..r.len().min(12)])
+            .unwrap_or("-");
+        let key = step
+            .key
+            .as_ref()
+            .map(|k| format!(" [{k}]"))
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<9} {:<12} {}{key}",
+            step.entry, step.action, step.status, id
+        );
     }
     if report.interrupted {
         eprintln!("flow: interrupted; running steps were killed");
@@ -55,13 +77,22 @@ pub fn plan_text(plan: &Plan) -> String {
     out.push_str(&format!(
         "plan for `{}` (reuse: {}, code {})\n",
         plan.entry,
-        serde_json::to_value(plan.policy).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        serde_json::to_value(plan.policy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         short_commit(&plan.code.id())
     ));
     for step in &plan.steps {
-        let key = step.key_value.as_ref().map(|k| format!(" [{k}]")).unwrap_or_default();
+        let key = step
+            .key_value
+            .as_ref()
+            .map(|k| format!(" [{k}]"))
+            .unwrap_or_default();
         let decision = match &step.decision {
-            Decision::Reuse(run) => format!("reuse {} ({})", &run.run_id[..12], rfc3339(run.run_time)),
+            Decision::Reuse(run) => {
+                format!("reuse {} ({})", &run.run_id[..12], rfc3339(run.run_time))
+            }
             Decision::Execute(reason) => format!("execute: {reason}"),
             Decision::Target => "target (no command)".to_string(),
         };
@@ -75,7 +106,11 @@ pub fn plan_text(plan: &Plan) -> String {
                 "    rejected {} ({}): {}\n",
                 &rejection.run.run_id[..12],
                 rfc3339(rejection.run.run_time),
-                if reasons.is_empty() { "newer than the chosen run but not coherent".into() } else { reasons.join("; ") }
+                if reasons.is_empty() {
+                    "newer than the chosen run but not coherent".into()
+                } else {
+                    reasons.join("; ")
+                }
             ));
         }
     }

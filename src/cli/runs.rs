@@ -71,11 +71,22 @@ pub enum LogCommand {
 
 pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
     match command {
-        RunsCommand::List { entry, status, experiment, sort, limit, json } => {
+        RunsCommand::List {
+            entry,
+            status,
+            experiment,
+            sort,
+            limit,
+            json,
+        } => {
             let status = match status {
-                Some(text) => Some(text.to_ascii_uppercase().parse::<RunStatus>().map_err(|_| {
-                    anyhow::anyhow!("unknown status `{text}`; expected RUNNING, FINISHED, FAILED or KILLED")
-                })?),
+                Some(text) => Some(text.to_ascii_uppercase().parse::<RunStatus>().map_err(
+                    |_| {
+                        anyhow::anyhow!(
+                            "unknown status `{text}`; expected RUNNING, FINISHED, FAILED or KILLED"
+                        )
+                    },
+                )?),
                 None => None,
             };
             let sort_metric = match sort.as_deref() {
@@ -89,7 +100,11 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 entry,
                 status,
                 experiment,
-                limit: if sort_metric.is_some() { None } else { Some(limit) },
+                limit: if sort_metric.is_some() {
+                    None
+                } else {
+                    Some(limit)
+                },
             };
             let runs = store.list_runs(&filter)?;
             let mut rows: Vec<(RunRecord, BTreeMap<String, f64>)> = Vec::with_capacity(runs.len());
@@ -103,14 +118,24 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 rows.truncate(limit);
             }
             if json {
-                let list: Vec<_> = rows.iter().map(|(run, metrics)| run_json(run, metrics, None)).collect();
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|(run, metrics)| run_json(run, metrics, None))
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<12}  {:<10}  {:<14} {:<9} {:<24} {}", "RUN", "ENTRY", "KEY", "STATUS", "RUN_TIME", "METRICS");
+                println!(
+                    "{:<12}  {:<10}  {:<14} {:<9} {:<24} METRICS",
+                    "RUN", "ENTRY", "KEY", "STATUS", "RUN_TIME"
+                );
                 for (run, metrics) in &rows {
                     let shown: Vec<String> = match &sort_metric {
                         Some(key) => vec![format!("{key}={:.4}", metrics[key])],
-                        None => metrics.iter().take(3).map(|(k, v)| format!("{k}={v:.4}")).collect(),
+                        None => metrics
+                            .iter()
+                            .take(3)
+                            .map(|(k, v)| format!("{k}={v:.4}"))
+                            .collect(),
                     };
                     println!(
                         "{:<12}  {:<10}  {:<14} {:<9} {:<24} {}",
@@ -135,22 +160,50 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 return Ok(0);
             }
             println!("run        {}", run.run_id);
-            println!("entry      {}{}", run.entry, run.key_value.as_ref().map(|k| format!(" [{k}]")).unwrap_or_default());
+            println!(
+                "entry      {}{}",
+                run.entry,
+                run.key_value
+                    .as_ref()
+                    .map(|k| format!(" [{k}]"))
+                    .unwrap_or_default()
+            );
             println!("status     {}", run.status);
             println!("run_time   {}", rfc3339(run.run_time));
             if let Some(end) = run.end_time {
-                println!("duration   {:.1} s", (end - run.start_time).num_milliseconds() as f64 / 1000.0);
+                println!(
+                    "duration   {:.1} s",
+                    (end - run.start_time).num_milliseconds() as f64 / 1000.0
+                );
             }
             println!("experiment {}", run.experiment);
             println!("code       {}", short_commit(&run.code_version));
             println!("data       {}", run.data_version);
             println!("command    {}", run.command);
-            section("params", run.params.iter().map(|(k, v)| format!("{k} = {v}")));
-            section("upstream", run.upstream.iter().map(|(e, r)| format!("{e} {}", &r[..r.len().min(12)])));
+            section(
+                "params",
+                run.params.iter().map(|(k, v)| format!("{k} = {v}")),
+            );
+            section(
+                "upstream",
+                run.upstream
+                    .iter()
+                    .map(|(e, r)| format!("{e} {}", &r[..r.len().min(12)])),
+            );
             section("metrics", metrics.iter().map(|(k, v)| format!("{k} = {v}")));
             let tags = store.tags(&run.run_id)?;
             section("tags", tags.iter().map(|(k, v)| format!("{k} = {v}")));
-            section("artifacts", artifacts.iter().map(|a| format!("{}  {}  {}", a.path, super::render::bytes(a.size), &a.hash[..12])));
+            section(
+                "artifacts",
+                artifacts.iter().map(|a| {
+                    format!(
+                        "{}  {}  {}",
+                        a.path,
+                        super::render::bytes(a.size),
+                        &a.hash[..12]
+                    )
+                }),
+            );
             let log = store.dir().join("logs").join(format!("{}.log", run.run_id));
             if log.exists() {
                 println!("log        {}", log.display());
@@ -160,8 +213,17 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
         RunsCommand::Delete { run, force } => {
             let record = store.get_run(&run)?;
             store.delete_run(&record.run_id, force)?;
-            let _ = std::fs::remove_file(store.dir().join("logs").join(format!("{}.log", record.run_id)));
-            println!("deleted run {} ({}); `flow gc` reclaims its unreferenced objects", &record.run_id[..12], record.entry);
+            let _ = std::fs::remove_file(
+                store
+                    .dir()
+                    .join("logs")
+                    .join(format!("{}.log", record.run_id)),
+            );
+            println!(
+                "deleted run {} ({}); `flow gc` reclaims its unreferenced objects",
+                &record.run_id[..12],
+                record.entry
+            );
             Ok(0)
         }
     }
@@ -178,7 +240,11 @@ fn section(title: &str, lines: impl Iterator<Item = String>) {
     }
 }
 
-fn run_json(run: &RunRecord, metrics: &BTreeMap<String, f64>, artifacts: Option<&[crate::store::Artifact]>) -> serde_json::Value {
+fn run_json(
+    run: &RunRecord,
+    metrics: &BTreeMap<String, f64>,
+    artifacts: Option<&[crate::store::Artifact]>,
+) -> serde_json::Value {
     let mut value = json!({
         "run_id": run.run_id,
         "entry": run.entry,
@@ -193,21 +259,30 @@ fn run_json(run: &RunRecord, metrics: &BTreeMap<String, f64>, artifacts: Option<
         "code_version": run.code_version,
     });
     if let Some(artifacts) = artifacts {
-        value["artifacts"] = json!(artifacts.iter().map(|a| json!({"path": a.path, "hash": a.hash, "size": a.size})).collect::<Vec<_>>());
+        value["artifacts"] = json!(artifacts
+            .iter()
+            .map(|a| json!({"path": a.path, "hash": a.hash, "size": a.size}))
+            .collect::<Vec<_>>());
     }
     value
 }
 
 pub fn compare(store: &Store, left: &str, right: &str) -> Result<i32> {
     let (a, b) = (store.get_run(left)?, store.get_run(right)?);
-    let (ma, mb) = (store.latest_metrics(&a.run_id)?, store.latest_metrics(&b.run_id)?);
+    let (ma, mb) = (
+        store.latest_metrics(&a.run_id)?,
+        store.latest_metrics(&b.run_id)?,
+    );
     println!("{:<24} {:<20} {:<20}", "", &a.run_id[..12], &b.run_id[..12]);
     println!("{:<24} {:<20} {:<20}", "entry", a.entry, b.entry);
     let mut keys: Vec<&String> = a.params.keys().chain(b.params.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
-        let (x, y) = (a.params.get(key).map(String::as_str).unwrap_or("-"), b.params.get(key).map(String::as_str).unwrap_or("-"));
+        let (x, y) = (
+            a.params.get(key).map(String::as_str).unwrap_or("-"),
+            b.params.get(key).map(String::as_str).unwrap_or("-"),
+        );
         let mark = if x != y { "*" } else { " " };
         println!("{mark}{:<23} {:<20} {:<20}", format!("param.{key}"), x, y);
     }
@@ -215,8 +290,17 @@ pub fn compare(store: &Store, left: &str, right: &str) -> Result<i32> {
     keys.sort();
     keys.dedup();
     for key in keys {
-        let show = |m: &BTreeMap<String, f64>| m.get(key).map(|v| format!("{v:.6}")).unwrap_or_else(|| "-".into());
-        println!(" {:<23} {:<20} {:<20}", format!("metric.{key}"), show(&ma), show(&mb));
+        let show = |m: &BTreeMap<String, f64>| {
+            m.get(key)
+                .map(|v| format!("{v:.6}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            " {:<23} {:<20} {:<20}",
+            format!("metric.{key}"),
+            show(&ma),
+            show(&mb)
+        );
     }
     Ok(0)
 }
@@ -224,7 +308,9 @@ pub fn compare(store: &Store, left: &str, right: &str) -> Result<i32> {
 /// `flow log ...` inside a step: the runner's environment says which run and store.
 pub fn log(command: LogCommand) -> Result<i32> {
     let env = |name: &str| {
-        std::env::var_os(name).map(PathBuf::from).with_context(|| format!("`{name}` is not set: `flow log` works inside a step started by `flow run`"))
+        std::env::var_os(name).map(PathBuf::from).with_context(|| {
+            format!("`{name}` is not set: `flow log` works inside a step started by `flow run`")
+        })
     };
     match command {
         LogCommand::Metric { key, value, step } => {
@@ -242,21 +328,34 @@ pub fn log(command: LogCommand) -> Result<i32> {
             let out = env("FLOW_OUTPUT_DIR")?;
             let name = match name {
                 Some(name) => PathBuf::from(name),
-                None => PathBuf::from(path.file_name().with_context(|| format!("`{}` has no file name", path.display()))?),
+                None => PathBuf::from(
+                    path.file_name()
+                        .with_context(|| format!("`{}` has no file name", path.display()))?,
+                ),
             };
-            if name.is_absolute() || name.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                bail!("artifact name `{}` must be a relative path inside the outputs", name.display());
+            if name.is_absolute()
+                || name
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                bail!(
+                    "artifact name `{}` must be a relative path inside the outputs",
+                    name.display()
+                );
             }
             let dest = out.join(&name);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::copy(&path, &dest).with_context(|| format!("cannot copy `{}` into the run's outputs", path.display()))?;
+            std::fs::copy(&path, &dest).with_context(|| {
+                format!("cannot copy `{}` into the run's outputs", path.display())
+            })?;
         }
     }
     Ok(0)
 }
 
 fn run_id() -> Result<String> {
-    std::env::var("FLOW_RUN_ID").context("`FLOW_RUN_ID` is not set: `flow log` works inside a step started by `flow run`")
+    std::env::var("FLOW_RUN_ID")
+        .context("`FLOW_RUN_ID` is not set: `flow log` works inside a step started by `flow run`")
 }

@@ -62,7 +62,12 @@ impl MonitorSink for StoreSink {
         let metrics: Vec<Metric> = window
             .metrics()
             .into_iter()
-            .map(|(key, value)| Metric { key, value, step: window.index as i64, timestamp_ms })
+            .map(|(key, value)| Metric {
+                key,
+                value,
+                step: window.index as i64,
+                timestamp_ms,
+            })
             .collect();
         self.store.log_metrics(&self.run_id, &metrics)?;
         Ok(())
@@ -72,7 +77,10 @@ impl MonitorSink for StoreSink {
 pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
     let resolved = registry::resolve_uri(&store, &args.model_uri)?;
     let scorer = BundleScorer::load(&resolved.dir, args.top_k)?;
-    let served_run = resolved.run_id.clone().unwrap_or_else(|| "none".to_string());
+    let served_run = resolved
+        .run_id
+        .clone()
+        .unwrap_or_else(|| "none".to_string());
     let name = resolved.name.clone().unwrap_or_else(|| "model".to_string());
     // The monitoring run: its metrics are the windows, its upstream edge the served run.
     let upstream: Vec<(String, String)> = match &resolved.run_id {
@@ -109,13 +117,27 @@ pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
         ..ServeConfig::default()
     };
     let sink_store = Store::open(store.dir())?;
-    let sink = Arc::new(StoreSink { store: sink_store, run_id: run_id.clone() });
+    let sink = Arc::new(StoreSink {
+        store: sink_store,
+        run_id: run_id.clone(),
+    });
     let monitor_id = run_id.clone();
     let result = serve::serve_blocking(Arc::new(scorer), info, sink, config, move |address| {
-        eprintln!("flow: serving `{}` on http://{address} (monitoring run {})", resolved.uri, &monitor_id[..12]);
+        eprintln!(
+            "flow: serving `{}` on http://{address} (monitoring run {})",
+            resolved.uri,
+            &monitor_id[..12]
+        );
         eprintln!("flow: POST /invocations, GET /health /metrics /ping /version, POST /feedback; Ctrl-C stops");
     });
-    store.end_run(&run_id, if result.is_ok() { RunStatus::Finished } else { RunStatus::Failed })?;
+    store.end_run(
+        &run_id,
+        if result.is_ok() {
+            RunStatus::Finished
+        } else {
+            RunStatus::Failed
+        },
+    )?;
     result?;
     Ok(0)
 }
@@ -127,13 +149,22 @@ pub fn monitor(store: &Store, args: MonitorArgs) -> Result<i32> {
     }
     let mut windows: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
     for metric in store.metrics(&run.run_id)? {
-        windows.entry(metric.step).or_default().insert(metric.key, metric.value);
+        windows
+            .entry(metric.step)
+            .or_default()
+            .insert(metric.key, metric.value);
     }
     if windows.is_empty() {
-        println!("no monitoring window recorded yet for run {}", &run.run_id[..12]);
+        println!(
+            "no monitoring window recorded yet for run {}",
+            &run.run_id[..12]
+        );
         return Ok(0);
     }
-    println!("{:<7} {:>8} {:>10} {:>12} {:>12}  drifting features (psi > {})", "WINDOW", "ROWS", "ANOMALY%", "SCORE.MEAN", "SCORE.P75", args.psi);
+    println!(
+        "{:<7} {:>8} {:>10} {:>12} {:>12}  drifting features (psi > {})",
+        "WINDOW", "ROWS", "ANOMALY%", "SCORE.MEAN", "SCORE.P75", args.psi
+    );
     let skip = windows.len().saturating_sub(args.windows);
     for (index, metrics) in windows.iter().skip(skip) {
         let get = |key: &str| metrics.get(key).copied().unwrap_or(f64::NAN);
@@ -145,7 +176,11 @@ pub fn monitor(store: &Store, args: MonitorArgs) -> Result<i32> {
             })
             .collect();
         drifting.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let shown: Vec<String> = drifting.iter().take(5).map(|(n, v)| format!("{n} ({v:.2})")).collect();
+        let shown: Vec<String> = drifting
+            .iter()
+            .take(5)
+            .map(|(n, v)| format!("{n} ({v:.2})"))
+            .collect();
         println!(
             "{:<7} {:>8} {:>9.2}% {:>12.5} {:>12.5}  {}{}",
             index,
@@ -153,8 +188,16 @@ pub fn monitor(store: &Store, args: MonitorArgs) -> Result<i32> {
             get("anomaly_rate") * 100.0,
             get("score.mean"),
             get("score.q75"),
-            if shown.is_empty() { "-".to_string() } else { shown.join(", ") },
-            if drifting.len() > 5 { format!(" and {} more", drifting.len() - 5) } else { String::new() }
+            if shown.is_empty() {
+                "-".to_string()
+            } else {
+                shown.join(", ")
+            },
+            if drifting.len() > 5 {
+                format!(" and {} more", drifting.len() - 5)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(0)
@@ -167,7 +210,9 @@ fn parse_duration(text: &str) -> Result<Duration> {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let value: f64 = number.parse().with_context(|| format!("`{text}` is not a duration like `60s` or `5m`"))?;
+    let value: f64 = number
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration like `60s` or `5m`"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,

@@ -20,24 +20,44 @@ const W: usize = 100;
 type Result<T> = candle_core::Result<T>;
 
 fn main() -> Result<()> {
-    let steps: usize = std::env::var("BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let steps: usize = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let device = Device::Cpu;
-    println!("MTAD-GAT, MSL shapes: K={K}, W={W}, batch {BATCH}, 1 target, {} rayon threads", rayon::current_num_threads());
+    println!(
+        "MTAD-GAT, MSL shapes: K={K}, W={W}, batch {BATCH}, 1 target, {} rayon threads",
+        rayon::current_num_threads()
+    );
 
     let cfg = Config::paper(K, W, 1);
     let varmap = VarMap::new();
     let model = MtadGat::new(&cfg, seeded_var_builder(&varmap, 0, &device), 0)?;
     let n_params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     println!("parameters: {n_params}");
-    let mut opt = AdamW::new(varmap.all_vars(), ParamsAdamW { weight_decay: 0.0, ..ParamsAdamW::default() })?;
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
     let xs = Tensor::rand(0f32, 1.0, (BATCH, W, K), &device)?;
     let ys = Tensor::rand(0f32, 1.0, (BATCH, 1), &device)?;
     let xt = xs.narrow(2, 0, 1)?.contiguous()?;
 
     let train_step = |opt: &mut AdamW| -> Result<()> {
         let out = model.forward(&xs, true)?;
-        let fc = out.forecast.as_ref().map(|f| (f - &ys)?.sqr()?.mean_all()?.sqrt()).transpose()?;
-        let rec = out.reconstruction.as_ref().map(|r| (r - &xt)?.sqr()?.mean_all()?.sqrt()).transpose()?;
+        let fc = out
+            .forecast
+            .as_ref()
+            .map(|f| (f - &ys)?.sqr()?.mean_all()?.sqrt())
+            .transpose()?;
+        let rec = out
+            .reconstruction
+            .as_ref()
+            .map(|r| (r - &xt)?.sqr()?.mean_all()?.sqrt())
+            .transpose()?;
         let loss = match (fc, rec) {
             (Some(a), Some(b)) => (a + b)?,
             (Some(a), None) | (None, Some(a)) => a,
@@ -51,7 +71,11 @@ fn main() -> Result<()> {
         train_step(&mut opt)?;
     }
     let train_s = start.elapsed().as_secs_f64() / steps as f64;
-    println!("train: {:.3} s/batch, {:.0} windows/s", train_s, BATCH as f64 / train_s);
+    println!(
+        "train: {:.3} s/batch, {:.0} windows/s",
+        train_s,
+        BATCH as f64 / train_s
+    );
 
     model.forward(&xs, false)?;
     let start = Instant::now();
@@ -60,7 +84,11 @@ fn main() -> Result<()> {
         out.forecast.map(|f| f.sum_all()).transpose()?;
     }
     let fwd_s = start.elapsed().as_secs_f64() / steps as f64;
-    println!("score forward: {:.3} s/batch, {:.0} windows/s", fwd_s, BATCH as f64 / fwd_s);
+    println!(
+        "score forward: {:.3} s/batch, {:.0} windows/s",
+        fwd_s,
+        BATCH as f64 / fwd_s
+    );
 
     println!("time split per batch (forward / forward+backward), blocks timed on their own:");
     let rng = Arc::new(SeededDropout::new(0));
@@ -74,10 +102,16 @@ fn main() -> Result<()> {
     let by_time = Var::from_tensor(&xs)?;
     let joined = Var::from_tensor(&Tensor::rand(0f32, 1.0, (BATCH, W, 3 * K), &device)?)?;
     let h_end = Var::from_tensor(&Tensor::rand(-1f32, 1.0, (BATCH, 150), &device)?)?;
-    time_block("feature GAT (GATv2, fused)", steps, || feature_gat.forward(&by_feature, true))?;
-    time_block("time GAT (GATv2, fused)", steps, || temporal_gat.forward(&by_time, true))?;
+    time_block("feature GAT (GATv2, fused)", steps, || {
+        feature_gat.forward(&by_feature, true)
+    })?;
+    time_block("time GAT (GATv2, fused)", steps, || {
+        temporal_gat.forward(&by_time, true)
+    })?;
     time_block("encoder GRU 165->150", steps, || encoder.forward(&joined))?;
-    time_block("decoder GRU 150->150", steps, || decoder.forward_constant(&h_end, W))?;
+    time_block("decoder GRU 150->150", steps, || {
+        decoder.forward_constant(&h_end, W)
+    })?;
     Ok(())
 }
 
@@ -98,6 +132,10 @@ fn time_block(name: &str, steps: usize, forward: impl Fn() -> Result<Tensor>) ->
         run_backward()?;
     }
     let both = start.elapsed().as_secs_f64() / steps as f64;
-    println!("  {name:<28} {:>7.1} ms / {:>7.1} ms", fwd * 1e3, both * 1e3);
+    println!(
+        "  {name:<28} {:>7.1} ms / {:>7.1} ms",
+        fwd * 1e3,
+        both * 1e3
+    );
     Ok(())
 }

@@ -112,13 +112,21 @@ pub struct Bundle {
 
 impl Bundle {
     /// Assembles a bundle from a manifest and named weights (as `train` produces them).
-    pub fn from_weights(manifest: BundleManifest, weights: HashMap<String, Tensor>) -> Result<Bundle> {
+    pub fn from_weights(
+        manifest: BundleManifest,
+        weights: HashMap<String, Tensor>,
+    ) -> Result<Bundle> {
         let device = Device::Cpu;
         check_manifest(&manifest)?;
         let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &device);
         let model = MtadGat::new(&manifest.model, vb, manifest.trained.seed)
             .context("the weights do not fit the model described by the manifest")?;
-        Ok(Bundle { manifest, model, weights, device })
+        Ok(Bundle {
+            manifest,
+            model,
+            weights,
+            device,
+        })
     }
 
     pub fn load(dir: &Path) -> Result<Bundle> {
@@ -136,18 +144,21 @@ impl Bundle {
             ),
             None => bail!("`{}` has no `format_version`", manifest_path.display()),
         }
-        let manifest: BundleManifest = serde_json::from_value(version)
-            .with_context(|| format!("`{}` is not a flow model manifest", manifest_path.display()))?;
+        let manifest: BundleManifest = serde_json::from_value(version).with_context(|| {
+            format!("`{}` is not a flow model manifest", manifest_path.display())
+        })?;
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)
             .with_context(|| format!("cannot read model weights `{}`", weights_path.display()))?;
-        Bundle::from_weights(manifest, weights).with_context(|| format!("invalid model bundle `{}`", dir.display()))
+        Bundle::from_weights(manifest, weights)
+            .with_context(|| format!("invalid model bundle `{}`", dir.display()))
     }
 
     /// Writes both files, each through a temporary file, fsync and rename, weights first so a
     /// manifest never points at missing weights.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights_tmp = temp_path(&weights_path);
         candle_core::safetensors::save(&self.weights, &weights_tmp)
@@ -155,8 +166,10 @@ impl Bundle {
         publish(&weights_tmp, &weights_path)?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let manifest_tmp = temp_path(&manifest_path);
-        let text = serde_json::to_string_pretty(&self.manifest).context("cannot serialise the model manifest")?;
-        std::fs::write(&manifest_tmp, text).with_context(|| format!("cannot write `{}`", manifest_tmp.display()))?;
+        let text = serde_json::to_string_pretty(&self.manifest)
+            .context("cannot serialise the model manifest")?;
+        std::fs::write(&manifest_tmp, text)
+            .with_context(|| format!("cannot write `{}`", manifest_tmp.display()))?;
         publish(&manifest_tmp, &manifest_path)?;
         if let Ok(dir_handle) = File::open(dir) {
             // Persists the renames; not every platform can fsync a directory.
@@ -182,7 +195,10 @@ impl Bundle {
 
     /// The scored feature indices (all columns when the preprocessor lists none).
     pub fn target_dims(&self) -> Vec<usize> {
-        resolve_target_dims(&self.manifest.preprocessor.target_dims, self.manifest.preprocessor.n_features())
+        resolve_target_dims(
+            &self.manifest.preprocessor.target_dims,
+            self.manifest.preprocessor.n_features(),
+        )
     }
 
     /// Scores scaled rows (row-major [n_rows, K]): rows window..n_rows. Row t combines the
@@ -223,12 +239,16 @@ impl Bundle {
                 let fc = fc.flatten_all()?.to_vec1::<f32>()?;
                 for (offset, j) in (start..start + count).enumerate() {
                     if j < n_scored {
-                        forecast[j * n_target..][..n_target].copy_from_slice(&fc[offset * n_target..][..n_target]);
+                        forecast[j * n_target..][..n_target]
+                            .copy_from_slice(&fc[offset * n_target..][..n_target]);
                     }
                 }
             }
             if let Some(rec) = out.reconstruction {
-                let last = rec.narrow(1, window - 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+                let last = rec
+                    .narrow(1, window - 1, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
                 for (offset, j) in (start..start + count).enumerate() {
                     if j >= 1 {
                         reconstruction[(j - 1) * n_target..][..n_target]
@@ -245,13 +265,32 @@ impl Bundle {
         }
         let per_feature: Vec<f32> = (0..n_scored * n_target)
             .map(|i| {
-                let fc = if mode.forecasts() { (forecast[i] - actual[i]).abs() } else { 0.0 };
-                let rec = if mode.reconstructs() { gamma * (reconstruction[i] - actual[i]).abs() } else { 0.0 };
+                let fc = if mode.forecasts() {
+                    (forecast[i] - actual[i]).abs()
+                } else {
+                    0.0
+                };
+                let rec = if mode.reconstructs() {
+                    gamma * (reconstruction[i] - actual[i]).abs()
+                } else {
+                    0.0
+                };
                 fc + rec
             })
             .collect();
-        let total = per_feature.chunks_exact(n_target).map(|row| row.iter().sum::<f32>() / n_target as f32).collect();
-        Ok(Scores { first_row: window, n_target, total, per_feature, forecast, reconstruction, actual })
+        let total = per_feature
+            .chunks_exact(n_target)
+            .map(|row| row.iter().sum::<f32>() / n_target as f32)
+            .collect();
+        Ok(Scores {
+            first_row: window,
+            n_target,
+            total,
+            per_feature,
+            forecast,
+            reconstruction,
+            actual,
+        })
     }
 
     /// Raw rows (row-major [n_rows, K], unscaled, NaN allowed): scales them, then scores.
@@ -288,7 +327,10 @@ fn check_manifest(manifest: &BundleManifest) -> Result<()> {
         );
     }
     if manifest.algorithm != "mtad_gat" {
-        bail!("unsupported algorithm `{}` in the bundle; supported: `mtad_gat`", manifest.algorithm);
+        bail!(
+            "unsupported algorithm `{}` in the bundle; supported: `mtad_gat`",
+            manifest.algorithm
+        );
     }
     manifest.model.validate()?;
     let pre = &manifest.preprocessor;
@@ -315,7 +357,10 @@ fn check_manifest(manifest: &BundleManifest) -> Result<()> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -324,7 +369,8 @@ fn publish(tmp: &Path, path: &Path) -> Result<()> {
     File::open(tmp)
         .and_then(|file| file.sync_all())
         .with_context(|| format!("cannot fsync `{}`", tmp.display()))?;
-    std::fs::rename(tmp, path).with_context(|| format!("cannot move `{}` to `{}`", tmp.display(), path.display()))
+    std::fs::rename(tmp, path)
+        .with_context(|| format!("cannot move `{}` to `{}`", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -338,17 +384,42 @@ mod tests {
     const W: usize = 5;
 
     fn raw_series(n_rows: usize) -> Vec<f64> {
-        (0..n_rows * K).map(|i| ((i as f64) * 0.37).sin() * 10.0 + 3.0).collect()
+        (0..n_rows * K)
+            .map(|i| ((i as f64) * 0.37).sin() * 10.0 + 3.0)
+            .collect()
     }
 
     fn bundle(target_dims: Vec<usize>) -> Bundle {
         let columns: Vec<String> = (0..K).map(|c| format!("c{c}")).collect();
-        let preprocessor = Preprocessor::fit(&raw_series(40), columns, ScalerKind::Minmax, 0.0, target_dims.clone(), W);
-        let n_target = if target_dims.is_empty() { K } else { target_dims.len() };
-        let model = Config { gru_hidden: 6, forecast_hidden: 5, recon_hidden: 4, kernel_size: 3, ..Config::paper(K, W, n_target) };
+        let preprocessor = Preprocessor::fit(
+            &raw_series(40),
+            columns,
+            ScalerKind::Minmax,
+            0.0,
+            target_dims.clone(),
+            W,
+        );
+        let n_target = if target_dims.is_empty() {
+            K
+        } else {
+            target_dims.len()
+        };
+        let model = Config {
+            gru_hidden: 6,
+            forecast_hidden: 5,
+            recon_hidden: 4,
+            kernel_size: 3,
+            ..Config::paper(K, W, n_target)
+        };
         let varmap = VarMap::new();
         MtadGat::new(&model, seeded_var_builder(&varmap, 9, &Device::Cpu), 9).unwrap();
-        let weights = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+        let weights = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+            .collect();
         let manifest = BundleManifest {
             format_version: BundleManifest::FORMAT_VERSION,
             algorithm: "mtad_gat".into(),
@@ -356,14 +427,23 @@ mod tests {
             model,
             gamma: 0.5,
             thresholds: Thresholds::default(),
-            trained: TrainSummary { epochs: 0, best_val_loss: 1.0, seed: 9, n_train_windows: 0, train_run_id: "local".into() },
+            trained: TrainSummary {
+                epochs: 0,
+                best_val_loss: 1.0,
+                seed: 9,
+                n_train_windows: 0,
+                train_run_id: "local".into(),
+            },
         };
         Bundle::from_weights(manifest, weights).unwrap()
     }
 
     #[test]
     fn save_load_round_trip_gives_identical_scores() {
-        let original = bundle(vec![0, 2]).with_thresholds(Thresholds { pot: Some(0.4), ..Thresholds::default() });
+        let original = bundle(vec![0, 2]).with_thresholds(Thresholds {
+            pot: Some(0.4),
+            ..Thresholds::default()
+        });
         let dir = tempfile::tempdir().unwrap();
         original.save(dir.path()).unwrap();
         let loaded = Bundle::load(dir.path()).unwrap();
@@ -374,8 +454,15 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.n_scored(), 295);
         assert_eq!(a.first_row, W);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(leftovers.len(), 2, "temporary files left behind: {leftovers:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            2,
+            "temporary files left behind: {leftovers:?}"
+        );
     }
 
     #[test]
@@ -386,20 +473,42 @@ mod tests {
         let scores = b.score_scaled(&series, n_rows).unwrap();
         assert_eq!(scores.n_target, K);
         let window = |start: usize| {
-            Tensor::from_vec(series[start * K..(start + W) * K].to_vec(), (1, W, K), &Device::Cpu).unwrap()
+            Tensor::from_vec(
+                series[start * K..(start + W) * K].to_vec(),
+                (1, W, K),
+                &Device::Cpu,
+            )
+            .unwrap()
         };
         for t in [W, W + 3, n_rows - 1] {
             let s = t - W;
-            let fc = b.model.forward(&window(t - W), false).unwrap().forecast.unwrap();
+            let fc = b
+                .model
+                .forward(&window(t - W), false)
+                .unwrap()
+                .forecast
+                .unwrap();
             let fc: Vec<f32> = fc.flatten_all().unwrap().to_vec1().unwrap();
-            let rec = b.model.forward(&window(t - W + 1), false).unwrap().reconstruction.unwrap();
-            let rec: Vec<f32> = rec.narrow(1, W - 1, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let rec = b
+                .model
+                .forward(&window(t - W + 1), false)
+                .unwrap()
+                .reconstruction
+                .unwrap();
+            let rec: Vec<f32> = rec
+                .narrow(1, W - 1, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             for f in 0..K {
                 let i = s * K + f;
                 assert!((scores.forecast[i] - fc[f]).abs() < 1e-6);
                 assert!((scores.reconstruction[i] - rec[f]).abs() < 1e-6);
                 assert_eq!(scores.actual[i], series[t * K + f]);
-                let expected = (fc[f] - series[t * K + f]).abs() + 0.5 * (rec[f] - series[t * K + f]).abs();
+                let expected =
+                    (fc[f] - series[t * K + f]).abs() + 0.5 * (rec[f] - series[t * K + f]).abs();
                 assert!((scores.per_feature[i] - expected).abs() < 1e-5);
             }
             let mean = scores.per_feature[s * K..(s + 1) * K].iter().sum::<f32>() / K as f32;
@@ -410,31 +519,58 @@ mod tests {
     #[test]
     fn clear_errors_for_bad_input_and_versions() {
         let b = bundle(vec![0]);
-        let err = b.score_raw(&raw_series(10)[..29], 10).unwrap_err().to_string();
-        assert!(err.contains("3 columns") && err.contains("c0, c1, c2"), "{err}");
-        let err = b.score_scaled(&vec![0.0; W * K], W).unwrap_err().to_string();
-        assert!(err.contains("window (5)") && err.contains("at least 6"), "{err}");
+        let err = b
+            .score_raw(&raw_series(10)[..29], 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 columns") && err.contains("c0, c1, c2"),
+            "{err}"
+        );
+        let err = b.score_scaled(&[0.0; W * K], W).unwrap_err().to_string();
+        assert!(
+            err.contains("window (5)") && err.contains("at least 6"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         b.save(dir.path()).unwrap();
         let path = dir.path().join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1,\n  \"algorithm\"", "\"format_version\": 7,\n  \"algorithm\"");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "\"format_version\": 1,\n  \"algorithm\"",
+            "\"format_version\": 7,\n  \"algorithm\"",
+        );
         std::fs::write(&path, text).unwrap();
         let err = Bundle::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("format_version 7"), "{err}");
-        let err = format!("{:#}", Bundle::load(&dir.path().join("missing")).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Bundle::load(&dir.path().join("missing")).unwrap_err()
+        );
         assert!(err.contains("flow-model.json"), "{err}");
     }
 
     #[test]
     fn active_threshold_prefers_chosen_then_epsilon_then_pot() {
-        let mut t = Thresholds { pot: Some(1.0), epsilon: Some(2.0), best_f1: Some(3.0), chosen: None };
+        let mut t = Thresholds {
+            pot: Some(1.0),
+            epsilon: Some(2.0),
+            best_f1: Some(3.0),
+            chosen: None,
+        };
         assert_eq!(t.active(), Some(2.0));
         t.chosen = Some("best_f1".into());
         assert_eq!(t.active(), Some(3.0));
         t.chosen = Some("pot".into());
         assert_eq!(t.active(), Some(1.0));
-        assert_eq!(Thresholds { pot: Some(1.0), ..Thresholds::default() }.active(), Some(1.0));
+        assert_eq!(
+            Thresholds {
+                pot: Some(1.0),
+                ..Thresholds::default()
+            }
+            .active(),
+            Some(1.0)
+        );
         assert_eq!(Thresholds::default().active(), None);
     }
 }

@@ -123,10 +123,16 @@ impl TrainArgs {
 
 pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
     if args.algorithm != "mtad_gat" {
-        bail!("unknown `--algorithm {}`; supported: `mtad_gat`", args.algorithm);
+        bail!(
+            "unknown `--algorithm {}`; supported: `mtad_gat`",
+            args.algorithm
+        );
     }
     if !args.gamma.is_finite() || args.gamma < 0.0 {
-        bail!("`--gamma` must be a non-negative number, got {}", args.gamma);
+        bail!(
+            "`--gamma` must be a non-negative number, got {}",
+            args.gamma
+        );
     }
     let process_dir = ctx.input("process")?;
     let preprocessor = read_preprocessor(process_dir)?;
@@ -143,9 +149,19 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
         cfg.window, targets, args.epochs
     );
     let mut observer = Progress::new(ctx);
-    let fitted = fit(&series, n_rows, &targets, &cfg, &args.fit_options(), &mut observer)?;
+    let fitted = fit(
+        &series,
+        n_rows,
+        &targets,
+        &cfg,
+        &args.fit_options(),
+        &mut observer,
+    )?;
     observer.finish();
-    ctx.log_metrics(&[("best_val_loss", fitted.best_val_loss)], fitted.best_epoch as i64)?;
+    ctx.log_metrics(
+        &[("best_val_loss", fitted.best_val_loss)],
+        fitted.best_epoch as i64,
+    )?;
     eprintln!(
         "best validation loss {:.5} at epoch {} ({} training, {} validation windows)",
         fitted.best_val_loss, fitted.best_epoch, fitted.n_train_windows, fitted.n_val_windows
@@ -175,30 +191,48 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
 
 fn read_preprocessor(process_dir: &Path) -> Result<Preprocessor> {
     let path = process_dir.join("preprocessor.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("`{}` is not a valid preprocessor", path.display()))
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("`{}` is not a valid preprocessor", path.display()))
 }
 
 /// The `train` tensor of `data.safetensors`: F32 [N, K] with K = the preprocessor's columns.
 fn read_train_split(process_dir: &Path, n_columns: usize) -> Result<(Vec<f32>, usize)> {
     let path = process_dir.join("data.safetensors");
-    let mut tensors =
-        candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
     let train = tensors
         .remove("train")
         .with_context(|| format!("`{}` has no `train` tensor", path.display()))?;
     if train.dtype() != DType::F32 {
-        bail!("`train` in `{}` is {:?}, expected F32", path.display(), train.dtype());
+        bail!(
+            "`train` in `{}` is {:?}, expected F32",
+            path.display(),
+            train.dtype()
+        );
     }
-    let (n_rows, k) = train
-        .dims2()
-        .with_context(|| format!("`train` in `{}` must be [rows, columns], is {:?}", path.display(), train.shape()))?;
+    let (n_rows, k) = train.dims2().with_context(|| {
+        format!(
+            "`train` in `{}` must be [rows, columns], is {:?}",
+            path.display(),
+            train.shape()
+        )
+    })?;
     if k != n_columns {
-        bail!("`train` in `{}` has {k} columns, the preprocessor lists {n_columns}", path.display());
+        bail!(
+            "`train` in `{}` has {k} columns, the preprocessor lists {n_columns}",
+            path.display()
+        );
     }
     let values = train.flatten_all()?.to_vec1::<f32>()?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        bail!("`train` in `{}` has a non-finite value at row {}, column {}", path.display(), i / k, i % k);
+        bail!(
+            "`train` in `{}` has a non-finite value at row {}, column {}",
+            path.display(),
+            i / k,
+            i % k
+        );
     }
     Ok((values, n_rows))
 }
@@ -213,7 +247,11 @@ struct Progress<'a> {
 
 impl<'a> Progress<'a> {
     fn new(ctx: &'a StepContext) -> Progress<'a> {
-        Progress { ctx, bar: None, interactive: std::io::stderr().is_terminal() }
+        Progress {
+            ctx,
+            bar: None,
+            interactive: std::io::stderr().is_terminal(),
+        }
     }
 
     fn finish(&mut self) {
@@ -230,9 +268,11 @@ impl FitObserver for Progress<'_> {
         }
         let bar = self.bar.get_or_insert_with(|| {
             let bar = ProgressBar::new(total as u64);
-            let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
@@ -289,7 +329,11 @@ mod tests {
         let columns: Vec<String> = (0..k).map(|f| format!("f{f}")).collect();
         let pre = Preprocessor::fit(&raw, columns, ScalerKind::Minmax, 0.0, vec![0], window);
         let scaled = pre.transform(&raw);
-        std::fs::write(dir.join("preprocessor.json"), serde_json::to_string(&pre).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("preprocessor.json"),
+            serde_json::to_string(&pre).unwrap(),
+        )
+        .unwrap();
         let train = Tensor::from_vec(scaled.clone(), (n_rows, k), &Device::Cpu).unwrap();
         let test = Tensor::from_vec(scaled, (n_rows, k), &Device::Cpu).unwrap();
         let tensors = HashMap::from([("train".to_string(), train), ("test".to_string(), test)]);
@@ -323,8 +367,19 @@ mod tests {
         assert_eq!(bundle.manifest.model.n_target, 1);
         assert_eq!(bundle.manifest.thresholds, Thresholds::default());
         let text = std::fs::read_to_string(metrics).unwrap();
-        for key in ["train_loss", "val_loss", "forecast_loss", "recon_loss", "windows_per_s", "epoch_seconds", "best_val_loss"] {
-            assert!(text.contains(&format!("\"key\":\"{key}\"")), "metric `{key}` missing in {text}");
+        for key in [
+            "train_loss",
+            "val_loss",
+            "forecast_loss",
+            "recon_loss",
+            "windows_per_s",
+            "epoch_seconds",
+            "best_val_loss",
+        ] {
+            assert!(
+                text.contains(&format!("\"key\":\"{key}\"")),
+                "metric `{key}` missing in {text}"
+            );
         }
     }
 
@@ -336,9 +391,25 @@ mod tests {
         let ctx = StepContext::for_dirs(out.path(), &[("process", process.path())]);
         let err = format!("{:#}", run(&ctx, &tiny_args()).unwrap_err());
         assert!(err.contains("window 8"), "{err}");
-        let err = run(&ctx, &TrainArgs { algorithm: "lstm".into(), ..tiny_args() }).unwrap_err().to_string();
+        let err = run(
+            &ctx,
+            &TrainArgs {
+                algorithm: "lstm".into(),
+                ..tiny_args()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--algorithm lstm"), "{err}");
-        let err = run(&ctx, &TrainArgs { kernel_size: 4, ..tiny_args() }).unwrap_err().to_string();
+        let err = run(
+            &ctx,
+            &TrainArgs {
+                kernel_size: 4,
+                ..tiny_args()
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("kernel-size"), "{err}");
         let empty = tempfile::tempdir().unwrap();
         let ctx = StepContext::for_dirs(out.path(), &[("process", empty.path())]);

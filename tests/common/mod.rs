@@ -1,4 +1,6 @@
 //! A fresh project in a temporary git repository, driven through the real `flow` binary.
+//! Each test binary uses a different part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +18,12 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// `(entry, action)` per step of a `flow run --json` report.
@@ -25,7 +32,12 @@ impl Outcome {
             .as_array()
             .expect("steps array")
             .iter()
-            .map(|s| (s["entry"].as_str().unwrap().to_string(), s["action"].as_str().unwrap().to_string()))
+            .map(|s| {
+                (
+                    s["entry"].as_str().unwrap().to_string(),
+                    s["action"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     }
 
@@ -78,8 +90,16 @@ impl TestProject {
     }
 
     fn git(&self, args: &[&str]) {
-        let status = Command::new("git").args(args).current_dir(self.path()).output().expect("git runs");
-        assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("git runs");
+        assert!(
+            status.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -112,7 +132,11 @@ impl TestProject {
         let mut full = vec!["run", "--json"];
         full.extend_from_slice(args);
         let out = self.flow(&full);
-        assert_eq!(out.code, 0, "flow {full:?} failed:\n{}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, 0,
+            "flow {full:?} failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 }
@@ -155,5 +179,10 @@ entry_points:
 "#;
 
 pub fn pipeline() -> TestProject {
-    TestProject::new(&[("MLproject.yaml", PIPELINE), ("data/a.txt", "x\ny\n"), ("data/b.txt", "z\n"), (".gitignore", ".flow/\n")])
+    TestProject::new(&[
+        ("MLproject.yaml", PIPELINE),
+        ("data/a.txt", "x\ny\n"),
+        ("data/b.txt", "z\n"),
+        (".gitignore", ".flow/\n"),
+    ])
 }

@@ -19,7 +19,11 @@ impl ConvLayer {
     pub fn new(n_features: usize, kernel_size: usize, vb: VarBuilder) -> Result<ConvLayer> {
         let fan_in = n_features * kernel_size;
         Ok(ConvLayer {
-            weight: vb.get_with_hints((n_features, n_features, kernel_size), "weight", torch_default(fan_in))?,
+            weight: vb.get_with_hints(
+                (n_features, n_features, kernel_size),
+                "weight",
+                torch_default(fan_in),
+            )?,
             bias: vb.get_with_hints(n_features, "bias", torch_default(fan_in))?,
             kernel_size,
         })
@@ -34,10 +38,18 @@ impl ConvLayer {
         let taps: Vec<Tensor> = (0..self.kernel_size)
             .map(|shift| padded.narrow(1, shift, window))
             .collect::<Result<_>>()?;
-        let unfolded = Tensor::cat(&taps, 2)?.reshape((batch * window, self.kernel_size * n_features))?;
+        let unfolded =
+            Tensor::cat(&taps, 2)?.reshape((batch * window, self.kernel_size * n_features))?;
         // Row shift*K + c_in, column c_out holds weight[c_out, c_in, shift].
-        let kernel = self.weight.permute((2, 1, 0))?.reshape((self.kernel_size * n_features, n_features))?;
-        unfolded.matmul(&kernel)?.broadcast_add(&self.bias)?.relu()?.reshape((batch, window, n_features))
+        let kernel = self
+            .weight
+            .permute((2, 1, 0))?
+            .reshape((self.kernel_size * n_features, n_features))?;
+        unfolded
+            .matmul(&kernel)?
+            .broadcast_add(&self.bias)?
+            .relu()?
+            .reshape((batch, window, n_features))
     }
 }
 
@@ -69,7 +81,14 @@ mod tests {
             .unwrap()
             .transpose(1, 2)
             .unwrap();
-        let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff < 1e-5, "differs by {diff}");
     }
 }

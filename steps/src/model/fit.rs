@@ -85,8 +85,12 @@ pub fn fit(
     let (train_idx, val_idx) = split_windows(windows.count(), opts)?;
     let device = Device::Cpu;
     let varmap = VarMap::new();
-    let model = MtadGat::new(cfg, seeded_var_builder(&varmap, opts.seed, &device), opts.seed)
-        .context("cannot build the MTAD-GAT network")?;
+    let model = MtadGat::new(
+        cfg,
+        seeded_var_builder(&varmap, opts.seed, &device),
+        opts.seed,
+    )
+    .context("cannot build the MTAD-GAT network")?;
     model.reseed_dropout(opts.seed.wrapping_add(1));
     let vars = sorted_vars(&varmap)?;
     let mut lr = opts.lr;
@@ -111,7 +115,11 @@ pub fn fit(
             if opts.inject_nan_at.contains(&global_batch) {
                 loss_value = f64::NAN;
             }
-            let grads = if loss_value.is_finite() { Some(loss.backward()?) } else { None };
+            let grads = if loss_value.is_finite() {
+                Some(loss.backward()?)
+            } else {
+                None
+            };
             let norm = match &grads {
                 Some(grads) => grad_norm(&vars, grads)?,
                 None => f64::NAN,
@@ -149,7 +157,9 @@ pub fn fit(
             restore(&vars, &last_good)?;
             lr /= 2.0;
             optimizer = adam(&vars, lr)?;
-            observer.event(&format!("epoch {epoch}: non-finite weights -> rolled back, learning rate halved to {lr:e}"));
+            observer.event(&format!(
+                "epoch {epoch}: non-finite weights -> rolled back, learning rate halved to {lr:e}"
+            ));
             if rollbacks > MAX_ROLLBACKS {
                 bail!("training diverged: {rollbacks} rollbacks; last learning rate {lr:e}");
             }
@@ -180,7 +190,17 @@ pub fn fit(
         Some(best) => best,
         None => {
             // No finished epoch (epochs = 0 or every epoch rolled back): keep the finite start.
-            let loss = evaluate(&model, &windows, if val_idx.is_empty() { &train_idx } else { &val_idx }, opts.batch_size, &device)?;
+            let loss = evaluate(
+                &model,
+                &windows,
+                if val_idx.is_empty() {
+                    &train_idx
+                } else {
+                    &val_idx
+                },
+                opts.batch_size,
+                &device,
+            )?;
             (loss, 0, last_good)
         }
     };
@@ -195,7 +215,13 @@ pub fn fit(
 }
 
 /// Mean validation loss of `model` over windows `idx`, without dropout.
-pub fn evaluate(model: &MtadGat, windows: &Windows, idx: &[usize], batch_size: usize, device: &Device) -> Result<f64> {
+pub fn evaluate(
+    model: &MtadGat,
+    windows: &Windows,
+    idx: &[usize],
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
     let mut sums = LossSums::default();
     for batch in idx.chunks(batch_size.max(1)) {
         let (xs, ys, xs_target) = windows.batch(batch, device)?;
@@ -218,9 +244,18 @@ pub struct Windows<'a> {
 }
 
 impl<'a> Windows<'a> {
-    pub fn new(series: &'a [f32], n_rows: usize, cfg: &Config, targets: &[usize]) -> Result<Windows<'a>> {
+    pub fn new(
+        series: &'a [f32],
+        n_rows: usize,
+        cfg: &Config,
+        targets: &[usize],
+    ) -> Result<Windows<'a>> {
         if series.len() != n_rows * cfg.n_features {
-            bail!("training data has {} values, expected {n_rows} rows x {} columns", series.len(), cfg.n_features);
+            bail!(
+                "training data has {} values, expected {n_rows} rows x {} columns",
+                series.len(),
+                cfg.n_features
+            );
         }
         if n_rows <= cfg.window + 1 {
             bail!(
@@ -230,9 +265,19 @@ impl<'a> Windows<'a> {
             );
         }
         if targets.len() != cfg.n_target || targets.iter().any(|&d| d >= cfg.n_features) {
-            bail!("target dims {targets:?} do not fit {} outputs over {} columns", cfg.n_target, cfg.n_features);
+            bail!(
+                "target dims {targets:?} do not fit {} outputs over {} columns",
+                cfg.n_target,
+                cfg.n_features
+            );
         }
-        Ok(Windows { series, n_features: cfg.n_features, window: cfg.window, targets: targets.to_vec(), count: n_rows - cfg.window })
+        Ok(Windows {
+            series,
+            n_features: cfg.n_features,
+            window: cfg.window,
+            targets: targets.to_vec(),
+            count: n_rows - cfg.window,
+        })
     }
 
     pub fn count(&self) -> usize {
@@ -274,7 +319,10 @@ fn check_options(opts: &FitOptions) -> Result<()> {
         bail!("`--val-split` must be in [0, 1), got {}", opts.val_split);
     }
     if !(opts.clip_norm.is_finite() && opts.clip_norm >= 0.0) {
-        bail!("`--clip-norm` must be 0 (off) or positive, got {}", opts.clip_norm);
+        bail!(
+            "`--clip-norm` must be 0 (off) or positive, got {}",
+            opts.clip_norm
+        );
     }
     Ok(())
 }
@@ -289,7 +337,10 @@ fn split_windows(n_windows: usize, opts: &FitOptions) -> Result<(Vec<usize>, Vec
     let n_val = (opts.val_split * used.len() as f64).floor() as usize;
     let n_train = used.len() - n_val;
     if n_train == 0 {
-        bail!("no training windows left after the validation split ({} windows in all)", used.len());
+        bail!(
+            "no training windows left after the validation split ({} windows in all)",
+            used.len()
+        );
     }
     Ok((used[..n_train].to_vec(), used[n_train..].to_vec()))
 }
@@ -341,13 +392,23 @@ impl LossSums {
 }
 
 fn adam(vars: &[(String, Var)], lr: f64) -> Result<AdamW> {
-    let params = ParamsAdamW { lr, weight_decay: 0.0, ..ParamsAdamW::default() };
-    Ok(AdamW::new(vars.iter().map(|(_, v)| v.clone()).collect(), params)?)
+    let params = ParamsAdamW {
+        lr,
+        weight_decay: 0.0,
+        ..ParamsAdamW::default()
+    };
+    Ok(AdamW::new(
+        vars.iter().map(|(_, v)| v.clone()).collect(),
+        params,
+    )?)
 }
 
 /// Variables in name order, so reductions over them run in a fixed order.
 fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
-    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("variable map poisoned"))?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map poisoned"))?;
     let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(vars)
@@ -375,12 +436,16 @@ fn all_finite(vars: &[(String, Var)]) -> Result<bool> {
 
 /// Deep copies (a `Var` updates its storage in place, so clones would follow it).
 fn snapshot(vars: &[(String, Var)]) -> Result<HashMap<String, Tensor>> {
-    vars.iter().map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?))).collect()
+    vars.iter()
+        .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+        .collect()
 }
 
 fn restore(vars: &[(String, Var)], weights: &HashMap<String, Tensor>) -> Result<()> {
     for (name, var) in vars {
-        let saved = weights.get(name).with_context(|| format!("no saved weights for `{name}`"))?;
+        let saved = weights
+            .get(name)
+            .with_context(|| format!("no saved weights for `{name}`"))?;
         var.set(saved)?;
     }
     Ok(())

@@ -34,7 +34,11 @@ impl ForecastHead {
             layers.push(linear(hidden, hidden, vb.pp(i))?);
         }
         layers.push(linear(hidden, out_dim, vb.pp(n_layers))?);
-        Ok(ForecastHead { layers, dropout, rng })
+        Ok(ForecastHead {
+            layers,
+            dropout,
+            rng,
+        })
     }
 
     /// [B, H] -> [B, n_target].
@@ -42,7 +46,9 @@ impl ForecastHead {
         let (output, hidden) = self.layers.split_last().expect("at least one layer");
         let mut xs = xs.clone();
         for layer in hidden {
-            xs = self.rng.apply(&layer.forward(&xs)?.relu()?, self.dropout, train)?;
+            xs = self
+                .rng
+                .apply(&layer.forward(&xs)?.relu()?, self.dropout, train)?;
         }
         output.forward(&xs)
     }

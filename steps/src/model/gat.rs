@@ -90,8 +90,14 @@ impl GraphAttention {
         match self.kind {
             GatKind::Gatv2 => {
                 // L [v_i || v_j] + b = (L1 v_i + b) + L2 v_j.
-                let p = project(&self.lin_weight.narrow(1, 0, self.node_dim)?, Some(&self.lin_bias))?;
-                let q = project(&self.lin_weight.narrow(1, self.node_dim, self.node_dim)?, None)?;
+                let p = project(
+                    &self.lin_weight.narrow(1, 0, self.node_dim)?,
+                    Some(&self.lin_bias),
+                )?;
+                let q = project(
+                    &self.lin_weight.narrow(1, self.node_dim, self.node_dim)?,
+                    None,
+                )?;
                 Gatv2Logits::apply(&p, &q, &self.a, self.alpha)
             }
             GatKind::Gat => {
@@ -115,11 +121,23 @@ mod tests {
     /// ML4ITS's formulation: build [v_i || v_j] for every pair, then lin, LeakyReLU, a.
     fn naive_gatv2_logits(layer: &GraphAttention, nodes: &Tensor) -> Tensor {
         let (b, n, d) = nodes.dims3().unwrap();
-        let left = nodes.unsqueeze(2).unwrap().broadcast_as((b, n, n, d)).unwrap();
-        let right = nodes.unsqueeze(1).unwrap().broadcast_as((b, n, n, d)).unwrap();
+        let left = nodes
+            .unsqueeze(2)
+            .unwrap()
+            .broadcast_as((b, n, n, d))
+            .unwrap();
+        let right = nodes
+            .unsqueeze(1)
+            .unwrap()
+            .broadcast_as((b, n, n, d))
+            .unwrap();
         let pairs = Tensor::cat(&[left, right], 3).unwrap();
         let pairs = pairs.reshape((b * n * n, 2 * d)).unwrap();
-        let lin = pairs.matmul(&layer.lin_weight.t().unwrap()).unwrap().broadcast_add(&layer.lin_bias).unwrap();
+        let lin = pairs
+            .matmul(&layer.lin_weight.t().unwrap())
+            .unwrap()
+            .broadcast_add(&layer.lin_bias)
+            .unwrap();
         let act = candle_nn::ops::leaky_relu(&lin, layer.alpha).unwrap();
         act.matmul(&layer.a).unwrap().reshape((b, n, n)).unwrap()
     }
@@ -131,15 +149,37 @@ mod tests {
         for kind in [GatKind::Gatv2, GatKind::Gat] {
             let varmap = VarMap::new();
             let rng = Arc::new(SeededDropout::new(0));
-            let layer = GraphAttention::new(kind, 4, 6, 0.2, 0.3, rng, seeded_var_builder(&varmap, 1, &device)).unwrap();
+            let layer = GraphAttention::new(
+                kind,
+                4,
+                6,
+                0.2,
+                0.3,
+                rng,
+                seeded_var_builder(&varmap, 1, &device),
+            )
+            .unwrap();
             let out = layer.forward(&nodes, true).unwrap();
             assert_eq!(out.dims(), &[2, 4, 6]);
-            let out = layer.forward(&nodes, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let out = layer
+                .forward(&nodes, false)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
             if kind == GatKind::Gatv2 {
                 let fused = layer.logits(&nodes).unwrap();
                 let naive = naive_gatv2_logits(&layer, &nodes);
-                let diff: f32 = (fused - naive).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                let diff: f32 = (fused - naive)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
                 assert!(diff < 1e-5, "logits differ by {diff}");
             }
         }

@@ -16,7 +16,13 @@ pub struct Gatv2Logits {
 
 impl Gatv2Logits {
     pub fn apply(p: &Tensor, q: &Tensor, a: &Tensor, alpha: f64) -> Result<Tensor> {
-        p.contiguous()?.apply_op3(&q.contiguous()?, &a.contiguous()?.flatten_all()?, Gatv2Logits { alpha: alpha as f32 })
+        p.contiguous()?.apply_op3(
+            &q.contiguous()?,
+            &a.contiguous()?.flatten_all()?,
+            Gatv2Logits {
+                alpha: alpha as f32,
+            },
+        )
     }
 }
 
@@ -55,11 +61,13 @@ impl CustomOp3 for Gatv2Logits {
         let a = contiguous(a_storage, a_layout, "a")?;
         let mut e = vec![0f32; batch * nodes * nodes];
         if nodes > 0 {
-            e.par_chunks_mut(nodes * nodes).enumerate().for_each(|(b, e)| {
-                let p = &p[b * nodes * embed..][..nodes * embed];
-                let q = &q[b * nodes * embed..][..nodes * embed];
-                kernels::forward(p, q, a, self.alpha, nodes, embed, e);
-            });
+            e.par_chunks_mut(nodes * nodes)
+                .enumerate()
+                .for_each(|(b, e)| {
+                    let p = &p[b * nodes * embed..][..nodes * embed];
+                    let q = &q[b * nodes * embed..][..nodes * embed];
+                    kernels::forward(p, q, a, self.alpha, nodes, embed, e);
+                });
         }
         Ok((CpuStorage::F32(e), Shape::from((batch, nodes, nodes))))
     }
@@ -110,14 +118,25 @@ impl CustomOp3 for Gatv2Logits {
 /// they are compiled a second time for AVX2+FMA and picked at run time.
 mod kernels {
     #[inline(always)]
-    fn forward_generic(p: &[f32], q: &[f32], a: &[f32], alpha: f32, nodes: usize, embed: usize, e: &mut [f32]) {
+    fn forward_generic(
+        p: &[f32],
+        q: &[f32],
+        a: &[f32],
+        alpha: f32,
+        nodes: usize,
+        embed: usize,
+        e: &mut [f32],
+    ) {
         const LANES: usize = 8;
         for i in 0..nodes {
             let p_i = &p[i * embed..][..embed];
             for j in 0..nodes {
                 let q_j = &q[j * embed..][..embed];
                 let mut acc = [0f32; LANES];
-                let mut chunks = p_i.chunks_exact(LANES).zip(q_j.chunks_exact(LANES)).zip(a.chunks_exact(LANES));
+                let mut chunks = p_i
+                    .chunks_exact(LANES)
+                    .zip(q_j.chunks_exact(LANES))
+                    .zip(a.chunks_exact(LANES));
                 for ((pc, qc), ac) in &mut chunks {
                     for l in 0..LANES {
                         let s = pc[l] + qc[l];
@@ -172,7 +191,15 @@ mod kernels {
         }
     }
 
-    pub fn forward(p: &[f32], q: &[f32], a: &[f32], alpha: f32, nodes: usize, embed: usize, e: &mut [f32]) {
+    pub fn forward(
+        p: &[f32],
+        q: &[f32],
+        a: &[f32],
+        alpha: f32,
+        nodes: usize,
+        embed: usize,
+        e: &mut [f32],
+    ) {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the features the function is compiled for.
@@ -206,7 +233,15 @@ mod kernels {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(p: &[f32], q: &[f32], a: &[f32], alpha: f32, nodes: usize, embed: usize, e: &mut [f32]) {
+    unsafe fn forward_avx2(
+        p: &[f32],
+        q: &[f32],
+        a: &[f32],
+        alpha: f32,
+        nodes: usize,
+        embed: usize,
+        e: &mut [f32],
+    ) {
         forward_generic(p, q, a, alpha, nodes, embed, e)
     }
 
@@ -236,7 +271,11 @@ mod tests {
 
     /// The naive GATv2 logits through the pairwise tensor, in plain candle ops.
     fn reference(p: &Tensor, q: &Tensor, a: &Tensor, alpha: f64) -> Tensor {
-        let pairs = p.unsqueeze(2).unwrap().broadcast_add(&q.unsqueeze(1).unwrap()).unwrap();
+        let pairs = p
+            .unsqueeze(2)
+            .unwrap()
+            .broadcast_add(&q.unsqueeze(1).unwrap())
+            .unwrap();
         let activated = candle_nn::ops::leaky_relu(&pairs, alpha).unwrap();
         activated.broadcast_mul(a).unwrap().sum(D::Minus1).unwrap()
     }
@@ -245,19 +284,38 @@ mod tests {
     fn fused_logits_and_gradients_match_the_pairwise_reference() {
         let device = Device::Cpu;
         // embed 11: exercises both the 8-lane body and the tail.
-        let var = |shape: (usize, usize, usize)| Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &device).unwrap()).unwrap();
+        let var = |shape: (usize, usize, usize)| {
+            Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &device).unwrap()).unwrap()
+        };
         let p = var((3, 5, 11));
         let q = var((3, 5, 11));
         let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, 11, &device).unwrap()).unwrap();
         let fused = Gatv2Logits::apply(&p, &q, &a, 0.2).unwrap();
         let naive = reference(&p, &q, &a, 0.2);
         assert_eq!(fused.dims(), &[3, 5, 5]);
-        let diff: f32 = (&fused - &naive).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (&fused - &naive)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff < 1e-5, "forward differs by {diff}");
 
         let weights = Tensor::randn(0f32, 1.0, (3, 5, 5), &device).unwrap();
-        let g_fused = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_naive = (naive * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_fused = (fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_naive = (naive * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for v in [&p, &q, &a] {
             let diff: f32 = (g_fused.get(v).unwrap() - g_naive.get(v).unwrap())
                 .unwrap()

@@ -55,7 +55,9 @@ impl Gru {
         let (batch, steps, in_dim) = xs.dims3()?;
         let flat = xs.reshape((batch * steps, in_dim))?;
         let linear = candle_nn::Linear::new(self.weight_ih.clone(), Some(self.bias_ih.clone()));
-        linear.forward(&flat)?.reshape((batch, steps, 3 * self.hidden))
+        linear
+            .forward(&flat)?
+            .reshape((batch, steps, 3 * self.hidden))
     }
 
     /// The textbook recurrence in plain candle ops: the reference the fused op is tested against.
@@ -68,9 +70,12 @@ impl Gru {
         let mut outputs = Vec::with_capacity(steps);
         for t in 0..steps {
             let gi_t = gi.narrow(1, t, 1)?.squeeze(1)?;
-            let gh = h.matmul(&self.weight_hh.t()?)?.broadcast_add(&self.bias_hh)?;
+            let gh = h
+                .matmul(&self.weight_hh.t()?)?
+                .broadcast_add(&self.bias_hh)?;
             let r = candle_nn::ops::sigmoid(&(gi_t.narrow(1, 0, hid)? + gh.narrow(1, 0, hid)?)?)?;
-            let z = candle_nn::ops::sigmoid(&(gi_t.narrow(1, hid, hid)? + gh.narrow(1, hid, hid)?)?)?;
+            let z =
+                candle_nn::ops::sigmoid(&(gi_t.narrow(1, hid, hid)? + gh.narrow(1, hid, hid)?)?)?;
             let n = (gi_t.narrow(1, 2 * hid, hid)? + (r * gh.narrow(1, 2 * hid, hid)?)?)?.tanh()?;
             h = ((z.ones_like()? - &z)? * n + (z * &h)?)?;
             outputs.push(h.unsqueeze(1)?);
@@ -87,7 +92,16 @@ mod tests {
     use candle_nn::VarMap;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     fn grads_match(fused: &Tensor, reference: &Tensor, vars: &[Var], input: &Var) {
@@ -99,13 +113,37 @@ mod tests {
             .unwrap()
             .sin()
             .unwrap();
-        let g_fused = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_ref = (reference * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_fused = (fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ref = (reference * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for var in vars.iter().chain([input]) {
             let a = g_fused.get(var).expect("fused gradient");
             let b = g_ref.get(var).expect("reference gradient");
-            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
-            assert!(max_abs_diff(a, b) / scale < 1e-4, "gradient of {:?} differs by {}", var.shape(), max_abs_diff(a, b));
+            let scale = b
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1.0);
+            assert!(
+                max_abs_diff(a, b) / scale < 1e-4,
+                "gradient of {:?} differs by {}",
+                var.shape(),
+                max_abs_diff(a, b)
+            );
         }
     }
 
@@ -114,7 +152,8 @@ mod tests {
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let gru = Gru::new(5, 4, seeded_var_builder(&varmap, 3, &device)).unwrap();
-        let input = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6, 5), &device).unwrap()).unwrap();
+        let input =
+            Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6, 5), &device).unwrap()).unwrap();
         let fused = gru.forward(input.as_tensor()).unwrap();
         assert_eq!(fused.dims(), &[3, 6, 4]);
         let reference = gru.forward_reference(input.as_tensor()).unwrap();
@@ -128,7 +167,12 @@ mod tests {
         let gru = Gru::new(4, 3, seeded_var_builder(&varmap, 5, &device)).unwrap();
         let input = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &device).unwrap()).unwrap();
         let fused = gru.forward_constant(input.as_tensor(), 5).unwrap();
-        let repeated = input.as_tensor().unsqueeze(1).unwrap().repeat((1, 5, 1)).unwrap();
+        let repeated = input
+            .as_tensor()
+            .unsqueeze(1)
+            .unwrap()
+            .repeat((1, 5, 1))
+            .unwrap();
         let reference = gru.forward_reference(&repeated).unwrap();
         grads_match(&fused, &reference, &varmap.all_vars(), &input);
     }

@@ -34,13 +34,21 @@ struct Saved {
 
 impl GruRecurrence {
     pub fn new(hidden: usize, steps: usize) -> GruRecurrence {
-        GruRecurrence { hidden, steps, saved: Mutex::new(None) }
+        GruRecurrence {
+            hidden,
+            steps,
+            saved: Mutex::new(None),
+        }
     }
 
     /// Runs the op with autograd: `gi` [B, steps|1, 3H], `w_hh` [3H, H], `b_hh` [3H].
     pub fn apply(gi: &Tensor, w_hh: &Tensor, b_hh: &Tensor, steps: usize) -> Result<Tensor> {
         let hidden = w_hh.dim(1)?;
-        gi.contiguous()?.apply_op3(&w_hh.contiguous()?, &b_hh.contiguous()?, GruRecurrence::new(hidden, steps))
+        gi.contiguous()?.apply_op3(
+            &w_hh.contiguous()?,
+            &b_hh.contiguous()?,
+            GruRecurrence::new(hidden, steps),
+        )
     }
 }
 
@@ -87,7 +95,11 @@ impl CustomOp3 for GruRecurrence {
             )
         }
         if w_layout.shape().dims() != [3 * hid, hid] || b_layout.shape().dims() != [3 * hid] {
-            candle_core::bail!("gru-recurrence: W_hh must be [{}, {hid}] and b_hh [{}]", 3 * hid, 3 * hid)
+            candle_core::bail!(
+                "gru-recurrence: W_hh must be [{}, {hid}] and b_hh [{}]",
+                3 * hid,
+                3 * hid
+            )
         }
         let gi = contiguous(gi_storage, gi_layout, "gi")?;
         let w_hh = contiguous(w_storage, w_layout, "w_hh")?;
@@ -137,7 +149,10 @@ impl CustomOp3 for GruRecurrence {
                 }
             });
         if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some(Saved { gates, chunk_rows: rows_per_chunk });
+            *saved = Some(Saved {
+                gates,
+                chunk_rows: rows_per_chunk,
+            });
         }
         Ok((CpuStorage::F32(hs), Shape::from((batch, steps, hid))))
     }
@@ -158,7 +173,11 @@ impl CustomOp3 for GruRecurrence {
             .lock()
             .map_err(|_| candle_core::Error::Msg("gru-recurrence: saved state poisoned".into()))?
             .take();
-        let Some(Saved { gates, chunk_rows: rows_per_chunk }) = saved else {
+        let Some(Saved {
+            gates,
+            chunk_rows: rows_per_chunk,
+        }) = saved
+        else {
             candle_core::bail!("gru-recurrence: backward called twice or without a forward pass")
         };
         let w = w_hh.flatten_all()?.to_vec1::<f32>()?;
@@ -194,7 +213,12 @@ impl CustomOp3 for GruRecurrence {
                         let dgi_row = &mut dgi[(r * gi_steps + gi_t) * 3 * hid..][..3 * hid];
                         let dh_row = &mut dh[r * hid..][..hid];
                         for j in 0..hid {
-                            let (rr, zz, nn, hn) = (saved[j], saved[hid + j], saved[2 * hid + j], saved[3 * hid + j]);
+                            let (rr, zz, nn, hn) = (
+                                saved[j],
+                                saved[hid + j],
+                                saved[2 * hid + j],
+                                saved[3 * hid + j],
+                            );
                             let g = g_row[j] + dh_row[j];
                             let dn_pre = g * (1.0 - zz) * (1.0 - nn * nn);
                             let dz_pre = g * (hp[j] - nn) * zz * (1.0 - zz);
@@ -210,7 +234,13 @@ impl CustomOp3 for GruRecurrence {
                     }
                     // dh += dG_t W_hh
                     super::linalg::gemm(
-                        super::linalg::Mat::new(&dgh[t * rows * 3 * hid..][..rows * 3 * hid], rows, 3 * hid, 3 * hid, 1),
+                        super::linalg::Mat::new(
+                            &dgh[t * rows * 3 * hid..][..rows * 3 * hid],
+                            rows,
+                            3 * hid,
+                            3 * hid,
+                            1,
+                        ),
                         super::linalg::Mat::new(&w, 3 * hid, hid, hid, 1),
                         &mut dh,
                         hid,

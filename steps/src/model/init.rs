@@ -71,7 +71,10 @@ pub struct SeededDropout {
 
 impl SeededDropout {
     pub fn new(seed: u64) -> SeededDropout {
-        SeededDropout { seed: AtomicU64::new(seed), calls: AtomicU64::new(0) }
+        SeededDropout {
+            seed: AtomicU64::new(seed),
+            calls: AtomicU64::new(0),
+        }
     }
 
     /// Restarts the mask sequence from `seed`.
@@ -90,7 +93,9 @@ impl SeededDropout {
             candle_core::bail!("dropout probability must be in [0, 1), got {p}")
         }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let mut rng = SplitMix64::new(self.seed.load(Ordering::SeqCst) ^ call.wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut rng = SplitMix64::new(
+            self.seed.load(Ordering::SeqCst) ^ call.wrapping_mul(0xA24B_AED4_963E_E407),
+        );
         let keep = (1.0 / (1.0 - p)) as f32;
         let p = p as f32;
         let mask: Vec<f32> = (0..xs.elem_count())
@@ -104,7 +109,10 @@ impl SeededDropout {
 /// A `VarBuilder` whose new variables are drawn from a seeded generator and stored in
 /// `varmap` (an existing variable of the same name is returned as is).
 pub fn seeded_var_builder(varmap: &VarMap, seed: u64, device: &Device) -> VarBuilder<'static> {
-    let backend = SeededBackend { varmap: varmap.clone(), rng: Mutex::new(SplitMix64::new(seed)) };
+    let backend = SeededBackend {
+        varmap: varmap.clone(),
+        rng: Mutex::new(SplitMix64::new(seed)),
+    };
     VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone())
 }
 
@@ -112,13 +120,19 @@ pub fn seeded_var_builder(varmap: &VarMap, seed: u64, device: &Device) -> VarBui
 /// U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 pub fn torch_default(fan_in: usize) -> Init {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform { lo: -bound, up: bound }
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 /// Xavier/Glorot uniform with `gain`, for a `[fan_out, fan_in]` matrix.
 pub fn xavier_uniform(fan_in: usize, fan_out: usize, gain: f64) -> Init {
     let bound = gain * (6.0 / (fan_in + fan_out) as f64).sqrt();
-    Init::Uniform { lo: -bound, up: bound }
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
 }
 
 struct SeededBackend {
@@ -129,12 +143,23 @@ struct SeededBackend {
 impl SeededBackend {
     fn sample(&self, shape: &Shape, init: Init) -> Result<Vec<f32>> {
         let n = shape.elem_count();
-        let mut rng = self.rng.lock().map_err(|_| candle_core::Error::Msg("init rng poisoned".into()))?;
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("init rng poisoned".into()))?;
         let values = match init {
             Init::Const(value) => vec![value as f32; n],
-            Init::Uniform { lo, up } => (0..n).map(|_| (lo + (up - lo) * rng.next_f64()) as f32).collect(),
-            Init::Randn { mean, stdev } => (0..n).map(|_| (mean + stdev * rng.next_normal()) as f32).collect(),
-            Init::Kaiming { dist, fan, non_linearity } => {
+            Init::Uniform { lo, up } => (0..n)
+                .map(|_| (lo + (up - lo) * rng.next_f64()) as f32)
+                .collect(),
+            Init::Randn { mean, stdev } => (0..n)
+                .map(|_| (mean + stdev * rng.next_normal()) as f32)
+                .collect(),
+            Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
                 let fan = match fan {
                     FanInOut::FanIn | FanInOut::FanOut => fan.for_shape(shape),
                 };
@@ -142,9 +167,13 @@ impl SeededBackend {
                 match dist {
                     NormalOrUniform::Uniform => {
                         let bound = 3f64.sqrt() * std;
-                        (0..n).map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32).collect()
+                        (0..n)
+                            .map(|_| (bound * (2.0 * rng.next_f64() - 1.0)) as f32)
+                            .collect()
                     }
-                    NormalOrUniform::Normal => (0..n).map(|_| (std * rng.next_normal()) as f32).collect(),
+                    NormalOrUniform::Normal => {
+                        (0..n).map(|_| (std * rng.next_normal()) as f32).collect()
+                    }
                 }
             }
         };
@@ -153,7 +182,14 @@ impl SeededBackend {
 }
 
 impl candle_nn::var_builder::SimpleBackend for SeededBackend {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let mut vars = self
             .varmap
             .data()
@@ -161,7 +197,10 @@ impl candle_nn::var_builder::SimpleBackend for SeededBackend {
             .map_err(|_| candle_core::Error::Msg("var map poisoned".into()))?;
         if let Some(var) = vars.get(name) {
             if var.shape() != &shape {
-                candle_core::bail!("shape mismatch for `{name}`: expected {shape:?}, stored {:?}", var.shape())
+                candle_core::bail!(
+                    "shape mismatch for `{name}`: expected {shape:?}, stored {:?}",
+                    var.shape()
+                )
             }
             return Ok(var.as_tensor().clone());
         }
@@ -177,7 +216,11 @@ impl candle_nn::var_builder::SimpleBackend for SeededBackend {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap.data().lock().map(|vars| vars.contains_key(name)).unwrap_or(false)
+        self.varmap
+            .data()
+            .lock()
+            .map(|vars| vars.contains_key(name))
+            .unwrap_or(false)
     }
 }
 
@@ -208,6 +251,9 @@ mod tests {
         assert!((200..400).contains(&dropped), "dropped {dropped} of 1000");
         let again: Vec<f32> = a.apply(&x, 0.3, true).unwrap().to_vec1().unwrap();
         assert_ne!(ma, again, "each call draws a new mask");
-        assert_eq!(a.apply(&x, 0.3, false).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 1000]);
+        assert_eq!(
+            a.apply(&x, 0.3, false).unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0; 1000]
+        );
     }
 }

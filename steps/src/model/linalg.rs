@@ -13,12 +13,28 @@ pub struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     /// Panics when the view reaches past `data` (a programming error in a kernel).
-    pub fn new(data: &'a [f32], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Mat<'a> {
+    pub fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Mat<'a> {
         if rows > 0 && cols > 0 {
             let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
-            assert!(last < data.len(), "matrix view {rows}x{cols} past the end of {} values", data.len());
+            assert!(
+                last < data.len(),
+                "matrix view {rows}x{cols} past the end of {} values",
+                data.len()
+            );
         }
-        Mat { data, rows, cols, row_stride, col_stride }
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
     }
 }
 
@@ -30,7 +46,10 @@ pub fn gemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], c_row_stride: usize, accumula
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * c_row_stride + n <= c.len(), "gemm: output view past the end");
+    assert!(
+        (m - 1) * c_row_stride + n <= c.len(),
+        "gemm: output view past the end"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -76,9 +95,21 @@ mod tests {
         let a_t = [1.0, 4.0, 2.0, 5.0, 3.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         let mut c = vec![10.0; 4];
-        gemm(Mat::new(&a_t, 2, 3, 1, 2), Mat::new(&b, 3, 2, 2, 1), &mut c, 2, false);
+        gemm(
+            Mat::new(&a_t, 2, 3, 1, 2),
+            Mat::new(&b, 3, 2, 2, 1),
+            &mut c,
+            2,
+            false,
+        );
         assert_eq!(c, vec![4.0, 5.0, 10.0, 11.0]);
-        gemm(Mat::new(&a_t, 2, 3, 1, 2), Mat::new(&b, 3, 2, 2, 1), &mut c, 2, true);
+        gemm(
+            Mat::new(&a_t, 2, 3, 1, 2),
+            Mat::new(&b, 3, 2, 2, 1),
+            &mut c,
+            2,
+            true,
+        );
         assert_eq!(c, vec![8.0, 10.0, 20.0, 22.0]);
     }
 }

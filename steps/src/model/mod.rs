@@ -119,17 +119,27 @@ impl Config {
                 bail!("model parameter `{name}` must be at least 1");
             }
         }
-        if self.kernel_size % 2 == 0 {
-            bail!("`--kernel-size` must be odd (same-length padding), got {}", self.kernel_size);
+        if self.kernel_size.is_multiple_of(2) {
+            bail!(
+                "`--kernel-size` must be odd (same-length padding), got {}",
+                self.kernel_size
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("`--dropout` must be in [0, 1), got {}", self.dropout);
         }
         if !self.alpha.is_finite() || self.alpha < 0.0 {
-            bail!("`--alpha` must be a non-negative number, got {}", self.alpha);
+            bail!(
+                "`--alpha` must be a non-negative number, got {}",
+                self.alpha
+            );
         }
         if self.n_target > self.n_features {
-            bail!("{} target features but only {} input features", self.n_target, self.n_features);
+            bail!(
+                "{} target features but only {} input features",
+                self.n_target,
+                self.n_features
+            );
         }
         Ok(())
     }
@@ -164,8 +174,24 @@ impl MtadGat {
         let (k, w) = (cfg.n_features, cfg.window);
         Ok(MtadGat {
             conv: ConvLayer::new(k, cfg.kernel_size, vb.pp("conv").pp("conv"))?,
-            feature_gat: GraphAttention::new(cfg.gat, k, w, cfg.alpha, cfg.dropout, dropout.clone(), vb.pp("feature_gat"))?,
-            temporal_gat: GraphAttention::new(cfg.gat, w, k, cfg.alpha, cfg.dropout, dropout.clone(), vb.pp("temporal_gat"))?,
+            feature_gat: GraphAttention::new(
+                cfg.gat,
+                k,
+                w,
+                cfg.alpha,
+                cfg.dropout,
+                dropout.clone(),
+                vb.pp("feature_gat"),
+            )?,
+            temporal_gat: GraphAttention::new(
+                cfg.gat,
+                w,
+                k,
+                cfg.alpha,
+                cfg.dropout,
+                dropout.clone(),
+                vb.pp("temporal_gat"),
+            )?,
             gru: Gru::new(3 * k, cfg.gru_hidden, vb.pp("gru").pp("gru"))?,
             forecast: ForecastHead::new(
                 cfg.gru_hidden,
@@ -176,7 +202,12 @@ impl MtadGat {
                 dropout.clone(),
                 vb.pp("forecasting_model"),
             )?,
-            reconstruction: ReconstructionHead::new(cfg.gru_hidden, cfg.recon_hidden, cfg.n_target, vb.pp("recon_model"))?,
+            reconstruction: ReconstructionHead::new(
+                cfg.gru_hidden,
+                cfg.recon_hidden,
+                cfg.n_target,
+                vb.pp("recon_model"),
+            )?,
             dropout,
             cfg: cfg.clone(),
         })
@@ -203,7 +234,10 @@ impl MtadGat {
             true => Some(self.reconstruction.forward(&h_end, self.cfg.window)?),
             false => None,
         };
-        Ok(Output { forecast, reconstruction })
+        Ok(Output {
+            forecast,
+            reconstruction,
+        })
     }
 
     /// x [B, W, K] -> the GRU's last hidden state [B, H].
@@ -218,7 +252,10 @@ impl MtadGat {
         }
         let conv = self.conv.forward(xs)?;
         let by_feature = conv.transpose(1, 2)?.contiguous()?;
-        let h_feat = self.feature_gat.forward(&by_feature, train)?.transpose(1, 2)?;
+        let h_feat = self
+            .feature_gat
+            .forward(&by_feature, train)?
+            .transpose(1, 2)?;
         let h_time = self.temporal_gat.forward(&conv, train)?;
         let joined = Tensor::cat(&[&conv, &h_feat, &h_time], 2)?;
         let states = self.gru.forward(&joined)?;

@@ -16,7 +16,12 @@ pub struct ReconstructionHead {
 
 impl ReconstructionHead {
     /// Keys `decoder.rnn.*` (a GRU) and `fc.weight`, `fc.bias`.
-    pub fn new(in_dim: usize, hidden: usize, out_dim: usize, vb: VarBuilder) -> Result<ReconstructionHead> {
+    pub fn new(
+        in_dim: usize,
+        hidden: usize,
+        out_dim: usize,
+        vb: VarBuilder,
+    ) -> Result<ReconstructionHead> {
         Ok(ReconstructionHead {
             decoder: Gru::new(in_dim, hidden, vb.pp("decoder").pp("rnn"))?,
             fc: linear(hidden, out_dim, vb.pp("fc"))?,

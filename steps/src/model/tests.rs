@@ -20,9 +20,21 @@ fn tiny(mode: Mode, gat: GatKind) -> Config {
 #[test]
 fn paper_config_is_valid_and_bad_values_are_named() {
     assert!(Config::paper(55, 100, 1).validate().is_ok());
-    let err = Config { kernel_size: 6, ..Config::paper(5, 10, 1) }.validate().unwrap_err().to_string();
+    let err = Config {
+        kernel_size: 6,
+        ..Config::paper(5, 10, 1)
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("kernel-size"), "{err}");
-    let err = Config { dropout: 1.0, ..Config::paper(5, 10, 1) }.validate().unwrap_err().to_string();
+    let err = Config {
+        dropout: 1.0,
+        ..Config::paper(5, 10, 1)
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("dropout"), "{err}");
 }
 
@@ -54,7 +66,10 @@ fn output_shapes_and_reference_parameter_names() {
         "recon_model.decoder.rnn.bias_ih_l0",
         "recon_model.fc.weight",
     ] {
-        assert!(names.iter().any(|n| n == expected), "missing `{expected}` in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "missing `{expected}` in {names:?}"
+        );
     }
     let shape = |name: &str| varmap.data().lock().unwrap()[name].dims().to_vec();
     assert_eq!(shape("feature_gat.lin.weight"), vec![12, 12]); // 2W -> 2W
@@ -68,9 +83,17 @@ fn output_shapes_and_reference_parameter_names() {
 fn modes_skip_the_unused_head() {
     let device = Device::Cpu;
     let xs = Tensor::randn(0f32, 1.0, (2, 6, 4), &device).unwrap();
-    for (mode, fc, rec) in [(Mode::Forecast, true, false), (Mode::Reconstruct, false, true)] {
+    for (mode, fc, rec) in [
+        (Mode::Forecast, true, false),
+        (Mode::Reconstruct, false, true),
+    ] {
         let varmap = VarMap::new();
-        let model = MtadGat::new(&tiny(mode, GatKind::Gat), seeded_var_builder(&varmap, 0, &device), 0).unwrap();
+        let model = MtadGat::new(
+            &tiny(mode, GatKind::Gat),
+            seeded_var_builder(&varmap, 0, &device),
+            0,
+        )
+        .unwrap();
         let out = model.forward(&xs, false).unwrap();
         assert_eq!(out.forecast.is_some(), fc);
         assert_eq!(out.reconstruction.is_some(), rec);
@@ -82,16 +105,35 @@ fn every_parameter_receives_a_gradient() {
     let device = Device::Cpu;
     for gat in [GatKind::Gatv2, GatKind::Gat] {
         let varmap = VarMap::new();
-        let model = MtadGat::new(&tiny(Mode::Both, gat), seeded_var_builder(&varmap, 1, &device), 1).unwrap();
+        let model = MtadGat::new(
+            &tiny(Mode::Both, gat),
+            seeded_var_builder(&varmap, 1, &device),
+            1,
+        )
+        .unwrap();
         let xs = Tensor::randn(0f32, 1.0, (3, 6, 4), &device).unwrap();
         let out = model.forward(&xs, true).unwrap();
         let loss = (out.forecast.unwrap().sqr().unwrap().mean_all().unwrap()
-            + out.reconstruction.unwrap().sqr().unwrap().mean_all().unwrap())
+            + out
+                .reconstruction
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap())
         .unwrap();
         let grads = loss.backward().unwrap();
-        let vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let vars: Vec<(String, Var)> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (name, var) in vars {
-            let grad = grads.get(&var).unwrap_or_else(|| panic!("no gradient for `{name}` ({gat:?})"));
+            let grad = grads
+                .get(&var)
+                .unwrap_or_else(|| panic!("no gradient for `{name}` ({gat:?})"));
             let norm: f32 = grad.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(norm.is_finite(), "`{name}` gradient not finite");
             // The attention bias of a softmax row gets an exactly zero gradient only by accident.

@@ -8,7 +8,11 @@ fn synthetic(n_rows: usize) -> Vec<f32> {
     (0..n_rows)
         .flat_map(|t| {
             let t = t as f32;
-            [0.5 + 0.4 * (t * 0.4).sin(), 0.5 + 0.4 * (t * 0.4 + 1.0).cos(), (t % 7.0) / 7.0]
+            [
+                0.5 + 0.4 * (t * 0.4).sin(),
+                0.5 + 0.4 * (t * 0.4 + 1.0).cos(),
+                (t % 7.0) / 7.0,
+            ]
         })
         .collect()
 }
@@ -67,10 +71,23 @@ fn values(weights: &HashMap<String, Tensor>) -> Vec<(String, Vec<f32>)> {
 fn loss_decreases_on_a_learnable_series() {
     let series = synthetic(240);
     let mut recorder = Recorder::default();
-    let fitted = fit(&series, 240, &[0, 2], &tiny_config(), &options(8), &mut recorder).unwrap();
+    let fitted = fit(
+        &series,
+        240,
+        &[0, 2],
+        &tiny_config(),
+        &options(8),
+        &mut recorder,
+    )
+    .unwrap();
     let first = &recorder.epochs[0];
     let last = recorder.epochs.last().unwrap();
-    assert!(last.train_loss < 0.7 * first.train_loss, "{} -> {}", first.train_loss, last.train_loss);
+    assert!(
+        last.train_loss < 0.7 * first.train_loss,
+        "{} -> {}",
+        first.train_loss,
+        last.train_loss
+    );
     assert!(fitted.best_val_loss <= first.val_loss);
     assert_eq!(fitted.n_train_windows + fitted.n_val_windows, 240 - 8);
     assert_eq!(fitted.n_val_windows, 23);
@@ -81,9 +98,16 @@ fn loss_decreases_on_a_learnable_series() {
 fn same_seed_same_weights_other_seed_other_weights() {
     let series = synthetic(120);
     let run = |seed, gat| {
-        let cfg = Config { gat, ..tiny_config() };
+        let cfg = Config {
+            gat,
+            ..tiny_config()
+        };
         let opts = FitOptions { seed, ..options(2) };
-        values(&fit(&series, 120, &[0, 2], &cfg, &opts, &mut Recorder::default()).unwrap().weights)
+        values(
+            &fit(&series, 120, &[0, 2], &cfg, &opts, &mut Recorder::default())
+                .unwrap()
+                .weights,
+        )
     };
     assert_eq!(run(3, GatKind::Gatv2), run(3, GatKind::Gatv2));
     assert_ne!(run(3, GatKind::Gatv2), run(4, GatKind::Gatv2));
@@ -94,15 +118,25 @@ fn same_seed_same_weights_other_seed_other_weights() {
 fn non_finite_loss_rolls_back_halves_lr_and_never_keeps_nan() {
     let series = synthetic(120);
     let mut recorder = Recorder::default();
-    let opts = FitOptions { inject_nan_at: vec![2, 9], ..options(3) };
+    let opts = FitOptions {
+        inject_nan_at: vec![2, 9],
+        ..options(3)
+    };
     let fitted = fit(&series, 120, &[0, 2], &tiny_config(), &opts, &mut recorder).unwrap();
     assert_eq!(fitted.rollbacks, 2);
     assert_eq!(recorder.events.len(), 2, "{:?}", recorder.events);
-    assert!(recorder.events[0].contains("non-finite loss"), "{}", recorder.events[0]);
+    assert!(
+        recorder.events[0].contains("non-finite loss"),
+        "{}",
+        recorder.events[0]
+    );
     let lrs: Vec<f64> = recorder.epochs.iter().map(|r| r.lr).collect();
     assert_eq!(lrs.last().copied(), Some(opts.lr / 4.0));
     for (name, v) in values(&fitted.weights) {
-        assert!(v.iter().all(|x| x.is_finite()), "`{name}` has non-finite values");
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "`{name}` has non-finite values"
+        );
     }
     assert!(fitted.best_val_loss.is_finite());
 }
@@ -110,16 +144,33 @@ fn non_finite_loss_rolls_back_halves_lr_and_never_keeps_nan() {
 #[test]
 fn persistent_divergence_is_an_error_not_a_nan_model() {
     let series = synthetic(60);
-    let opts = FitOptions { inject_nan_at: (1..100).collect(), ..options(8) };
-    let err = fit(&series, 60, &[0, 2], &tiny_config(), &opts, &mut Recorder::default()).unwrap_err();
+    let opts = FitOptions {
+        inject_nan_at: (1..100).collect(),
+        ..options(8)
+    };
+    let err = fit(
+        &series,
+        60,
+        &[0, 2],
+        &tiny_config(),
+        &opts,
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("diverged"), "{err}");
 }
 
 #[test]
 fn forecast_only_mode_trains_and_max_windows_caps_the_data() {
     let series = synthetic(200);
-    let cfg = Config { mode: Mode::Forecast, ..tiny_config() };
-    let opts = FitOptions { max_windows: 50, ..options(1) };
+    let cfg = Config {
+        mode: Mode::Forecast,
+        ..tiny_config()
+    };
+    let opts = FitOptions {
+        max_windows: 50,
+        ..options(1)
+    };
     let mut recorder = Recorder::default();
     let fitted = fit(&series, 200, &[0, 2], &cfg, &opts, &mut recorder).unwrap();
     assert_eq!(fitted.n_train_windows + fitted.n_val_windows, 50);
@@ -130,6 +181,14 @@ fn forecast_only_mode_trains_and_max_windows_caps_the_data() {
 #[test]
 fn too_short_series_names_the_window() {
     let series = synthetic(9);
-    let err = fit(&series, 9, &[0, 2], &tiny_config(), &options(1), &mut Recorder::default()).unwrap_err();
+    let err = fit(
+        &series,
+        9,
+        &[0, 2],
+        &tiny_config(),
+        &options(1),
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("window 8"), "{err}");
 }
