@@ -205,18 +205,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
 }
 
 fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i32> {
-    let (project, dag) = load_project(project_dir)?;
-    let store = open_store(project_dir, store_dir)?;
-    let selection = &args.selection;
-    let plan = Plan::resolve(
-        &project,
-        &dag,
-        &store,
-        &selection.entry,
-        &selection.params,
-        selection.reuse,
-        &RegistryUris(&store),
-    )?;
+    let (project, store, plan) = resolve_selection(project_dir, store_dir, &args.selection)?;
     exec::install_interrupt_handler();
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -241,18 +230,7 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
 }
 
 fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<i32> {
-    let (project, dag) = load_project(project_dir)?;
-    let store = open_store(project_dir, store_dir)?;
-    let selection = &args.selection;
-    let plan = Plan::resolve(
-        &project,
-        &dag,
-        &store,
-        &selection.entry,
-        &selection.params,
-        selection.reuse,
-        &RegistryUris(&store),
-    )?;
+    let (_, _, plan) = resolve_selection(project_dir, store_dir, &args.selection)?;
     if args.json {
         println!(
             "{}",
@@ -262,6 +240,26 @@ fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<
         print!("{}", render::plan_text(&plan));
     }
     Ok(0)
+}
+
+/// Loads the project and store and resolves the requested entry point.
+fn resolve_selection(
+    project_dir: &Path,
+    store_dir: Option<&Path>,
+    selection: &Selection,
+) -> Result<(Project, Store, Plan)> {
+    let (project, dag) = load_project(project_dir)?;
+    let store = open_store(project_dir, store_dir)?;
+    let plan = Plan::resolve(
+        &project,
+        &dag,
+        &store,
+        &selection.entry,
+        &selection.params,
+        selection.reuse,
+        &RegistryUris(&store),
+    )?;
+    Ok((project, store, plan))
 }
 
 fn load_project(dir: &Path) -> Result<(Project, Dag)> {

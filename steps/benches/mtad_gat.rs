@@ -24,6 +24,9 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    if std::env::var_os("BENCH_NO_ALLOC_TUNING").is_none() {
+        flow_steps::model::alloc::tune_for_tensors();
+    }
     let device = Device::Cpu;
     println!(
         "MTAD-GAT, MSL shapes: K={K}, W={W}, batch {BATCH}, 1 target, {} rayon threads",

@@ -217,6 +217,7 @@ impl Bundle {
         if n_rows <= window {
             bail!("scoring needs more rows than the window ({window}): got {n_rows}, need at least {}", window + 1);
         }
+        crate::model::alloc::tune_for_tensors();
         let targets = self.target_dims();
         let n_target = targets.len();
         let n_scored = n_rows - window;

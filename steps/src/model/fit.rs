@@ -81,6 +81,7 @@ pub fn fit(
 ) -> Result<Fitted> {
     cfg.validate()?;
     check_options(opts)?;
+    super::alloc::tune_for_tensors();
     let windows = Windows::new(series, n_rows, cfg, target_dims)?;
     let (train_idx, val_idx) = split_windows(windows.count(), opts)?;
     let device = Device::Cpu;

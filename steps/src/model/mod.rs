@@ -15,6 +15,7 @@
 //! The expensive parts run in fused kernels: [`gat_kernel`] (GATv2 logits without the
 //! pairwise tensor) and [`gru_kernel`] (the GRU recurrence with its own BPTT).
 
+pub mod alloc;
 pub mod conv;
 pub mod fit;
 pub mod forecast;
