@@ -21,7 +21,6 @@
 #[path = "../src/serve/test_client.rs"]
 mod test_client;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,15 +28,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use candle_core::{Device, Tensor};
-use candle_nn::VarMap;
 use flow::serve::{
     serve_with, BundleScorer, DiscardSink, ModelInfo, ScoredRows, Scorer, ServeConfig, ServeState,
 };
-use flow_steps::bundle::{Bundle, BundleManifest, Thresholds, TrainSummary};
+use flow_steps::bundle::{Bundle, Thresholds};
 use flow_steps::data::{FeatureStats, Preprocessor, ScalerKind};
-use flow_steps::model::init::seeded_var_builder;
-use flow_steps::model::{Config, MtadGat};
+use flow_steps::model::Config;
 use test_client::HttpClient;
 
 const CLIENT_LEVELS: [usize; 3] = [1, 8, 64];
@@ -274,35 +270,13 @@ fn untrained_mtad_gat(n_features: usize, window: usize) -> anyhow::Result<Bundle
     let preprocessor =
         Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, Vec::new(), window);
     let config = Config::paper(n_features, window, n_features);
-    let varmap = VarMap::new();
-    MtadGat::new(&config, seeded_var_builder(&varmap, 7, &Device::Cpu), 7)?;
-    let weights: HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the weight map is poisoned"))?
-        .iter()
-        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-        .collect();
-    let manifest = BundleManifest {
-        format_version: BundleManifest::FORMAT_VERSION,
-        algorithm: "mtad_gat".into(),
-        preprocessor,
-        model: config,
-        gamma: 1.0,
-        thresholds: Thresholds {
-            epsilon: Some(1.0),
-            chosen: Some("epsilon".into()),
-            ..Thresholds::default()
-        },
-        trained: TrainSummary {
-            epochs: 0,
-            best_val_loss: 0.0,
-            seed: 7,
-            n_train_windows: 0,
-            train_run_id: "bench".into(),
-        },
+    let mut bundle = Bundle::untrained(preprocessor, config, 7)?;
+    bundle.manifest.thresholds = Thresholds {
+        epsilon: Some(1.0),
+        chosen: Some("epsilon".into()),
+        ..Thresholds::default()
     };
-    Bundle::from_weights(manifest, weights)
+    Ok(bundle)
 }
 
 /// A smooth multichannel signal in [0.1, 0.9].

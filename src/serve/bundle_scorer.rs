@@ -97,14 +97,9 @@ impl Scorer for BundleScorer {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use candle_core::{Device, Tensor};
-    use candle_nn::VarMap;
-    use flow_steps::bundle::{BundleManifest, Thresholds, TrainSummary};
+    use flow_steps::bundle::Thresholds;
     use flow_steps::data::{Preprocessor, ScalerKind};
-    use flow_steps::model::init::seeded_var_builder;
-    use flow_steps::model::{Config, MtadGat};
+    use flow_steps::model::Config;
 
     use super::*;
 
@@ -124,35 +119,13 @@ mod tests {
             dropout: 0.0,
             ..Config::paper(3, WINDOW, 2)
         };
-        let varmap = VarMap::new();
-        MtadGat::new(&config, seeded_var_builder(&varmap, 5, &Device::Cpu), 5).unwrap();
-        let weights: HashMap<String, Tensor> = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        let manifest = BundleManifest {
-            format_version: BundleManifest::FORMAT_VERSION,
-            algorithm: "mtad_gat".into(),
-            preprocessor,
-            model: config,
-            gamma: 1.0,
-            thresholds: Thresholds {
-                epsilon: Some(0.25),
-                chosen: Some("epsilon".into()),
-                ..Thresholds::default()
-            },
-            trained: TrainSummary {
-                epochs: 0,
-                best_val_loss: 0.0,
-                seed: 5,
-                n_train_windows: 0,
-                train_run_id: "test".into(),
-            },
+        let mut bundle = Bundle::untrained(preprocessor, config, 5).unwrap();
+        bundle.manifest.thresholds = Thresholds {
+            epsilon: Some(0.25),
+            chosen: Some("epsilon".into()),
+            ..Thresholds::default()
         };
-        Bundle::from_weights(manifest, weights).unwrap()
+        bundle
     }
 
     #[test]

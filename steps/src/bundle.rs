@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::data::preprocessor::Preprocessor;
+use crate::model::init::seeded_var_builder;
 use crate::model::{Config, MtadGat};
 
 pub const MANIFEST_FILE: &str = "flow-model.json";
@@ -127,6 +128,40 @@ impl Bundle {
             weights,
             device,
         })
+    }
+
+    /// A bundle with seeded random weights and no thresholds: what benchmarks and tests
+    /// score with when the cost or plumbing matters, not the accuracy.
+    pub fn untrained(preprocessor: Preprocessor, model: Config, seed: u64) -> Result<Bundle> {
+        let varmap = VarMap::new();
+        MtadGat::new(
+            &model,
+            seeded_var_builder(&varmap, seed, &Device::Cpu),
+            seed,
+        )?;
+        let weights: HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the weight map is poisoned"))?
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        let manifest = BundleManifest {
+            format_version: BundleManifest::FORMAT_VERSION,
+            algorithm: "mtad_gat".into(),
+            preprocessor,
+            model,
+            gamma: 1.0,
+            thresholds: Thresholds::default(),
+            trained: TrainSummary {
+                epochs: 0,
+                best_val_loss: 0.0,
+                seed,
+                n_train_windows: 0,
+                train_run_id: "untrained".into(),
+            },
+        };
+        Bundle::from_weights(manifest, weights)
     }
 
     pub fn load(dir: &Path) -> Result<Bundle> {
@@ -378,8 +413,6 @@ fn publish(tmp: &Path, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::data::preprocessor::ScalerKind;
-    use crate::model::init::seeded_var_builder;
-    use candle_nn::VarMap;
 
     const K: usize = 3;
     const W: usize = 5;
@@ -412,31 +445,9 @@ mod tests {
             kernel_size: 3,
             ..Config::paper(K, W, n_target)
         };
-        let varmap = VarMap::new();
-        MtadGat::new(&model, seeded_var_builder(&varmap, 9, &Device::Cpu), 9).unwrap();
-        let weights = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
-            .collect();
-        let manifest = BundleManifest {
-            format_version: BundleManifest::FORMAT_VERSION,
-            algorithm: "mtad_gat".into(),
-            preprocessor,
-            model,
-            gamma: 0.5,
-            thresholds: Thresholds::default(),
-            trained: TrainSummary {
-                epochs: 0,
-                best_val_loss: 1.0,
-                seed: 9,
-                n_train_windows: 0,
-                train_run_id: "local".into(),
-            },
-        };
-        Bundle::from_weights(manifest, weights).unwrap()
+        let mut bundle = Bundle::untrained(preprocessor, model, 9).unwrap();
+        bundle.manifest.gamma = 0.5;
+        bundle
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! cannot be applied to live rows, so when either is on, the thresholds written into the
 //! bundle are refitted on the plain scores that `predict` and serving compute.
 
-mod figures;
+pub(crate) mod figures;
 mod settings;
 
 use std::fmt::Write as _;

@@ -158,6 +158,7 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
         &mut observer,
     )?;
     observer.finish();
+    write_history(&ctx.output_path("history.json")?, &observer.history)?;
     ctx.log_metrics(
         &[("best_val_loss", fitted.best_val_loss)],
         fitted.best_epoch as i64,
@@ -237,12 +238,32 @@ fn read_train_split(process_dir: &Path, n_columns: usize) -> Result<(Vec<f32>, u
     Ok((values, n_rows))
 }
 
-/// Progress to stderr (a bar on a terminal, one line per epoch otherwise) and per-epoch
-/// metrics through the step context.
+/// `history.json`: one object per epoch with its losses, which evaluate draws as the
+/// loss curves (throughput stays in the metrics: it is not a loss).
+fn write_history(path: &Path, history: &[EpochReport]) -> Result<()> {
+    let epochs: Vec<serde_json::Value> = history
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "epoch": r.epoch,
+                "train_loss": r.train_loss,
+                "val_loss": r.val_loss,
+                "forecast_loss": r.forecast_loss,
+                "recon_loss": r.recon_loss,
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&epochs)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// Progress to stderr (a bar on a terminal, one line per epoch otherwise), per-epoch
+/// metrics through the step context, and the epochs kept for `history.json`.
 struct Progress<'a> {
     ctx: &'a StepContext,
     bar: Option<ProgressBar>,
     interactive: bool,
+    history: Vec<EpochReport>,
 }
 
 impl<'a> Progress<'a> {
@@ -251,6 +272,7 @@ impl<'a> Progress<'a> {
             ctx,
             bar: None,
             interactive: std::io::stderr().is_terminal(),
+            history: Vec::new(),
         }
     }
 
@@ -292,6 +314,7 @@ impl FitObserver for Progress<'_> {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
         }
+        self.history.push(r.clone());
         self.ctx.log_metrics(
             &[
                 ("train_loss", r.train_loss),
@@ -366,6 +389,14 @@ mod tests {
         assert!(bundle.manifest.trained.best_val_loss.is_finite());
         assert_eq!(bundle.manifest.model.n_target, 1);
         assert_eq!(bundle.manifest.thresholds, Thresholds::default());
+        let curves =
+            crate::evaluate::figures::read_history(&out.path().join("run/history.json")).unwrap();
+        let names: Vec<&str> = curves.iter().map(|(name, _)| name.as_str()).collect();
+        assert!(
+            names.contains(&"train_loss") && names.contains(&"val_loss"),
+            "{names:?}"
+        );
+        assert!(curves.iter().all(|(_, values)| values.len() == 2));
         let text = std::fs::read_to_string(metrics).unwrap();
         for key in [
             "train_loss",

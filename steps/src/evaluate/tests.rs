@@ -5,14 +5,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarMap;
 
 use super::*;
-use crate::bundle::{BundleManifest, TrainSummary};
 use crate::data::meta::{Interpretation, Part};
 use crate::data::preprocessor::{Preprocessor, ScalerKind};
-use crate::model::init::seeded_var_builder;
-use crate::model::{Config, MtadGat};
+use crate::model::Config;
 
 pub(crate) const N_FEATURES: usize = 3;
 pub(crate) const WINDOW: usize = 8;
@@ -31,31 +28,7 @@ pub(crate) fn tiny_bundle() -> Bundle {
         dropout: 0.0,
         ..Config::paper(N_FEATURES, WINDOW, N_FEATURES)
     };
-    let varmap = VarMap::new();
-    MtadGat::new(&cfg, seeded_var_builder(&varmap, 3, &Device::Cpu), 3).unwrap();
-    let weights: HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    let manifest = BundleManifest {
-        format_version: BundleManifest::FORMAT_VERSION,
-        algorithm: "mtad_gat".into(),
-        preprocessor,
-        model: cfg,
-        gamma: 1.0,
-        thresholds: Thresholds::default(),
-        trained: TrainSummary {
-            epochs: 0,
-            best_val_loss: 0.0,
-            seed: 3,
-            n_train_windows: 0,
-            train_run_id: "test".into(),
-        },
-    };
-    Bundle::from_weights(manifest, weights).unwrap()
+    Bundle::untrained(preprocessor, cfg, 3).unwrap()
 }
 
 /// Smooth scaled rows in [0, 1]; `spike` rows get feature 1 set to 25.
