@@ -42,13 +42,17 @@ pub enum StepCommand {
 
 /// Runs one built-in step with the context the runner set up (`FLOW_*` variables).
 pub fn run_step(command: StepCommand) -> Result<()> {
-    let ctx = StepContext::from_env()?;
+    run_step_in(&StepContext::from_env()?, &command)
+}
+
+/// Runs one built-in step in an explicit context (tests and embedding callers).
+pub fn run_step_in(ctx: &StepContext, command: &StepCommand) -> Result<()> {
     std::fs::create_dir_all(&ctx.output_dir)?;
-    match &command {
-        StepCommand::Load(args) => data::load::run(&ctx, args),
-        StepCommand::Process(args) => data::process::run(&ctx, args),
-        StepCommand::Train(args) => train::run(&ctx, args),
-        StepCommand::Evaluate(args) => evaluate::run(&ctx, args),
-        StepCommand::Predict(args) => predict::run(&ctx, args),
+    match command {
+        StepCommand::Load(args) => data::load::run(ctx, args),
+        StepCommand::Process(args) => data::process::run(ctx, args),
+        StepCommand::Train(args) => train::run(ctx, args),
+        StepCommand::Evaluate(args) => evaluate::run(ctx, args),
+        StepCommand::Predict(args) => predict::run(ctx, args),
     }
 }
