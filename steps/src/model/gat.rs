@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::gat_kernel::Gatv2Logits;
 use super::init::{torch_default, xavier_uniform, SeededDropout};
+use super::softmax::BiasSoftmax;
 
 /// Which attention score the layers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -69,8 +70,7 @@ impl GraphAttention {
 
     /// Nodes [B, N, node_dim] -> sigmoid(attention @ nodes) [B, N, node_dim].
     pub fn forward(&self, nodes: &Tensor, train: bool) -> Result<Tensor> {
-        let logits = self.logits(nodes)?.broadcast_add(&self.bias)?;
-        let attention = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let attention = BiasSoftmax::apply(&self.logits(nodes)?, &self.bias)?;
         let attention = self.rng.apply(&attention, self.dropout, train)?;
         candle_nn::ops::sigmoid(&attention.matmul(&nodes.contiguous()?)?)
     }

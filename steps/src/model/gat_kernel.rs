@@ -56,17 +56,18 @@ impl CustomOp3 for Gatv2Logits {
                 a_layout.shape()
             )
         }
-        let p = contiguous(p_storage, p_layout, "p")?;
-        let q = contiguous(q_storage, q_layout, "q")?;
-        let a = contiguous(a_storage, a_layout, "a")?;
+        let padded = padded_embed(embed);
+        let p = pad_rows(contiguous(p_storage, p_layout, "p")?, embed, padded);
+        let q = pad_rows(contiguous(q_storage, q_layout, "q")?, embed, padded);
+        let a = pad_rows(contiguous(a_storage, a_layout, "a")?, embed, padded);
         let mut e = vec![0f32; batch * nodes * nodes];
         if nodes > 0 {
             e.par_chunks_mut(nodes * nodes)
                 .enumerate()
                 .for_each(|(b, e)| {
-                    let p = &p[b * nodes * embed..][..nodes * embed];
-                    let q = &q[b * nodes * embed..][..nodes * embed];
-                    kernels::forward(p, q, a, self.alpha, nodes, embed, e);
+                    let p = &p[b * nodes * padded..][..nodes * padded];
+                    let q = &q[b * nodes * padded..][..nodes * padded];
+                    kernels::forward(p, q, &a, self.alpha, nodes, padded, e);
                 });
         }
         Ok((CpuStorage::F32(e), Shape::from((batch, nodes, nodes))))
@@ -81,30 +82,36 @@ impl CustomOp3 for Gatv2Logits {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, nodes, embed) = p.dims3()?;
-        let p_data = p.flatten_all()?.to_vec1::<f32>()?;
-        let q_data = q.flatten_all()?.to_vec1::<f32>()?;
-        let a_data = a.to_vec1::<f32>()?;
+        let padded = padded_embed(embed);
+        let p_data = pad_rows(&p.flatten_all()?.to_vec1::<f32>()?, embed, padded);
+        let q_data = pad_rows(&q.flatten_all()?.to_vec1::<f32>()?, embed, padded);
+        let a_data = pad_rows(&a.to_vec1::<f32>()?, embed, padded);
         let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut dp = vec![0f32; batch * nodes * embed];
-        let mut dq = vec![0f32; batch * nodes * embed];
-        let mut da_per_batch = vec![0f32; batch * embed];
+        let mut dp = vec![0f32; batch * nodes * padded];
+        let mut dq = vec![0f32; batch * nodes * padded];
+        let mut da_per_batch = vec![0f32; batch * padded];
         if nodes > 0 && embed > 0 {
-            dp.par_chunks_mut(nodes * embed)
-                .zip(dq.par_chunks_mut(nodes * embed))
-                .zip(da_per_batch.par_chunks_mut(embed))
+            dp.par_chunks_mut(nodes * padded)
+                .zip(dq.par_chunks_mut(nodes * padded))
+                .zip(da_per_batch.par_chunks_mut(padded))
                 .enumerate()
                 .for_each(|(b, ((dp, dq), da))| {
-                    let p = &p_data[b * nodes * embed..][..nodes * embed];
-                    let q = &q_data[b * nodes * embed..][..nodes * embed];
+                    let p = &p_data[b * nodes * padded..][..nodes * padded];
+                    let q = &q_data[b * nodes * padded..][..nodes * padded];
                     let g = &g[b * nodes * nodes..][..nodes * nodes];
-                    kernels::backward(p, q, &a_data, g, self.alpha, nodes, embed, dp, dq, da);
+                    kernels::backward(p, q, &a_data, g, self.alpha, nodes, padded, dp, dq, da);
                 });
         }
         // Sum the per-batch partials in a fixed order so results do not depend on threads.
-        let mut da = vec![0f32; embed];
-        for row in da_per_batch.chunks_exact(embed.max(1)) {
+        let mut da = vec![0f32; padded];
+        for row in da_per_batch.chunks_exact(padded.max(1)) {
             da.iter_mut().zip(row).for_each(|(acc, v)| *acc += v);
         }
+        let (dp, dq, da) = (
+            unpad_rows(dp, embed, padded),
+            unpad_rows(dq, embed, padded),
+            unpad_rows(da, embed, padded),
+        );
         let device = p.device();
         Ok((
             Some(Tensor::from_vec(dp, p.shape(), device)?),
@@ -112,6 +119,35 @@ impl CustomOp3 for Gatv2Logits {
             Some(Tensor::from_vec(da, a.shape(), device)?),
         ))
     }
+}
+
+/// The embedding rounded up to whole 8-lane vectors: zero lanes add LeakyReLU(0) * 0 = 0 to
+/// the logits, and their gradients are dropped, so the kernels never run a scalar tail.
+fn padded_embed(embed: usize) -> usize {
+    embed.next_multiple_of(8)
+}
+
+/// Rows of `embed` values, each zero-extended to `padded`.
+fn pad_rows(data: &[f32], embed: usize, padded: usize) -> Vec<f32> {
+    if embed == padded {
+        return data.to_vec();
+    }
+    let mut out = vec![0f32; data.len() / embed * padded];
+    for (out, row) in out.chunks_exact_mut(padded).zip(data.chunks_exact(embed)) {
+        out[..embed].copy_from_slice(row);
+    }
+    out
+}
+
+/// The inverse of [`pad_rows`].
+fn unpad_rows(data: Vec<f32>, embed: usize, padded: usize) -> Vec<f32> {
+    if embed == padded {
+        return data;
+    }
+    data.chunks_exact(padded)
+        .flat_map(|row| &row[..embed])
+        .copied()
+        .collect()
 }
 
 /// The inner loops, written so LLVM vectorises them over the embedding dimension; on x86-64
@@ -155,6 +191,11 @@ mod kernels {
         }
     }
 
+    /// The gradients factor as dP_id = a_d sum_j g_ij slope_ijd, dQ_jd = a_d sum_i g_ij
+    /// slope_ijd and da_d = sum_ij g_ij slope_ijd s_ijd (slope = 1 or alpha, s = P_id + Q_jd).
+    /// The embedding is walked in tiles of up to 32 lanes so that node i's dP and da partial
+    /// sums stay in registers across all j; only dQ_j goes through memory. `a` is applied once
+    /// at the end instead of per pair.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn backward_generic(
@@ -169,26 +210,71 @@ mod kernels {
         dq: &mut [f32],
         da: &mut [f32],
     ) {
+        let mut start = 0;
+        while start < embed {
+            let left = embed - start;
+            let width = if left >= 32 {
+                backward_tile::<32>(p, q, g, alpha, nodes, embed, start, dp, dq, da);
+                32
+            } else if left >= 8 {
+                backward_tile::<8>(p, q, g, alpha, nodes, embed, start, dp, dq, da);
+                8
+            } else {
+                backward_tile::<1>(p, q, g, alpha, nodes, embed, start, dp, dq, da);
+                1
+            };
+            start += width;
+        }
+        for row in dp.chunks_exact_mut(embed).chain(dq.chunks_exact_mut(embed)) {
+            row.iter_mut().zip(a).for_each(|(v, a)| *v *= a);
+        }
+    }
+
+    /// Embedding lanes `start..start + N` of [`backward_generic`], before the factor `a`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn backward_tile<const N: usize>(
+        p: &[f32],
+        q: &[f32],
+        g: &[f32],
+        alpha: f32,
+        nodes: usize,
+        embed: usize,
+        start: usize,
+        dp: &mut [f32],
+        dq: &mut [f32],
+        da: &mut [f32],
+    ) {
+        let mut da_acc = [0f32; N];
         for i in 0..nodes {
-            let p_i = &p[i * embed..][..embed];
-            let dp_i = &mut dp[i * embed..][..embed];
+            let p_i: &[f32; N] = p[i * embed + start..][..N].try_into().expect("tile");
+            let mut dp_acc = [0f32; N];
             for j in 0..nodes {
                 let g_ij = g[i * nodes + j];
                 if g_ij == 0.0 {
                     continue;
                 }
-                let q_j = &q[j * embed..][..embed];
-                let dq_j = &mut dq[j * embed..][..embed];
-                for d in 0..embed {
+                let q_j: &[f32; N] = q[j * embed + start..][..N].try_into().expect("tile");
+                let dq_j: &mut [f32; N] = (&mut dq[j * embed + start..][..N])
+                    .try_into()
+                    .expect("tile");
+                for d in 0..N {
                     let s = p_i[d] + q_j[d];
-                    let slope = if s > 0.0 { 1.0 } else { alpha };
-                    let ds = g_ij * a[d] * slope;
-                    dp_i[d] += ds;
-                    dq_j[d] += ds;
-                    da[d] += g_ij * s * slope;
+                    let t = if s > 0.0 { g_ij } else { g_ij * alpha };
+                    dp_acc[d] += t;
+                    da_acc[d] += t * s;
+                    dq_j[d] += t;
                 }
             }
+            dp[i * embed + start..][..N]
+                .iter_mut()
+                .zip(dp_acc)
+                .for_each(|(v, acc)| *v += acc);
         }
+        da[start..][..N]
+            .iter_mut()
+            .zip(da_acc)
+            .for_each(|(v, acc)| *v += acc);
     }
 
     pub fn forward(
@@ -283,13 +369,13 @@ mod tests {
     #[test]
     fn fused_logits_and_gradients_match_the_pairwise_reference() {
         let device = Device::Cpu;
-        // embed 11: exercises both the 8-lane body and the tail.
         let var = |shape: (usize, usize, usize)| {
             Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &device).unwrap()).unwrap()
         };
-        let p = var((3, 5, 11));
-        let q = var((3, 5, 11));
-        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, 11, &device).unwrap()).unwrap();
+        // embed 51: one 32-lane tile, two 8-lane tiles and three single lanes.
+        let p = var((3, 5, 51));
+        let q = var((3, 5, 51));
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, 51, &device).unwrap()).unwrap();
         let fused = Gatv2Logits::apply(&p, &q, &a, 0.2).unwrap();
         let naive = reference(&p, &q, &a, 0.2);
         assert_eq!(fused.dims(), &[3, 5, 5]);

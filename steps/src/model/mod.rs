@@ -26,6 +26,7 @@ pub mod gru_kernel;
 pub mod init;
 pub mod linalg;
 pub mod reconstruct;
+pub mod softmax;
 
 use std::sync::Arc;
 
