@@ -170,7 +170,10 @@ pub fn register(store: &Store, name: &str, run: &str, artifact_path: &str) -> Re
     tx.prepare_cached("INSERT INTO registered_models (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")?
         .execute(params![name, created_at.timestamp_micros()])?;
     let version: i64 = tx
-        .prepare_cached("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?1")?
+        .prepare_cached(
+            "UPDATE registered_models SET last_version = last_version + 1 WHERE name = ?1
+             RETURNING last_version",
+        )?
         .query_row([name], |row| row.get(0))?;
     tx.prepare_cached(
         "INSERT INTO model_versions (name, version, run_id, artifact_path, stage, created_at)

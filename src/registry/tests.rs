@@ -428,6 +428,11 @@ fn delete_a_version_then_the_model() {
         Err(StoreError::HasDependants { .. })
     ));
 
+    // Deleting the newest version does not free its number: models:/det/3 keeps meaning
+    // the bundle it meant, and the next registration is 4.
+    delete(&store, "det", Some(3)).unwrap();
+    assert_eq!(register(&store, "det", &run, "model").unwrap().version, 4);
+
     delete(&store, "det", None).unwrap();
     assert!(list(&store, None).unwrap().is_empty());
     assert!(model_names(&store).unwrap().is_empty());

@@ -212,6 +212,13 @@ pub(crate) fn migrations() -> Vec<Migration> {
                 FOREIGN KEY (name, version) REFERENCES model_versions(name, version) ON DELETE CASCADE
             );",
         ),
+        sql_migration(
+            "-- The highest version number ever given, so deleting the newest version never
+            -- lets its number be handed out again (a URI must keep meaning one bundle).
+            ALTER TABLE registered_models ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+            UPDATE registered_models SET last_version = COALESCE(
+                (SELECT MAX(version) FROM model_versions v WHERE v.name = registered_models.name), 0);",
+        ),
     ]
 }
 
