@@ -26,6 +26,7 @@ use crate::context::StepContext;
 use crate::data::meta::Meta;
 use crate::thresholds::interpretation::{hit_rate, RowTruth};
 use crate::thresholds::metrics::ThresholdMetrics;
+use crate::thresholds::pot::RootSearch;
 use crate::thresholds::report::{judge, Report, Settings};
 use crate::thresholds::scores::{normalize_parts, robust_scale, row_means};
 
@@ -56,6 +57,10 @@ pub struct EvaluateArgs {
     /// Stream the test scores through SPOT (refitting) instead of the calibrated POT threshold.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub dynamic_pot: bool,
+    /// Where the POT fit looks for heavy-tailed roots: `siffer` (the reference, published
+    /// figures) or `wide` (from 0; can extrapolate past bounded scores).
+    #[arg(long, value_enum, default_value_t = RootSearch::Siffer)]
+    pub pot_roots: RootSearch,
     /// The threshold the bundle applies when serving.
     #[arg(long, value_enum, default_value_t = ThresholdMethod::Epsilon)]
     pub choose: ThresholdMethod,
@@ -106,6 +111,7 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
         q: args.q.or(published.q),
         reg_level: args.reg_level.or(published.reg_level),
         dynamic_pot: args.dynamic_pot,
+        pot_roots: args.pot_roots,
         bf_start: args.bf_start,
         bf_end: args.bf_end,
         bf_steps: args.bf_steps,

@@ -116,6 +116,7 @@ fn default_args() -> EvaluateArgs {
         scale_scores: false,
         normalize_parts: Auto::Auto,
         dynamic_pot: false,
+        pot_roots: RootSearch::Siffer,
         choose: ThresholdMethod::Epsilon,
         bf_start: 0.01,
         bf_end: 2.0,

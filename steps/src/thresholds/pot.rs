@@ -28,6 +28,24 @@ pub struct PotConfig {
     pub q: f64,
     /// Stream the test scores and refit (SPOT); otherwise report the calibrated z.
     pub dynamic: bool,
+    /// Where the GPD fit looks for positive-shape roots.
+    pub roots: RootSearch,
+}
+
+/// Where Grimshaw's method looks for the roots of positive shape (heavy tails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RootSearch {
+    /// Siffer's interval [2(mean - min)/(mean min), 2(mean - min)/min^2], as the reference
+    /// and the published figures. With a tiny smallest peak it starts far out, so in
+    /// practice the fit is bounded or exponential; on min-max normalised scores (bounded
+    /// by 1) that is the right call.
+    #[default]
+    Siffer,
+    /// From just above 0: finds heavy-tailed maxima the reference misses, whose extreme
+    /// quantile can then lie beyond any score a bounded series can reach (2.35 for
+    /// ML4ITS's own normalised MSL scores).
+    Wide,
 }
 
 /// A Generalized Pareto fit (location 0) of the peaks.
@@ -63,6 +81,7 @@ pub struct PotResult {
 #[derive(Debug, Clone)]
 pub struct Spot {
     q: f64,
+    roots: RootSearch,
     init_threshold: f64,
     peaks: Vec<f64>,
     /// Number of observations seen (initial ones plus streamed non-alarms).
@@ -103,7 +122,7 @@ pub fn pot_eval(init_scores: &[f64], scores: &[f64], config: PotConfig) -> Resul
         }
         level *= 0.999;
     };
-    let mut spot = Spot::calibrate(init_scores, init_threshold, config.q)?;
+    let mut spot = Spot::calibrate(init_scores, init_threshold, config.q, config.roots)?;
     let calibrated_threshold = spot.threshold();
     let calibration_fit = spot.fit;
     let n_peaks = spot.peaks.len();
@@ -134,7 +153,12 @@ pub fn pot_eval(init_scores: &[f64], scores: &[f64], config: PotConfig) -> Resul
 
 impl Spot {
     /// Fits the tail of `init_scores` above `init_threshold`.
-    pub fn calibrate(init_scores: &[f64], init_threshold: f64, q: f64) -> Result<Spot> {
+    pub fn calibrate(
+        init_scores: &[f64],
+        init_threshold: f64,
+        q: f64,
+        roots: RootSearch,
+    ) -> Result<Spot> {
         let peaks: Vec<f64> = init_scores
             .iter()
             .filter(|&&s| s > init_threshold)
@@ -143,7 +167,7 @@ impl Spot {
         if peaks.is_empty() {
             bail!("POT found no training score above the initial threshold {init_threshold}");
         }
-        let fit = fit_gpd(&peaks);
+        let fit = fit_gpd(&peaks, roots);
         let threshold = extreme_quantile(init_threshold, fit, q, init_scores.len(), peaks.len());
         if !threshold.is_finite() {
             bail!(
@@ -154,6 +178,7 @@ impl Spot {
         }
         Ok(Spot {
             q,
+            roots,
             init_threshold,
             peaks,
             n: init_scores.len(),
@@ -179,7 +204,7 @@ impl Spot {
         self.n += 1;
         if score > self.init_threshold {
             self.peaks.push(score - self.init_threshold);
-            self.fit = fit_gpd(&self.peaks);
+            self.fit = fit_gpd(&self.peaks, self.roots);
             let z = extreme_quantile(
                 self.init_threshold,
                 self.fit,
@@ -232,7 +257,7 @@ pub fn gpd_log_likelihood(peaks: &[f64], shape: f64, scale: f64) -> f64 {
 /// v = mean 1/(1 + tY); every root gives gamma = u - 1, sigma = gamma / t, and the best
 /// log-likelihood among the roots and the exponential fit (gamma = 0) wins. `peaks` must
 /// be positive.
-pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
+pub fn fit_gpd(peaks: &[f64], roots: RootSearch) -> GpdFit {
     const N_POINTS: f64 = 10.0;
     let min = peaks.iter().copied().fold(f64::INFINITY, f64::min);
     let max = peaks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -249,12 +274,15 @@ pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
         epsilon = a.abs() / N_POINTS;
     }
     a += epsilon;
-    // Positive roots lie below c (Grimshaw). The reference starts that search at
-    // b = 2(mean - min)/(mean min), which misses the root of heavy tails whenever the
-    // smallest peak is tiny; we search from just above 0. Within |t| mean < 1e-6 of 0,
-    // w is rounding noise and the fit is the exponential one for all purposes.
+    // Positive roots lie below c (Grimshaw). Siffer starts that search at
+    // b = 2(mean - min)/(mean min); `Wide` from just above 0 (see [`RootSearch`]). Within
+    // |t| mean < 1e-6 of 0, w is rounding noise and the fit is the exponential one.
     let near_zero = 1e-6 / mean;
     let c = 2.0 * (mean - min) / (min * min);
+    let positive_from = match roots {
+        RootSearch::Siffer => (2.0 * (mean - min) / (mean * min)).max(near_zero),
+        RootSearch::Wide => near_zero,
+    };
     let w = |t: f64| {
         let (mut sum_log, mut sum_inv) = (0.0, 0.0);
         for &y in peaks {
@@ -265,9 +293,9 @@ pub fn fit_gpd(peaks: &[f64]) -> GpdFit {
         let n = peaks.len() as f64;
         (1.0 + sum_log / n) * (sum_inv / n) - 1.0
     };
-    let mut roots = find_roots(w, a + epsilon, -epsilon.max(near_zero));
-    roots.extend(find_roots(w, near_zero, c));
-    for t in roots {
+    let mut roots_found = find_roots(w, a + epsilon, -epsilon.max(near_zero));
+    roots_found.extend(find_roots(w, positive_from, c));
+    for t in roots_found {
         let shape = peaks.iter().map(|&y| (1.0 + t * y).ln()).sum::<f64>() / peaks.len() as f64;
         if t == 0.0 || shape == 0.0 {
             continue;
@@ -386,16 +414,21 @@ mod tests {
     #[test]
     fn fits_a_heavy_tailed_gpd_sample() {
         let peaks = gpd_sample(1, 5000, 0.2, 1.0);
-        let fit = fit_gpd(&peaks);
+        let fit = fit_gpd(&peaks, RootSearch::Wide);
         assert!((fit.shape - 0.2).abs() < 0.05, "{fit:?}");
         assert!((fit.scale - 1.0).abs() < 0.06, "{fit:?}");
         assert_local_maximum(&peaks, fit);
+        // Siffer's interval starts beyond this root (the smallest of 5,000 peaks is tiny):
+        // the reference settles for a fit no heavier than exponential.
+        let siffer = fit_gpd(&peaks, RootSearch::Siffer);
+        assert!(siffer.shape <= 0.0, "{siffer:?}");
+        assert!(siffer.log_likelihood < fit.log_likelihood);
     }
 
     #[test]
     fn fits_a_bounded_gpd_sample() {
         let peaks = gpd_sample(2, 5000, -0.25, 2.0);
-        let fit = fit_gpd(&peaks);
+        let fit = fit_gpd(&peaks, RootSearch::Siffer);
         assert!((fit.shape + 0.25).abs() < 0.05, "{fit:?}");
         assert!((fit.scale - 2.0).abs() < 0.12, "{fit:?}");
         assert_local_maximum(&peaks, fit);
@@ -404,7 +437,7 @@ mod tests {
     #[test]
     fn fits_an_exponential_sample_near_shape_zero() {
         let peaks = gpd_sample(3, 5000, 0.0, 0.5);
-        let fit = fit_gpd(&peaks);
+        let fit = fit_gpd(&peaks, RootSearch::Siffer);
         assert!(fit.shape.abs() < 0.04, "{fit:?}");
         assert!((fit.scale - 0.5).abs() < 0.03, "{fit:?}");
         let exponential = gpd_log_likelihood(&peaks, 0.0, peaks.iter().sum::<f64>() / 5000.0);
@@ -413,7 +446,7 @@ mod tests {
 
     #[test]
     fn equal_peaks_fall_back_to_the_exponential_fit() {
-        let fit = fit_gpd(&[0.5, 0.5, 0.5]);
+        let fit = fit_gpd(&[0.5, 0.5, 0.5], RootSearch::Siffer);
         assert_eq!(fit.shape, 0.0);
         assert_eq!(fit.scale, 0.5);
         assert!((fit.log_likelihood - -3.0 * (1.0 + 0.5f64.ln())).abs() < 1e-12);
@@ -447,6 +480,7 @@ mod tests {
                 level: 0.98,
                 q: 1e-3,
                 dynamic: false,
+                roots: RootSearch::Wide,
             },
         )
         .unwrap();
@@ -468,6 +502,7 @@ mod tests {
                 level: 0.98,
                 q: 1e-3,
                 dynamic: false,
+                roots: RootSearch::Wide,
             },
         )
         .unwrap();
@@ -482,12 +517,13 @@ mod tests {
             level: 0.95,
             q: 1e-3,
             dynamic: true,
+            roots: RootSearch::Wide,
         };
         let calibrated = pot_eval(&init, &[], config).unwrap();
         let t = calibrated.init_threshold;
         let z = calibrated.calibrated_threshold;
         let stream = [0.1, z + 10.0, (t + z) / 2.0, 0.2];
-        let mut spot = Spot::calibrate(&init, t, 1e-3).unwrap();
+        let mut spot = Spot::calibrate(&init, t, 1e-3, RootSearch::Wide).unwrap();
         let n_peaks = spot.peaks.len();
         assert!(!spot.step(stream[0]));
         assert!(spot.step(stream[1]));
@@ -514,6 +550,7 @@ mod tests {
                 level: 0.95,
                 q: 1e-3,
                 dynamic: false,
+                roots: RootSearch::Wide,
             },
         )
         .unwrap();
@@ -532,6 +569,7 @@ mod tests {
             level: 0.99,
             q: 1e-3,
             dynamic: false,
+            roots: RootSearch::Wide,
         };
         let err = pot_eval(&[1.0; 50], &[], config).unwrap_err().to_string();
         assert!(err.contains("all 50 training scores are equal"), "{err}");

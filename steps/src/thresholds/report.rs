@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::thresholds::epsilon::find_epsilon;
 use crate::thresholds::metrics::{evaluate_threshold, ThresholdMetrics};
-use crate::thresholds::pot::{pot_eval, PotConfig, PotResult};
+use crate::thresholds::pot::{pot_eval, PotConfig, PotResult, RootSearch};
 use crate::thresholds::search::{best_f1_adjusted, best_f1_raw, grid_search_adjusted};
 
 /// Parameters of the threshold methods.
@@ -16,6 +16,7 @@ pub struct Settings {
     pub q: f64,
     pub reg_level: u8,
     pub dynamic_pot: bool,
+    pub pot_roots: RootSearch,
     /// The BF-F1-PA grid of ML4ITS's `bf_search`: `bf_steps` thresholds up to `bf_end`.
     pub bf_start: f64,
     pub bf_end: f64,
@@ -53,6 +54,7 @@ pub fn judge(train: &[f64], test: &[f64], labels: &[bool], settings: Settings) -
             level: settings.level,
             q: settings.q,
             dynamic: settings.dynamic_pot,
+            roots: settings.pot_roots,
         },
     )?;
     let epsilon = find_epsilon(train, settings.reg_level)?;
@@ -128,6 +130,7 @@ mod tests {
             q: 1e-3,
             reg_level: 1,
             dynamic_pot: false,
+            pot_roots: RootSearch::Siffer,
             bf_start: 0.0,
             bf_end: 2.0,
             bf_steps: 100,
