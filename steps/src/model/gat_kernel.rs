@@ -26,12 +26,9 @@ impl Gatv2Logits {
     }
 }
 
+/// The f32 values of a contiguous argument of this op.
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("gatv2-logits: `{what}` must be contiguous"),
-    }
+    super::linalg::contiguous_f32(storage, layout, "gatv2-logits", what)
 }
 
 impl CustomOp3 for Gatv2Logits {

@@ -88,21 +88,9 @@ impl Gru {
 mod tests {
     use super::*;
     use crate::model::init::seeded_var_builder;
+    use crate::model::linalg::max_abs_diff;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     fn grads_match(fused: &Tensor, reference: &Tensor, vars: &[Var], input: &Var) {
         assert!(max_abs_diff(fused, reference) < 1e-5, "forward differs");

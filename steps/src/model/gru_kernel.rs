@@ -58,12 +58,9 @@ fn chunk_rows(batch: usize) -> usize {
     batch.div_ceil(tasks).max(1)
 }
 
+/// The f32 values of a contiguous argument of this op.
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("gru-recurrence: `{what}` must be contiguous"),
-    }
+    super::linalg::contiguous_f32(storage, layout, "gru-recurrence", what)
 }
 
 impl CustomOp3 for GruRecurrence {

@@ -1,5 +1,33 @@
 //! A bounds-checked front to the `gemm` crate (the GEMM candle itself uses on CPU), for the
-//! fused kernels that multiply inside their own loops.
+//! fused kernels that multiply inside their own loops, and the slice access they share.
+
+use candle_core::{CpuStorage, Layout};
+
+/// The f32 values of a contiguous argument of custom op `op`; an error names the argument.
+pub fn contiguous_f32<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: `{what}` must be contiguous"),
+    }
+}
+
+/// Largest absolute difference of two tensors: how the fused ops' tests compare them
+/// with plain candle.
+#[cfg(test)]
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar())
+        .expect("comparable tensors")
+}
 
 /// A read-only strided matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]

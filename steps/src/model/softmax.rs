@@ -20,12 +20,9 @@ impl BiasSoftmax {
     }
 }
 
+/// The f32 values of a contiguous argument of this op.
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("bias-softmax: `{what}` must be contiguous"),
-    }
+    super::linalg::contiguous_f32(storage, layout, "bias-softmax", what)
 }
 
 impl CustomOp2 for BiasSoftmax {
@@ -120,20 +117,8 @@ fn softmax_row(logits: &[f32], bias: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linalg::max_abs_diff;
     use candle_core::{Device, Var, D};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn matches_candle_softmax_forward_and_backward() {
