@@ -83,6 +83,8 @@ pub enum ExecuteReason {
     NoMatch,
     UpstreamExecutes(Vec<String>),
     PolicyNever,
+    /// Named in `--force`: executes although an earlier run could be reused.
+    Forced,
 }
 
 /// Why one stored run was not reused.
@@ -139,6 +141,14 @@ pub struct StepPlan {
     pub command: Option<String>,
 }
 
+/// Which earlier runs a plan may take: the policy, and steps forced to execute anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct Reuse<'a> {
+    pub policy: ReusePolicy,
+    /// Entry points to execute even when a run could be reused (`--force`).
+    pub force: &'a [String],
+}
+
 /// The whole plan, in topological order.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -159,16 +169,25 @@ impl Plan {
         store: &Store,
         entry: &str,
         args: &[String],
-        policy: ReusePolicy,
+        reuse: Reuse<'_>,
         models: &dyn ModelUris,
     ) -> Result<Plan> {
+        let Reuse { policy, force } = reuse;
         let closure = dag.closure(entry)?;
+        for step in force {
+            if !closure.contains(step) {
+                bail!(
+                    "`--force {step}`: `{entry}` does not run a step named `{step}`; its steps are {}",
+                    closure.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         let bound = params::bind(project, &closure, args)?;
         let code = CodeVersion::of(&project.dir, store.dir())?;
         let mut cache = HashCache::open(store.dir().join("hash-cache.json"));
         let mut steps: Vec<StepPlan> = Vec::with_capacity(closure.len());
         for name in &closure {
-            let step = resolve_step(
+            let mut step = resolve_step(
                 project,
                 dag,
                 store,
@@ -180,6 +199,10 @@ impl Plan {
                 models,
                 &mut cache,
             )?;
+            if force.contains(name) && matches!(step.decision, Decision::Reuse(_)) {
+                // Its downstream steps see an executing upstream and follow.
+                step.decision = Decision::Execute(ExecuteReason::Forced);
+            }
             steps.push(step);
         }
         cache.save();
@@ -594,6 +617,7 @@ impl fmt::Display for ExecuteReason {
                     .join(", ")
             ),
             ExecuteReason::PolicyNever => write!(f, "--reuse=never"),
+            ExecuteReason::Forced => write!(f, "--force"),
         }
     }
 }

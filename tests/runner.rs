@@ -57,6 +57,17 @@ fn new_commit_invalidates_only_under_commit_policy() {
     assert_eq!(executed(&commit.actions()), ["load", "process", "train"]);
     let never = p.run_ok(&["--reuse", "never"]);
     assert_eq!(executed(&never.actions()), ["load", "process", "train"]);
+    // --force re-executes one step and what follows it, whatever the policy.
+    let forced = p.run_ok(&["--reuse", "any", "--force", "process"]);
+    assert_eq!(executed(&forced.actions()), ["process", "train"]);
+    assert_eq!(forced.run_id("load"), never.run_id("load"));
+    let typo = p.flow(&["run", "--force", "proces"]);
+    assert_ne!(typo.code, 0);
+    assert!(
+        typo.stderr.contains("`--force proces`") && typo.stderr.contains("`process`"),
+        "{}",
+        typo.stderr
+    );
 }
 
 /// Uncommitted changes count as their own code version; the store does not.

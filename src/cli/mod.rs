@@ -17,7 +17,7 @@ use crate::dag::Dag;
 use crate::exec::{self, ExecOptions};
 use crate::lineage::{self, Direction};
 use crate::registry::{self, RegistryError};
-use crate::resolve::{ModelUris, Plan, ResolvedUri, ReusePolicy};
+use crate::resolve::{ModelUris, Plan, ResolvedUri, Reuse, ReusePolicy};
 use crate::spec::Project;
 use crate::store::Store;
 
@@ -90,6 +90,9 @@ pub struct Selection {
     /// Which earlier runs may be reused: same `commit` (and uncommitted changes), `any` commit, or `never`.
     #[arg(long, value_enum, default_value = "commit")]
     pub reuse: ReusePolicy,
+    /// Execute STEP even when an earlier run could be reused; its downstream steps follow (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub force: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -256,7 +259,10 @@ fn resolve_selection(
         &store,
         &selection.entry,
         &selection.params,
-        selection.reuse,
+        Reuse {
+            policy: selection.reuse,
+            force: &selection.force,
+        },
         &RegistryUris(&store),
     )?;
     Ok((project, store, plan))
