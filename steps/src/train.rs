@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::bundle::{resolve_target_dims, Bundle, BundleManifest, Thresholds, TrainSummary};
 use crate::context::StepContext;
 use crate::data::preprocessor::Preprocessor;
-use crate::model::fit::{fit, EpochReport, FitObserver, FitOptions};
+use crate::model::fit::{fit, EpochReport, FitObserver, FitOptions, ValWindows};
 use crate::model::{Config, GatKind, Mode};
 
 /// Flags of `flow step train`; defaults are the published settings (ML4ITS, 10 epochs).
@@ -49,9 +49,12 @@ pub struct TrainArgs {
     /// Negative slope of the attention LeakyReLU.
     #[arg(long, default_value_t = 0.2)]
     pub alpha: f64,
-    /// Share of windows (the last ones, in time order) used for validation.
+    /// Share of windows held out for validation.
     #[arg(long, default_value_t = 0.1)]
     pub val_split: f64,
+    /// Which windows validate: `random` (seeded, as the reference) or `last` (in time).
+    #[arg(long, value_enum, default_value_t = ValWindows::Random)]
+    pub val_windows: ValWindows,
     /// Maximum global gradient norm; 0 turns clipping off.
     #[arg(long, default_value_t = 5.0)]
     pub clip_norm: f64,
@@ -82,6 +85,7 @@ impl Default for TrainArgs {
             recon_hidden: 150,
             alpha: 0.2,
             val_split: 0.1,
+            val_windows: ValWindows::Random,
             clip_norm: 5.0,
             gamma: 1.0,
             seed: 0,
@@ -113,6 +117,7 @@ impl TrainArgs {
             batch_size: self.batch_size,
             lr: self.lr,
             val_split: self.val_split,
+            val_windows: self.val_windows,
             clip_norm: self.clip_norm,
             seed: self.seed,
             max_windows: self.max_windows,

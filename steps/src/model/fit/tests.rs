@@ -34,6 +34,7 @@ fn options(epochs: usize) -> FitOptions {
         batch_size: 16,
         lr: 5e-3,
         val_split: 0.1,
+        val_windows: ValWindows::Last,
         clip_norm: 5.0,
         seed: 0,
         max_windows: 0,
@@ -191,4 +192,40 @@ fn too_short_series_names_the_window() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("window 8"), "{err}");
+}
+
+#[test]
+fn validation_windows_are_the_tail_or_a_seeded_random_share() {
+    let opts = |val_windows, seed| FitOptions {
+        val_windows,
+        seed,
+        ..options(1)
+    };
+    let (train, val) = split_windows(100, &opts(ValWindows::Last, 0)).unwrap();
+    assert_eq!(val, (90..100).collect::<Vec<_>>());
+    assert_eq!(train, (0..90).collect::<Vec<_>>());
+
+    let (train, val) = split_windows(100, &opts(ValWindows::Random, 0)).unwrap();
+    assert_eq!((train.len(), val.len()), (90, 10));
+    let mut all: Vec<usize> = train.iter().chain(&val).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..100).collect::<Vec<_>>(),
+        "a partition of the windows"
+    );
+    assert_ne!(val, (90..100).collect::<Vec<_>>(), "not the tail");
+    assert!(
+        val.iter().any(|&w| w < 50),
+        "spread over the series: {val:?}"
+    );
+    assert_eq!(
+        split_windows(100, &opts(ValWindows::Random, 0)).unwrap().1,
+        val,
+        "the same seed holds out the same windows"
+    );
+    assert_ne!(
+        split_windows(100, &opts(ValWindows::Random, 1)).unwrap().1,
+        val
+    );
 }
