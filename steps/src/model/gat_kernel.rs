@@ -6,6 +6,8 @@
 //! The naive form materialises [B, N, N, E] (for MSL's feature graph 256*55*55*110 floats,
 //! 340 MB, plus its gradient); here memory is [B, N, N] and the batch runs over rayon.
 
+use std::borrow::Cow;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -80,9 +82,14 @@ impl CustomOp3 for Gatv2Logits {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (batch, nodes, embed) = p.dims3()?;
         let padded = padded_embed(embed);
-        let p_data = pad_rows(&p.flatten_all()?.to_vec1::<f32>()?, embed, padded);
-        let q_data = pad_rows(&q.flatten_all()?.to_vec1::<f32>()?, embed, padded);
-        let a_data = pad_rows(&a.to_vec1::<f32>()?, embed, padded);
+        let (p_vec, q_vec, a_vec) = (
+            p.flatten_all()?.to_vec1::<f32>()?,
+            q.flatten_all()?.to_vec1::<f32>()?,
+            a.to_vec1::<f32>()?,
+        );
+        let p_data = pad_rows(&p_vec, embed, padded);
+        let q_data = pad_rows(&q_vec, embed, padded);
+        let a_data = pad_rows(&a_vec, embed, padded);
         let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let mut dp = vec![0f32; batch * nodes * padded];
         let mut dq = vec![0f32; batch * nodes * padded];
@@ -125,15 +132,15 @@ fn padded_embed(embed: usize) -> usize {
 }
 
 /// Rows of `embed` values, each zero-extended to `padded`.
-fn pad_rows(data: &[f32], embed: usize, padded: usize) -> Vec<f32> {
+fn pad_rows(data: &[f32], embed: usize, padded: usize) -> Cow<'_, [f32]> {
     if embed == padded {
-        return data.to_vec();
+        return Cow::Borrowed(data);
     }
     let mut out = vec![0f32; data.len() / embed * padded];
     for (out, row) in out.chunks_exact_mut(padded).zip(data.chunks_exact(embed)) {
         out[..embed].copy_from_slice(row);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The inverse of [`pad_rows`].
