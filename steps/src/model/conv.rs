@@ -57,6 +57,7 @@ impl ConvLayer {
 mod tests {
     use super::*;
     use crate::model::init::seeded_var_builder;
+    use crate::model::linalg::max_abs_diff;
     use candle_core::Device;
     use candle_nn::VarMap;
 
@@ -81,14 +82,7 @@ mod tests {
             .unwrap()
             .transpose(1, 2)
             .unwrap();
-        let diff: f32 = (ours - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&ours, &reference);
         assert!(diff < 1e-5, "differs by {diff}");
     }
 }

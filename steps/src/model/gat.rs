@@ -115,6 +115,7 @@ impl GraphAttention {
 mod tests {
     use super::*;
     use crate::model::init::seeded_var_builder;
+    use crate::model::linalg::max_abs_diff;
     use candle_core::Device;
     use candle_nn::VarMap;
 
@@ -172,14 +173,7 @@ mod tests {
             if kind == GatKind::Gatv2 {
                 let fused = layer.logits(&nodes).unwrap();
                 let naive = naive_gatv2_logits(&layer, &nodes);
-                let diff: f32 = (fused - naive)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let diff = max_abs_diff(&fused, &naive);
                 assert!(diff < 1e-5, "logits differ by {diff}");
             }
         }

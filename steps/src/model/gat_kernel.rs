@@ -357,6 +357,7 @@ mod kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::linalg::max_abs_diff;
     use candle_core::{Device, Var, D};
 
     /// The naive GATv2 logits through the pairwise tensor, in plain candle ops.
@@ -383,14 +384,7 @@ mod tests {
         let fused = Gatv2Logits::apply(&p, &q, &a, 0.2).unwrap();
         let naive = reference(&p, &q, &a, 0.2);
         assert_eq!(fused.dims(), &[3, 5, 5]);
-        let diff: f32 = (&fused - &naive)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_abs_diff(&fused, &naive);
         assert!(diff < 1e-5, "forward differs by {diff}");
 
         let weights = Tensor::randn(0f32, 1.0, (3, 5, 5), &device).unwrap();
@@ -407,14 +401,7 @@ mod tests {
             .backward()
             .unwrap();
         for v in [&p, &q, &a] {
-            let diff: f32 = (g_fused.get(v).unwrap() - g_naive.get(v).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_abs_diff(g_fused.get(v).unwrap(), g_naive.get(v).unwrap());
             assert!(diff < 1e-4, "gradient of {:?} differs by {diff}", v.shape());
         }
     }
