@@ -13,7 +13,7 @@ use crate::bundle::{resolve_target_dims, Bundle, BundleManifest, Thresholds, Tra
 use crate::context::StepContext;
 use crate::data::preprocessor::Preprocessor;
 use crate::model::fit::{fit, EpochReport, FitObserver, FitOptions, ValWindows};
-use crate::model::{Config, GatKind, Mode};
+use crate::model::{Config, DecoderInput, GatKind, Mode};
 
 /// Flags of `flow step train`; defaults are the published settings (ML4ITS, 10 epochs).
 #[derive(clap::Args, Debug, Clone)]
@@ -46,6 +46,10 @@ pub struct TrainArgs {
     pub forecast_hidden: usize,
     #[arg(long, default_value_t = 150)]
     pub recon_hidden: usize,
+    /// What the reconstruction decoder reads per step: ML4ITS's `interleaved` layout of the
+    /// encoder state, or the state `repeated` at every step.
+    #[arg(long, value_enum, default_value_t = DecoderInput::Interleaved)]
+    pub decoder_input: DecoderInput,
     /// Negative slope of the attention LeakyReLU.
     #[arg(long, default_value_t = 0.2)]
     pub alpha: f64,
@@ -83,6 +87,7 @@ impl Default for TrainArgs {
             forecast_layers: 3,
             forecast_hidden: 150,
             recon_hidden: 150,
+            decoder_input: DecoderInput::Interleaved,
             alpha: 0.2,
             val_split: 0.1,
             val_windows: ValWindows::Random,
@@ -104,6 +109,7 @@ impl TrainArgs {
             forecast_layers: self.forecast_layers,
             forecast_hidden: self.forecast_hidden,
             recon_hidden: self.recon_hidden,
+            decoder_input: self.decoder_input,
             dropout: self.dropout,
             alpha: self.alpha,
             mode: self.mode,

@@ -1,8 +1,9 @@
 //! One-layer GRU (PyTorch `nn.GRU` parameters and gate order), batch first.
 //!
 //! The input projection of all time steps is one matmul; the recurrence runs in the fused
-//! [`GruRecurrence`] op. The reconstruction decoder feeds the same vector at every step, so
-//! its projection is computed once ([`Gru::forward_constant`]).
+//! [`GruRecurrence`] op. The reconstruction decoder feeds every step from one vector, either
+//! the vector itself ([`Gru::forward_constant`]: one projection) or ML4ITS's interleaved
+//! layout of it ([`Gru::forward_interleaved`]: a few column sums per step).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -50,6 +51,37 @@ impl Gru {
         GruRecurrence::apply(&gi, &self.weight_hh, &self.bias_hh, steps)
     }
 
+    /// `input` [B, in] laid out as ML4ITS's decoder input,
+    /// `h.repeat_interleave(steps, dim=1).view(B, steps, in)`: step t reads
+    /// `h[(t*in + j) / steps]` at position j -> [B, steps, H].
+    ///
+    /// Each step's input is a few constant runs of h's entries, so its projection is
+    /// `sum over runs of h[k] * (sum of W_ih's columns in the run)`: a [steps, B, runs] x
+    /// [steps, runs, 3H] batched matmul instead of a [B*steps, in] x [in, 3H] one.
+    pub fn forward_interleaved(&self, input: &Tensor, steps: usize) -> Result<Tensor> {
+        let (batch, in_dim) = input.dims2()?;
+        let runs = InterleavedRuns::new(in_dim, steps);
+        let device = input.device();
+        let selector = Tensor::from_vec(runs.selector, (steps * runs.per_step, in_dim), device)?
+            .to_dtype(input.dtype())?;
+        let run_weights = selector.matmul(&self.weight_ih.t()?)?.reshape((
+            steps,
+            runs.per_step,
+            3 * self.hidden,
+        ))?;
+        let picked = input
+            .contiguous()?
+            .index_select(&Tensor::new(runs.source, device)?, 1)?
+            .reshape((batch, steps, runs.per_step))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let gi = picked
+            .matmul(&run_weights)?
+            .transpose(0, 1)?
+            .broadcast_add(&self.bias_ih)?;
+        GruRecurrence::apply(&gi, &self.weight_hh, &self.bias_hh, steps)
+    }
+
     /// x W_ih^T + b_ih: [B, T, in] -> [B, T, 3H], as one [B*T, in] x [in, 3H] matmul.
     fn project(&self, xs: &Tensor) -> Result<Tensor> {
         let (batch, steps, in_dim) = xs.dims3()?;
@@ -81,6 +113,42 @@ impl Gru {
             outputs.push(h.unsqueeze(1)?);
         }
         Tensor::cat(&outputs, 1)
+    }
+}
+
+/// Where the runs of [`Gru::forward_interleaved`]'s input come from: step t, run r reads
+/// `h[source[t*per_step + r]]` at the positions where `selector` row `t*per_step + r` is 1.
+/// Steps with fewer runs than `per_step` pad with all-zero selector rows.
+struct InterleavedRuns {
+    per_step: usize,
+    source: Vec<u32>,
+    selector: Vec<f32>,
+}
+
+impl InterleavedRuns {
+    fn new(in_dim: usize, steps: usize) -> InterleavedRuns {
+        let entry = |t: usize, j: usize| (t * in_dim + j) / steps;
+        let per_step = (0..steps)
+            .map(|t| entry(t, in_dim - 1) - entry(t, 0) + 1)
+            .max()
+            .unwrap_or(1);
+        let mut source = vec![0u32; steps * per_step];
+        let mut selector = vec![0f32; steps * per_step * in_dim];
+        for t in 0..steps {
+            let first = entry(t, 0);
+            for r in 0..per_step {
+                source[t * per_step + r] = (first + r).min(in_dim - 1) as u32;
+            }
+            for j in 0..in_dim {
+                let row = t * per_step + entry(t, j) - first;
+                selector[row * in_dim + j] = 1.0;
+            }
+        }
+        InterleavedRuns {
+            per_step,
+            source,
+            selector,
+        }
     }
 }
 
@@ -163,5 +231,44 @@ mod tests {
             .unwrap();
         let reference = gru.forward_reference(&repeated).unwrap();
         grads_match(&fused, &reference, &varmap.all_vars(), &input);
+    }
+
+    /// PyTorch's `h.repeat_interleave(T, dim=1).view(B, T, in)`, spelled out.
+    fn interleave(h: &Tensor, steps: usize) -> Tensor {
+        let (batch, in_dim) = h.dims2().unwrap();
+        h.unsqueeze(2)
+            .unwrap()
+            .broadcast_as((batch, in_dim, steps))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((batch, steps, in_dim))
+            .unwrap()
+    }
+
+    #[test]
+    fn interleaved_layout_is_pytorchs_repeat_interleave_then_view() {
+        let h = Tensor::new(&[[1f32, 2., 3.]], &Device::Cpu).unwrap();
+        // [1,1,2,2,3,3] viewed as 2 steps of 3: the steps read different entries.
+        let laid_out: Vec<Vec<f32>> = interleave(&h, 2).squeeze(0).unwrap().to_vec2().unwrap();
+        assert_eq!(laid_out, vec![vec![1., 1., 2.], vec![2., 3., 3.]]);
+    }
+
+    #[test]
+    fn interleaved_input_matches_the_materialised_layout() {
+        let device = Device::Cpu;
+        // More steps than inputs, fewer, and a ratio that leaves uneven runs.
+        for (in_dim, steps) in [(4, 7), (7, 3), (6, 4), (5, 5)] {
+            let varmap = VarMap::new();
+            let gru = Gru::new(in_dim, 3, seeded_var_builder(&varmap, 9, &device)).unwrap();
+            let input =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, in_dim), &device).unwrap()).unwrap();
+            let fast = gru.forward_interleaved(input.as_tensor(), steps).unwrap();
+            assert_eq!(fast.dims(), &[2, steps, 3]);
+            let reference = gru
+                .forward_reference(&interleave(input.as_tensor(), steps))
+                .unwrap();
+            grads_match(&fast, &reference, &varmap.all_vars(), &input);
+        }
     }
 }

@@ -36,6 +36,7 @@ use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 pub use gat::GatKind;
+pub use reconstruct::DecoderInput;
 
 use conv::ConvLayer;
 use forecast::ForecastHead;
@@ -79,6 +80,8 @@ pub struct Config {
     pub forecast_layers: usize,
     pub forecast_hidden: usize,
     pub recon_hidden: usize,
+    #[serde(default = "DecoderInput::legacy")]
+    pub decoder_input: DecoderInput,
     pub dropout: f64,
     /// Negative slope of the attention LeakyReLU.
     pub alpha: f64,
@@ -98,6 +101,7 @@ impl Config {
             forecast_layers: 3,
             forecast_hidden: 150,
             recon_hidden: 150,
+            decoder_input: DecoderInput::Interleaved,
             dropout: 0.3,
             alpha: 0.2,
             mode: Mode::Both,
@@ -233,7 +237,11 @@ impl MtadGat {
             false => None,
         };
         let reconstruction = match self.cfg.mode.reconstructs() {
-            true => Some(self.reconstruction.forward(&h_end, self.cfg.window)?),
+            true => Some(self.reconstruction.forward(
+                &h_end,
+                self.cfg.window,
+                self.cfg.decoder_input,
+            )?),
             false => None,
         };
         Ok(Output {
