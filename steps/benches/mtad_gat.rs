@@ -112,8 +112,8 @@ fn main() -> Result<()> {
         temporal_gat.forward(&by_time, true)
     })?;
     time_block("encoder GRU 165->150", steps, || encoder.forward(&joined))?;
-    time_block("decoder GRU 150->150", steps, || {
-        decoder.forward_constant(&h_end, W)
+    time_block("decoder GRU 150->150 (interleaved input)", steps, || {
+        decoder.forward_interleaved(&h_end, W)
     })?;
     Ok(())
 }

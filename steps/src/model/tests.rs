@@ -189,3 +189,12 @@ fn forward_matches_the_pytorch_reference() {
         .unwrap();
     assert!(max_abs_diff(&out.reconstruction.unwrap(), &expected_recon) > 1e-3);
 }
+
+#[test]
+fn manifests_without_decoder_input_keep_the_repeated_layout() {
+    let mut json = serde_json::to_value(Config::paper(4, 6, 1)).unwrap();
+    assert_eq!(json["decoder_input"], "interleaved");
+    json.as_object_mut().unwrap().remove("decoder_input");
+    let cfg: Config = serde_json::from_value(json).unwrap();
+    assert_eq!(cfg.decoder_input, DecoderInput::Repeated);
+}
