@@ -318,8 +318,8 @@ impl FitObserver for Progress<'_> {
 
     fn epoch(&mut self, r: &EpochReport) -> Result<()> {
         let line = format!(
-            "epoch {}: train_loss {:.5} (forecast {:.5}, recon {:.5}), val_loss {:.5}, {:.0} windows/s, {:.1}s",
-            r.epoch, r.train_loss, r.forecast_loss, r.recon_loss, r.val_loss, r.windows_per_s, r.epoch_seconds
+            "epoch {}: train_loss {:.5} (forecast {:.5}, recon {:.5}), val_loss {:.5}, {:.0} windows/s, {:.1}s, max gradient norm {:.3} ({} batches clipped)",
+            r.epoch, r.train_loss, r.forecast_loss, r.recon_loss, r.val_loss, r.windows_per_s, r.epoch_seconds, r.max_grad_norm, r.clipped_batches
         );
         match &self.bar {
             Some(bar) => bar.println(line),
@@ -334,6 +334,8 @@ impl FitObserver for Progress<'_> {
                 ("recon_loss", r.recon_loss),
                 ("windows_per_s", r.windows_per_s),
                 ("epoch_seconds", r.epoch_seconds),
+                ("max_grad_norm", r.max_grad_norm),
+                ("clipped_batches", r.clipped_batches as f64),
             ],
             r.epoch as i64,
         )
@@ -416,6 +418,8 @@ mod tests {
             "recon_loss",
             "windows_per_s",
             "epoch_seconds",
+            "max_grad_norm",
+            "clipped_batches",
             "best_val_loss",
         ] {
             assert!(

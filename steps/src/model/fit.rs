@@ -59,6 +59,10 @@ pub struct EpochReport {
     pub windows_per_s: f64,
     pub epoch_seconds: f64,
     pub lr: f64,
+    /// Batches whose global gradient norm exceeded `clip_norm` and were scaled down.
+    pub clipped_batches: usize,
+    /// The largest global gradient norm of the epoch (before clipping).
+    pub max_grad_norm: f64,
 }
 
 /// Receives progress while training runs.
@@ -121,6 +125,7 @@ pub fn fit(
         rng.shuffle(&mut order);
         let n_batches = order.len().div_ceil(opts.batch_size);
         let mut sums = LossSums::default();
+        let (mut clipped_batches, mut max_grad_norm) = (0, 0f64);
         for (batch_no, batch) in order.chunks(opts.batch_size).enumerate() {
             global_batch += 1;
             let (xs, ys, xs_target) = windows.batch(batch, &device)?;
@@ -154,7 +159,9 @@ pub fn fit(
                 ));
                 continue;
             };
+            max_grad_norm = max_grad_norm.max(norm);
             if opts.clip_norm > 0.0 && norm > opts.clip_norm {
+                clipped_batches += 1;
                 let factor = opts.clip_norm / (norm + 1e-6);
                 for (_, var) in &vars {
                     if let Some(g) = grads.remove(var.as_tensor()) {
@@ -199,6 +206,8 @@ pub fn fit(
             windows_per_s: train_idx.len() as f64 / train_seconds.max(1e-9),
             epoch_seconds: epoch_start.elapsed().as_secs_f64(),
             lr,
+            clipped_batches,
+            max_grad_norm,
         })?;
     }
     let (best_val_loss, best_epoch, weights) = match best {

@@ -229,3 +229,26 @@ fn validation_windows_are_the_tail_or_a_seeded_random_share() {
         val
     );
 }
+
+#[test]
+fn clipping_is_counted_and_off_at_zero() {
+    let series = synthetic(120);
+    let run = |clip_norm| {
+        let opts = FitOptions {
+            clip_norm,
+            ..options(2)
+        };
+        let mut recorder = Recorder::default();
+        fit(&series, 120, &[0, 2], &tiny_config(), &opts, &mut recorder).unwrap();
+        recorder.epochs
+    };
+    let batches = (120 - 8 - 11_usize).div_ceil(16);
+    for epoch in run(1e-9) {
+        assert_eq!(epoch.clipped_batches, batches);
+        assert!(epoch.max_grad_norm > 1e-9);
+    }
+    for epoch in run(0.0) {
+        assert_eq!(epoch.clipped_batches, 0);
+        assert!(epoch.max_grad_norm > 0.0);
+    }
+}
