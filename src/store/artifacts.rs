@@ -201,6 +201,7 @@ impl Store {
                 report.objects_removed += 1;
             }
         }
+        objects.remove_empty_shards()?;
         let views = self.dir.join("runs");
         for view in fs::read_dir(&views).map_err(StoreError::io(&views))? {
             let view = view.map_err(StoreError::io(&views))?;
@@ -460,6 +461,22 @@ mod tests {
             shared
         );
         assert_eq!(store.gc().unwrap(), GcReport::default());
+        let objects_dir = store.dir().join("objects");
+        for shard in fs::read_dir(&objects_dir).unwrap() {
+            let shard = shard.unwrap().path();
+            assert!(
+                fs::read_dir(&shard).unwrap().next().is_some(),
+                "empty shard `{}` left behind",
+                shard.display()
+            );
+        }
+        store.delete_run(&kept, false).unwrap();
+        store.gc().unwrap();
+        assert_eq!(
+            fs::read_dir(&objects_dir).unwrap().count(),
+            0,
+            "no shards left"
+        );
     }
 
     #[test]

@@ -181,6 +181,23 @@ impl Objects {
         }
     }
 
+    /// Deletes shard directories left empty by [`Objects::remove`]. Only safe under the
+    /// exclusive lock: a writer creates its shard just before it commits into it.
+    pub(crate) fn remove_empty_shards(&self) -> Result<()> {
+        for shard in fs::read_dir(&self.root).map_err(StoreError::io(&self.root))? {
+            let path = shard.map_err(StoreError::io(&self.root))?.path();
+            let empty = path.is_dir()
+                && fs::read_dir(&path)
+                    .map_err(StoreError::io(&path))?
+                    .next()
+                    .is_none();
+            if empty {
+                fs::remove_dir(&path).map_err(StoreError::io(&path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Staging files left by crashed writers: `(path, bytes)`. Only safe to delete under
     /// the exclusive lock.
     pub(crate) fn stale_staging(&self) -> Result<Vec<(PathBuf, u64)>> {
