@@ -430,3 +430,31 @@ fn runs_show_json_shape() {
     assert_eq!(show["key"], "count");
     assert_eq!(show["params"]["epochs"], "7");
 }
+
+/// A reader that closes the pipe early (`flow runs list | head`) ends a reporting command
+/// quietly, as it would `ls`: no panic message, just the default end by SIGPIPE.
+#[test]
+fn closed_stdout_ends_reports_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = pipeline();
+    let train = p.run_ok(&["-P", "dataset=b"]).run_id("train");
+    for args in [
+        vec!["runs", "list"],
+        vec!["lineage", &train, "--format", "json"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = p
+            .command(&args)
+            .stdout(writer)
+            .output()
+            .expect("flow starts");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -140,12 +140,37 @@ pub enum LineageFormat {
 /// Parses the process arguments, runs the command, renders any error; returns the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if cli.command.only_reports() {
+        die_quietly_on_closed_stdout();
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
             render::error(&error);
             1
         }
+    }
+}
+
+impl Command {
+    /// Commands whose work is printing what the store holds, so that a reader closing the
+    /// pipe early (`flow runs list | head`) can end them at any point.
+    fn only_reports(&self) -> bool {
+        matches!(
+            self,
+            Command::Plan(_) | Command::Lineage(_) | Command::Runs(_) | Command::Compare { .. }
+        ) || matches!(self, Command::Models(command) if command.only_reports())
+    }
+}
+
+/// Restores the default SIGPIPE action, which Rust's runtime sets to "ignore": a write to a
+/// closed pipe then ends the process silently, as it does for `ls` or `cat`, instead of
+/// panicking inside `println!`. Only for reporting commands: `run` and `serve` must outlive
+/// a reader that goes away and finish what they started.
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -67,6 +67,16 @@ pub enum ModelsCommand {
     },
 }
 
+impl ModelsCommand {
+    /// Whether the command only prints (see `Command::only_reports`).
+    pub fn only_reports(&self) -> bool {
+        matches!(
+            self,
+            ModelsCommand::List { .. } | ModelsCommand::Resolve { .. }
+        )
+    }
+}
+
 pub fn models(store: &Store, command: ModelsCommand) -> Result<i32> {
     match command {
         ModelsCommand::Register { name, run, path } => {
