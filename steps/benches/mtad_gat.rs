@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use flow_steps::model::gat::{GatKind, GraphAttention};
-use flow_steps::model::gru::Gru;
+use flow_steps::model::gru::{Gru, InterleavedLayout};
 use flow_steps::model::init::{seeded_var_builder, SeededDropout};
 use flow_steps::model::{Config, MtadGat};
 use std::sync::Arc;
@@ -101,6 +101,7 @@ fn main() -> Result<()> {
     let temporal_gat = GraphAttention::new(GatKind::Gatv2, W, K, 0.2, 0.3, rng, vb.pp("t"))?;
     let encoder = Gru::new(3 * K, 150, vb.pp("enc"))?;
     let decoder = Gru::new(150, 150, vb.pp("dec"))?;
+    let layout = InterleavedLayout::new(150, W, &device)?;
     let by_feature = Var::from_tensor(&xs.transpose(1, 2)?.contiguous()?)?;
     let by_time = Var::from_tensor(&xs)?;
     let joined = Var::from_tensor(&Tensor::rand(0f32, 1.0, (BATCH, W, 3 * K), &device)?)?;
@@ -113,7 +114,7 @@ fn main() -> Result<()> {
     })?;
     time_block("encoder GRU 165->150", steps, || encoder.forward(&joined))?;
     time_block("decoder GRU 150->150 (interleaved input)", steps, || {
-        decoder.forward_interleaved(&h_end, W)
+        decoder.forward_interleaved(&h_end, &layout)
     })?;
     Ok(())
 }

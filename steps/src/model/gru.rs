@@ -5,7 +5,7 @@
 //! the vector itself ([`Gru::forward_constant`]: one projection) or ML4ITS's interleaved
 //! layout of it ([`Gru::forward_interleaved`]: a few column sums per step).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::gru_kernel::GruRecurrence;
@@ -58,21 +58,28 @@ impl Gru {
     /// Each step's input is a few constant runs of h's entries, so its projection is
     /// `sum over runs of h[k] * (sum of W_ih's columns in the run)`: a [steps, B, runs] x
     /// [steps, runs, 3H] batched matmul instead of a [B*steps, in] x [in, 3H] one.
-    pub fn forward_interleaved(&self, input: &Tensor, steps: usize) -> Result<Tensor> {
+    pub fn forward_interleaved(
+        &self,
+        input: &Tensor,
+        layout: &InterleavedLayout,
+    ) -> Result<Tensor> {
         let (batch, in_dim) = input.dims2()?;
-        let runs = InterleavedRuns::new(in_dim, steps);
-        let device = input.device();
-        let selector = Tensor::from_vec(runs.selector, (steps * runs.per_step, in_dim), device)?
-            .to_dtype(input.dtype())?;
-        let run_weights = selector.matmul(&self.weight_ih.t()?)?.reshape((
-            steps,
-            runs.per_step,
-            3 * self.hidden,
-        ))?;
+        if in_dim != layout.in_dim {
+            candle_core::bail!(
+                "gru: interleaved input has {in_dim} entries, the layout was built for {}",
+                layout.in_dim
+            );
+        }
+        let (steps, per_step) = (layout.steps, layout.per_step);
+        let run_weights = layout
+            .selector
+            .to_dtype(input.dtype())?
+            .matmul(&self.weight_ih.t()?)?
+            .reshape((steps, per_step, 3 * self.hidden))?;
         let picked = input
             .contiguous()?
-            .index_select(&Tensor::new(runs.source, device)?, 1)?
-            .reshape((batch, steps, runs.per_step))?
+            .index_select(&layout.source, 1)?
+            .reshape((batch, steps, per_step))?
             .transpose(0, 1)?
             .contiguous()?;
         let gi = picked
@@ -118,15 +125,26 @@ impl Gru {
 
 /// Where the runs of [`Gru::forward_interleaved`]'s input come from: step t, run r reads
 /// `h[source[t*per_step + r]]` at the positions where `selector` row `t*per_step + r` is 1.
-/// Steps with fewer runs than `per_step` pad with all-zero selector rows.
-struct InterleavedRuns {
+/// Steps with fewer runs than `per_step` pad with all-zero selector rows. It depends only
+/// on the shapes, so the decoder builds it once rather than on every forward pass.
+#[derive(Debug, Clone)]
+pub struct InterleavedLayout {
+    in_dim: usize,
+    steps: usize,
     per_step: usize,
-    source: Vec<u32>,
-    selector: Vec<f32>,
+    /// [steps * per_step] u32 indices into h.
+    source: Tensor,
+    /// [steps * per_step, in_dim] of 0 and 1.
+    selector: Tensor,
 }
 
-impl InterleavedRuns {
-    fn new(in_dim: usize, steps: usize) -> InterleavedRuns {
+impl InterleavedLayout {
+    pub fn new(in_dim: usize, steps: usize, device: &Device) -> Result<InterleavedLayout> {
+        if in_dim == 0 || steps == 0 {
+            candle_core::bail!(
+                "gru: interleaved layout needs entries and steps, got {in_dim} and {steps}"
+            );
+        }
         let entry = |t: usize, j: usize| (t * in_dim + j) / steps;
         let per_step = (0..steps)
             .map(|t| entry(t, in_dim - 1) - entry(t, 0) + 1)
@@ -144,11 +162,17 @@ impl InterleavedRuns {
                 selector[row * in_dim + j] = 1.0;
             }
         }
-        InterleavedRuns {
+        Ok(InterleavedLayout {
+            in_dim,
+            steps,
             per_step,
-            source,
-            selector,
-        }
+            source: Tensor::new(source, device)?,
+            selector: Tensor::from_vec(selector, (steps * per_step, in_dim), device)?,
+        })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps
     }
 }
 
@@ -263,7 +287,8 @@ mod tests {
             let gru = Gru::new(in_dim, 3, seeded_var_builder(&varmap, 9, &device)).unwrap();
             let input =
                 Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, in_dim), &device).unwrap()).unwrap();
-            let fast = gru.forward_interleaved(input.as_tensor(), steps).unwrap();
+            let layout = InterleavedLayout::new(in_dim, steps, &device).unwrap();
+            let fast = gru.forward_interleaved(input.as_tensor(), &layout).unwrap();
             assert_eq!(fast.dims(), &[2, steps, 3]);
             let reference = gru
                 .forward_reference(&interleave(input.as_tensor(), steps))

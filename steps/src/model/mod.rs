@@ -212,6 +212,7 @@ impl MtadGat {
                 cfg.gru_hidden,
                 cfg.recon_hidden,
                 cfg.n_target,
+                w,
                 vb.pp("recon_model"),
             )?,
             dropout,
@@ -237,11 +238,10 @@ impl MtadGat {
             false => None,
         };
         let reconstruction = match self.cfg.mode.reconstructs() {
-            true => Some(self.reconstruction.forward(
-                &h_end,
-                self.cfg.window,
-                self.cfg.decoder_input,
-            )?),
+            true => Some(
+                self.reconstruction
+                    .forward(&h_end, self.cfg.decoder_input)?,
+            ),
             false => None,
         };
         Ok(Output {

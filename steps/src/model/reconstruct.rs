@@ -6,7 +6,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::gru::Gru;
+use super::gru::{Gru, InterleavedLayout};
 use super::linear;
 
 /// What the decoder reads at each of its W steps.
@@ -33,28 +33,32 @@ impl DecoderInput {
 #[derive(Debug, Clone)]
 pub struct ReconstructionHead {
     decoder: Gru,
+    /// How h spreads over the `window` decoder steps under [`DecoderInput::Interleaved`].
+    layout: InterleavedLayout,
     fc: Linear,
 }
 
 impl ReconstructionHead {
-    /// Keys `decoder.rnn.*` (a GRU) and `fc.weight`, `fc.bias`.
+    /// Keys `decoder.rnn.*` (a GRU) and `fc.weight`, `fc.bias`; reconstructs `window` steps.
     pub fn new(
         in_dim: usize,
         hidden: usize,
         out_dim: usize,
+        window: usize,
         vb: VarBuilder,
     ) -> Result<ReconstructionHead> {
         Ok(ReconstructionHead {
             decoder: Gru::new(in_dim, hidden, vb.pp("decoder").pp("rnn"))?,
+            layout: InterleavedLayout::new(in_dim, window, vb.device())?,
             fc: linear(hidden, out_dim, vb.pp("fc"))?,
         })
     }
 
     /// [B, H_in] -> [B, W, n_target].
-    pub fn forward(&self, h_end: &Tensor, window: usize, input: DecoderInput) -> Result<Tensor> {
+    pub fn forward(&self, h_end: &Tensor, input: DecoderInput) -> Result<Tensor> {
         let states = match input {
-            DecoderInput::Interleaved => self.decoder.forward_interleaved(h_end, window)?,
-            DecoderInput::Repeated => self.decoder.forward_constant(h_end, window)?,
+            DecoderInput::Interleaved => self.decoder.forward_interleaved(h_end, &self.layout)?,
+            DecoderInput::Repeated => self.decoder.forward_constant(h_end, self.layout.steps())?,
         };
         let (batch, steps, hidden) = states.dims3()?;
         let out = self.fc.forward(&states.reshape((batch * steps, hidden))?)?;
