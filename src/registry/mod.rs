@@ -25,7 +25,7 @@ use crate::store::{RunStatus, Store, StoreError};
 use bundles::{has_bundle, no_bundle, normalize_artifact_path, validate_name};
 
 pub use error::{RegistryError, Result, ACCEPTED_URIS};
-pub use uri::{default_bundle, resolve_uri, ResolvedModel};
+pub use uri::{resolve_uri, ResolvedModel};
 
 /// File that marks a directory as a model bundle (`bundle::BundleManifest` as JSON).
 pub const BUNDLE_MANIFEST: &str = "flow-model.json";

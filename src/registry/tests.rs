@@ -475,62 +475,6 @@ fn version_of_a_force_deleted_run_is_reported() {
 }
 
 #[test]
-fn default_bundle_prefers_production_then_evaluate_then_train() {
-    let (dir, store) = temp_store();
-    assert_eq!(default_bundle(&store, None).unwrap(), None);
-
-    let train = trained(&store, dir.path(), "trained");
-    let chosen = default_bundle(&store, Some("det")).unwrap().unwrap();
-    assert_eq!(chosen.uri, format!("runs:/{train}/model"));
-    let expected = fs::canonicalize(store.run_dir(&train).unwrap().join("model")).unwrap();
-    assert_eq!(chosen.dir, expected);
-
-    let bundle = [("model/flow-model.json", "evaluated")];
-    let evaluate = run_with(&store, dir.path(), "evaluate", &bundle, RunStatus::Finished);
-    run_with(
-        &store,
-        dir.path(),
-        "evaluate",
-        &[("model/flow-model.json", "failed")],
-        RunStatus::Failed,
-    );
-    trained(&store, dir.path(), "newer train");
-    let chosen = default_bundle(&store, None).unwrap().unwrap();
-    assert_eq!(
-        chosen.run_id.as_deref(),
-        Some(evaluate.as_str()),
-        "evaluate beats a newer train run"
-    );
-
-    register(&store, "det", &train, "model").unwrap();
-    let chosen = default_bundle(&store, Some("det")).unwrap().unwrap();
-    assert_eq!(
-        chosen.run_id.as_deref(),
-        Some(evaluate.as_str()),
-        "a version not in Production is ignored"
-    );
-    set_stage(&store, "det", 1, Stage::Production, false).unwrap();
-    for name in [Some("det"), None] {
-        let chosen = default_bundle(&store, name).unwrap().unwrap();
-        assert_eq!(chosen.uri, "models:/det/Production");
-        assert_eq!(
-            (chosen.name.as_deref(), chosen.version),
-            (Some("det"), Some(1))
-        );
-        assert_eq!(
-            fs::read_to_string(chosen.dir.join(BUNDLE_MANIFEST)).unwrap(),
-            "trained"
-        );
-    }
-    let chosen = default_bundle(&store, Some("other")).unwrap().unwrap();
-    assert_eq!(
-        chosen.run_id.as_deref(),
-        Some(evaluate.as_str()),
-        "another model's Production is not used"
-    );
-}
-
-#[test]
 fn json_shape_of_a_version() {
     let (dir, store) = temp_store();
     let run = trained(&store, dir.path(), "one");

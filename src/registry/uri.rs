@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::registry::bundles::{has_bundle, manifest_key, no_bundle, normalize_artifact_path};
 use crate::registry::{
@@ -31,7 +31,7 @@ pub struct ResolvedModel {
     pub name: Option<String>,
     /// Registered version, for `models:/` URIs (the one a stage or alias stood for).
     pub version: Option<u32>,
-    /// The URI as given (trimmed), or the one `default_bundle` chose.
+    /// The URI as given (trimmed).
     pub uri: String,
 }
 
@@ -69,38 +69,6 @@ pub fn resolve_uri(store: &Store, uri: &str) -> Result<ResolvedModel> {
             version_bundle(store, &version, uri)
         }
     }
-}
-
-/// The bundle `predict` applies when given none: the newest Production version of `name`
-/// (of any model when `name` is `None`), else the newest FINISHED `evaluate` run with a
-/// `model/` bundle, else the newest such `train` run. A name that is not registered yet
-/// falls back the same way, so predict works before anything is registered.
-pub fn default_bundle(store: &Store, name: Option<&str>) -> Result<Option<ResolvedModel>> {
-    let production = {
-        let conn = store.connection();
-        newest_production(&conn, name)?
-    };
-    if let Some(version) = production {
-        let uri = format!("models:/{}/{}", version.name, Stage::Production);
-        return version_bundle(store, &version, &uri).map(Some);
-    }
-    for entry in ["evaluate", "train"] {
-        let run_id = {
-            let conn = store.connection();
-            newest_run_with_bundle(&conn, entry)?
-        };
-        if let Some(run_id) = run_id {
-            let dir = absolute(store.run_dir(&run_id)?.join(DEFAULT_ARTIFACT_PATH))?;
-            return Ok(Some(ResolvedModel {
-                dir,
-                uri: format!("runs:/{run_id}/{DEFAULT_ARTIFACT_PATH}"),
-                run_id: Some(run_id),
-                name: None,
-                version: None,
-            }));
-        }
-    }
-    Ok(None)
 }
 
 /// A parsed model URI; borrowed from the input string.
@@ -320,39 +288,6 @@ fn version_bundle(store: &Store, version: &ModelVersion, uri: &str) -> Result<Re
 /// `serve` workers) whatever the store path was relative to.
 fn absolute(dir: PathBuf) -> Result<PathBuf> {
     std::fs::canonicalize(&dir).map_err(|source| StoreError::Io { path: dir, source }.into())
-}
-
-/// The most recently registered Production version of `name`, or of any model.
-fn newest_production(conn: &Connection, name: Option<&str>) -> Result<Option<ModelVersion>> {
-    let newest: Option<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT name, version FROM model_versions
-             WHERE stage = 'Production' AND (?1 IS NULL OR name = ?1)
-             ORDER BY created_at DESC, version DESC LIMIT 1",
-        )?
-        .query_row(params![name], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    let Some((name, number)) = newest else {
-        return Ok(None);
-    };
-    let number = u32::try_from(number)
-        .map_err(|_| StoreError::corrupt(format!("model version {number} is out of range")))?;
-    require_version(conn, &name, number).map(Some)
-}
-
-/// The newest FINISHED run of `entry` that published `model/flow-model.json`.
-fn newest_run_with_bundle(conn: &Connection, entry: &str) -> Result<Option<String>> {
-    let run_id = conn
-        .prepare_cached(
-            "SELECT r.run_id FROM runs r JOIN artifacts a ON a.run = r.id
-             WHERE r.entry = ?1 AND r.status = 'FINISHED' AND a.path = ?2
-             ORDER BY r.run_time DESC, r.id DESC LIMIT 1",
-        )?
-        .query_row(params![entry, manifest_key(DEFAULT_ARTIFACT_PATH)], |row| {
-            row.get(0)
-        })
-        .optional()?;
-    Ok(run_id)
 }
 
 #[cfg(test)]
