@@ -23,7 +23,8 @@ const ROWS_PER_INSERT: usize = 50;
 
 impl Store {
     /// Appends a batch of points in one transaction, through cached prepared statements
-    /// that insert [`ROWS_PER_INSERT`] rows at a time.
+    /// that insert [`ROWS_PER_INSERT`] rows at a time, and moves each key's latest value
+    /// forward (one upsert per key of the batch).
     pub fn log_metrics(&self, run: &str, metrics: &[Metric]) -> Result<()> {
         let mut conn = self.connection();
         let (rowid, _) = resolve_run(&conn, run)?;
@@ -39,6 +40,19 @@ impl Store {
             for point in chunks.remainder() {
                 bind_points(&mut insert_one, rowid, std::slice::from_ref(point))?;
                 insert_one.raw_execute()?;
+            }
+            let mut advance = tx.prepare_cached(
+                "INSERT INTO latest_metrics (run, key, step, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run, key) DO UPDATE SET step = excluded.step, value = excluded.value
+                 WHERE excluded.step >= latest_metrics.step",
+            )?;
+            for point in latest_per_key(metrics) {
+                advance.execute(rusqlite::params![
+                    rowid,
+                    point.key,
+                    point.step,
+                    stored_value(point.value)
+                ])?;
             }
         }
         tx.commit()?;
@@ -71,13 +85,7 @@ impl Store {
         let conn = self.connection();
         let (rowid, _) = resolve_run(&conn, run)?;
         let latest = conn
-            .prepare_cached(
-                "SELECT key, value FROM (
-                     SELECT key, value, row_number() OVER
-                         (PARTITION BY key ORDER BY step DESC, rowid DESC) AS rank
-                     FROM metrics WHERE run = ?1)
-                 WHERE rank = 1",
-            )?
+            .prepare_cached("SELECT key, value FROM latest_metrics WHERE run = ?1")?
             .query_map([rowid], |row| {
                 Ok((
                     row.get(0)?,
@@ -109,6 +117,26 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
+/// The point at the highest step of each key of `points` (the later one on a tie), in
+/// key order.
+fn latest_per_key(points: &[Metric]) -> Vec<&Metric> {
+    let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
+    for point in points {
+        let newer = latest
+            .get(point.key.as_str())
+            .is_none_or(|kept| point.step >= kept.step);
+        if newer {
+            latest.insert(&point.key, point);
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// SQLite turns a NaN REAL into NULL; store that explicitly and read it back as NaN.
+fn stored_value(value: f64) -> Option<f64> {
+    (!value.is_nan()).then_some(value)
+}
+
 fn bind_points(
     statement: &mut rusqlite::CachedStatement,
     run_rowid: i64,
@@ -116,11 +144,9 @@ fn bind_points(
 ) -> Result<()> {
     for (row, point) in points.iter().enumerate() {
         let first = row * 5 + 1;
-        // SQLite turns a NaN REAL into NULL; store that explicitly and read it back as NaN.
-        let value = (!point.value.is_nan()).then_some(point.value);
         statement.raw_bind_parameter(first, run_rowid)?;
         statement.raw_bind_parameter(first + 1, point.key.as_str())?;
-        statement.raw_bind_parameter(first + 2, value)?;
+        statement.raw_bind_parameter(first + 2, stored_value(point.value))?;
         statement.raw_bind_parameter(first + 3, point.step)?;
         statement.raw_bind_parameter(first + 4, point.timestamp_ms)?;
     }
@@ -170,6 +196,46 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert_eq!(latest["loss"], 1.0 / 1000.0);
         assert_eq!(latest["f1"], 0.5, "a later point at the same step wins");
+    }
+
+    /// The latest value moves forward across batches, never back to a lower step, and
+    /// follows a run's deletion.
+    #[test]
+    fn latest_follows_steps_across_batches() {
+        let (_dir, store) = temp_store();
+        let run = begin(&store, "train", &BTreeMap::new(), &[], day(1));
+        store
+            .log_metrics(&run, &[point("loss", 0.4, 5), point("acc", 0.1, 0)])
+            .unwrap();
+        store
+            .log_metrics(
+                &run,
+                &[
+                    point("loss", 0.9, 3),
+                    point("acc", 0.2, 1),
+                    point("acc", 0.15, 1),
+                ],
+            )
+            .unwrap();
+        store
+            .log_metrics(&run, &[point("loss", f64::NAN, 6)])
+            .unwrap();
+        let latest = store.latest_metrics(&run).unwrap();
+        assert_eq!(latest["acc"], 0.15, "the later of two points at one step");
+        assert!(
+            latest["loss"].is_nan(),
+            "a NaN at a higher step is the latest"
+        );
+
+        store.log_metrics(&run, &[point("loss", 0.2, 4)]).unwrap();
+        assert!(store.latest_metrics(&run).unwrap()["loss"].is_nan());
+
+        store.delete_run(&run, false).unwrap();
+        let left: i64 = store
+            .connection()
+            .query_row("SELECT count(*) FROM latest_metrics", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]
