@@ -48,6 +48,17 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The database has schema steps this binary does not know: an older flow writing to it
+    /// would skip the bookkeeping of tables it has never heard of.
+    #[error(
+        "`{}` was written by a newer flow (schema version {found}; this flow knows {known}): run that flow or a newer one",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
     /// Stored data contradicts itself (a missing object, an unreadable manifest, a bad timestamp).
     #[error("store is corrupt: {detail}")]
     Corrupt { detail: String },

@@ -123,7 +123,18 @@ fn try_open_connection(dir: &Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
-    schema::migrate(&mut conn, &schema::migrations())?;
+    let migrations = schema::migrations();
+    let found: i64 = conn.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+        row.get(0)
+    })?;
+    if usize::try_from(found).is_ok_and(|found| found > migrations.len()) {
+        return Err(StoreError::NewerSchema {
+            path: dir.join(DB_FILE),
+            found,
+            known: migrations.len(),
+        });
+    }
+    schema::migrate(&mut conn, &migrations)?;
     Ok(conn)
 }
 
@@ -232,6 +243,25 @@ mod tests {
         assert!(root.join(DB_FILE).is_file());
         drop(store);
         Store::open(&root).unwrap();
+    }
+
+    #[test]
+    fn a_store_from_a_newer_flow_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".flow");
+        let store = Store::open(&root).unwrap();
+        let newer = schema::migrations().len() as i64 + 1;
+        store
+            .connection()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        drop(store);
+        let error = Store::open(&root).err().expect("refused");
+        assert!(
+            matches!(error, StoreError::NewerSchema { found, .. } if found == newer),
+            "{error}"
+        );
+        assert!(error.to_string().contains("newer flow"), "{error}");
     }
 
     #[test]
