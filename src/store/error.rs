@@ -51,14 +51,9 @@ pub enum StoreError {
     /// The database has schema steps this binary does not know: an older flow writing to it
     /// would skip the bookkeeping of tables it has never heard of.
     #[error(
-        "`{}` was written by a newer flow (schema version {found}; this flow knows {known}): run that flow or a newer one",
-        path.display()
+        "the database was migrated by a newer flow (schema version {found}; this flow knows {known}): run that flow or a newer one"
     )]
-    NewerSchema {
-        path: PathBuf,
-        found: i64,
-        known: usize,
-    },
+    NewerSchema { found: i64, known: usize },
     /// Stored data contradicts itself (a missing object, an unreadable manifest, a bad timestamp).
     #[error("store is corrupt: {detail}")]
     Corrupt { detail: String },

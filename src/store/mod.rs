@@ -123,18 +123,7 @@ fn try_open_connection(dir: &Path) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
-    let migrations = schema::migrations();
-    let found: i64 = conn.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
-        row.get(0)
-    })?;
-    if usize::try_from(found).is_ok_and(|found| found > migrations.len()) {
-        return Err(StoreError::NewerSchema {
-            path: dir.join(DB_FILE),
-            found,
-            known: migrations.len(),
-        });
-    }
-    schema::migrate(&mut conn, &migrations)?;
+    schema::migrate(&mut conn, &schema::migrations())?;
     Ok(conn)
 }
 

@@ -8,6 +8,8 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::store::error::{Result, StoreError};
+
 /// One schema step: a closure so a future step can move data, not only run DDL.
 pub(crate) type Migration = Box<dyn Fn(&Connection) -> rusqlite::Result<()>>;
 
@@ -16,14 +18,26 @@ pub(crate) fn sql_migration(sql: &'static str) -> Migration {
     Box::new(move |conn| conn.execute_batch(sql))
 }
 
-/// Applies the migrations the database has not seen yet, all or nothing.
-pub(crate) fn migrate(conn: &mut Connection, migrations: &[Migration]) -> rusqlite::Result<()> {
+/// How many migrations the database has applied.
+pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
+        row.get(0)
+    })
+}
+
+/// Applies the migrations the database has not seen yet, all or nothing. A database that
+/// has applied more than `migrations` was migrated by a newer flow and is refused: writing
+/// to it would skip the bookkeeping of tables this flow does not know.
+pub(crate) fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-    let applied: usize =
-        tx.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
-            row.get::<_, i64>(0)
-                .map(|version| usize::try_from(version).unwrap_or(0))
-        })?;
+    let found = user_version(&tx)?;
+    let applied = usize::try_from(found).unwrap_or(0);
+    if applied > migrations.len() {
+        return Err(StoreError::NewerSchema {
+            found,
+            known: migrations.len(),
+        });
+    }
     if applied < migrations.len() {
         for migration in &migrations[applied..] {
             migration(&tx)?;
@@ -31,7 +45,7 @@ pub(crate) fn migrate(conn: &mut Connection, migrations: &[Migration]) -> rusqli
         let version = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
         tx.pragma_update(None, "user_version", version)?;
     }
-    tx.commit()
+    Ok(tx.commit()?)
 }
 
 /// The schema of `flow.db`, in the order it was introduced.
@@ -245,13 +259,6 @@ pub(crate) fn migrations() -> Vec<Migration> {
 mod tests {
     use super::*;
 
-    fn user_version(conn: &Connection) -> i64 {
-        conn.query_row("SELECT user_version FROM pragma_user_version", [], |row| {
-            row.get(0)
-        })
-        .unwrap()
-    }
-
     #[test]
     fn migrate_twice_applies_only_new_steps() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -264,7 +271,7 @@ mod tests {
             .unwrap();
         // A third pass with nothing new must not re-run `CREATE TABLE foo`.
         migrate(&mut conn, &steps).unwrap();
-        assert_eq!(user_version(&conn), 2);
+        assert_eq!(user_version(&conn).unwrap(), 2);
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM foo", [], |row| row.get(0))
             .unwrap();
@@ -276,7 +283,7 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, &migrations()).unwrap();
         migrate(&mut conn, &migrations()).unwrap();
-        assert_eq!(user_version(&conn), migrations().len() as i64);
+        assert_eq!(user_version(&conn).unwrap(), migrations().len() as i64);
         let tables: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
