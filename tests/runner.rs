@@ -431,6 +431,39 @@ fn runs_show_json_shape() {
     assert_eq!(show["params"]["epochs"], "7");
 }
 
+/// `flow runs list --sort metric.<key>` puts the highest value first, `--asc` the lowest,
+/// and `--limit` applies after the ordering.
+#[test]
+fn runs_list_sorts_by_a_metric() {
+    let p = pipeline();
+    let mut ids = Vec::new();
+    for epochs in ["1", "3", "2"] {
+        ids.push(
+            p.run_ok(&["-P", &format!("epochs={epochs}")])
+                .run_id("train"),
+        );
+    }
+    let listed = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["runs", "list", "--json", "--sort", "metric.epochs_seen"];
+        args.extend_from_slice(extra);
+        let list = p.flow(&args).json();
+        list.as_array()
+            .expect("a JSON list")
+            .iter()
+            .map(|run| run["run_id"].as_str().expect("run_id").to_string())
+            .collect()
+    };
+    assert_eq!(
+        listed(&[]),
+        vec![ids[1].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    assert_eq!(
+        listed(&["--asc"]),
+        vec![ids[0].clone(), ids[2].clone(), ids[1].clone()]
+    );
+    assert_eq!(listed(&["--asc", "--limit", "1"]), vec![ids[0].clone()]);
+}
+
 /// A reader that closes the pipe early (`flow runs list | head`) ends a reporting command
 /// quietly, as it would `ls`: no panic message, just the default end by SIGPIPE.
 #[test]

@@ -24,9 +24,13 @@ pub enum RunsCommand {
         /// Only runs of this experiment.
         #[arg(long)]
         experiment: Option<String>,
-        /// Order by `run_time` (default) or by a metric, highest first: `metric.<key>`.
+        /// Order by `run_time` (default, newest first) or by a metric's latest value,
+        /// highest first: `metric.<key>` (runs without the metric are left out).
         #[arg(long)]
         sort: Option<String>,
+        /// Reverse the order: oldest or lowest first (`--sort metric.val_loss --asc`).
+        #[arg(long)]
+        asc: bool,
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -76,6 +80,7 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
             status,
             experiment,
             sort,
+            asc,
             limit,
             json,
         } => {
@@ -100,22 +105,15 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 entry,
                 status,
                 experiment,
-                limit: if sort_metric.is_some() {
-                    None
-                } else {
-                    Some(limit)
-                },
+                limit: Some(limit),
+                metric: sort_metric.clone(),
+                ascending: asc,
             };
             let runs = store.list_runs(&filter)?;
             let mut rows: Vec<(RunRecord, BTreeMap<String, f64>)> = Vec::with_capacity(runs.len());
             for run in runs {
                 let metrics = store.latest_metrics(&run.run_id)?;
                 rows.push((run, metrics));
-            }
-            if let Some(key) = &sort_metric {
-                rows.retain(|(_, m)| m.contains_key(key));
-                rows.sort_by(|a, b| b.1[key].total_cmp(&a.1[key]));
-                rows.truncate(limit);
             }
             if json {
                 let list: Vec<_> = rows
@@ -130,7 +128,11 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 );
                 for (run, metrics) in &rows {
                     let shown: Vec<String> = match &sort_metric {
-                        Some(key) => vec![format!("{key}={:.4}", metrics[key])],
+                        Some(key) => metrics
+                            .get(key)
+                            .map(|v| format!("{key}={v:.4}"))
+                            .into_iter()
+                            .collect(),
                         None => metrics
                             .iter()
                             .take(3)

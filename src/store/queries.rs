@@ -79,10 +79,24 @@ impl Store {
         complete(&conn, partial)
     }
 
-    /// Runs matching the filter, most recently started first.
+    /// Runs matching the filter, most recently started first, or in the filter's order.
     pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let mut conditions = Vec::new();
         let mut values = Vec::new();
+        let direction = if filter.ascending { "ASC" } else { "DESC" };
+        let (metric_join, order) = match &filter.metric {
+            Some(key) => {
+                values.push(Value::Text(key.clone()));
+                (
+                    format!(
+                        "JOIN latest_metrics m ON m.run = r.id AND m.key = ?{}",
+                        values.len()
+                    ),
+                    format!("m.value IS NULL, m.value {direction}, r.id DESC"),
+                )
+            }
+            None => (String::new(), format!("r.id {direction}")),
+        };
         if let Some(entry) = &filter.entry {
             values.push(Value::Text(entry.clone()));
             conditions.push(format!("r.entry = ?{}", values.len()));
@@ -103,7 +117,7 @@ impl Store {
         values.push(Value::Integer(limit_value(filter.limit)));
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             {where_clause} ORDER BY r.id DESC LIMIT ?{}",
+             {metric_join} {where_clause} ORDER BY {order} LIMIT ?{}",
             values.len()
         );
         let conn = self.connection();
@@ -269,322 +283,4 @@ fn limit_value(limit: Option<usize>) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::store::test_support::{begin, day, temp_store};
-
-    fn params(seed: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([("seed".to_string(), seed.to_string())])
-    }
-
-    /// A FINISHED `train` run keyed like `begin` does, with the given params and upstream.
-    fn finished(
-        store: &Store,
-        seed: &str,
-        upstream: &[(String, RunId)],
-        run_time: chrono::DateTime<chrono::Utc>,
-    ) -> RunId {
-        let run = begin(store, "train", &params(seed), upstream, run_time);
-        store.end_run(&run, RunStatus::Finished).unwrap();
-        run
-    }
-
-    fn query<'a>(
-        params: &'a BTreeMap<String, String>,
-        upstream: &'a [(String, RunId)],
-    ) -> ReuseQuery<'a> {
-        ReuseQuery {
-            entry: "train",
-            key_value: Some("SMD"),
-            params,
-            upstream,
-            data_version: Some("data-1"),
-            code_version: Some("abc123"),
-            run_time: None,
-        }
-    }
-
-    fn found(store: &Store, query: &ReuseQuery) -> Option<RunId> {
-        store.find_reusable(query).unwrap().map(|run| run.run_id)
-    }
-
-    #[test]
-    fn find_reusable_requires_every_key_field() {
-        let (_dir, store) = temp_store();
-        let load = finished(&store, "0", &[], day(1));
-        let other_load = finished(&store, "1", &[], day(1));
-        let upstream = vec![("load".to_string(), load)];
-        let run = finished(&store, "7", &upstream, day(3));
-        let seven = params("7");
-
-        assert_eq!(found(&store, &query(&seven, &upstream)), Some(run.clone()));
-        assert_eq!(
-            found(&store, &query(&params("8"), &upstream)),
-            None,
-            "params differ"
-        );
-        let moved = vec![("load".to_string(), other_load)];
-        assert_eq!(
-            found(&store, &query(&seven, &moved)),
-            None,
-            "upstream differs"
-        );
-        assert_eq!(found(&store, &query(&seven, &[])), None, "upstream missing");
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    data_version: Some("data-2"),
-                    ..query(&seven, &upstream)
-                }
-            ),
-            None
-        );
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    code_version: Some("def456"),
-                    ..query(&seven, &upstream)
-                }
-            ),
-            None
-        );
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    code_version: None,
-                    ..query(&seven, &upstream)
-                }
-            ),
-            Some(run.clone())
-        );
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    key_value: None,
-                    ..query(&seven, &upstream)
-                }
-            ),
-            None
-        );
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    entry: "evaluate",
-                    ..query(&seven, &upstream)
-                }
-            ),
-            None
-        );
-        let day_three = Some((day(3), day(4)));
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    run_time: day_three,
-                    ..query(&seven, &upstream)
-                }
-            ),
-            Some(run)
-        );
-        // The window is exclusive at its end.
-        let before = Some((day(2), day(3)));
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    run_time: before,
-                    ..query(&seven, &upstream)
-                }
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn find_reusable_picks_newest_finished() {
-        let (_dir, store) = temp_store();
-        let seven = params("7");
-        let older = finished(&store, "7", &[], day(2));
-        let newest = finished(&store, "7", &[], day(5));
-        let _earlier_but_later_started = finished(&store, "7", &[], day(3));
-        let failed = begin(&store, "train", &seven, &[], day(9));
-        store.end_run(&failed, RunStatus::Failed).unwrap();
-        let _running = begin(&store, "train", &seven, &[], day(9));
-
-        assert_eq!(found(&store, &query(&seven, &[])), Some(newest));
-        let early = Some((day(1), day(3)));
-        assert_eq!(
-            found(
-                &store,
-                &ReuseQuery {
-                    run_time: early,
-                    ..query(&seven, &[])
-                }
-            ),
-            Some(older)
-        );
-    }
-
-    /// The plan of each statement, with dummy arguments.
-    fn query_plan(store: &Store, sql: &str, args: Vec<Value>) -> String {
-        let conn = store.connection();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(params_from_iter(args), |row| row.get(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        plan.join("; ")
-    }
-
-    #[test]
-    fn reuse_and_recent_queries_use_indexes() {
-        let (_dir, store) = temp_store();
-        let reuse_args = || -> Vec<Value> {
-            let text = |value: &str| Value::Text(value.to_string());
-            vec![
-                text("train"),
-                Value::Null,
-                text("p"),
-                text("i"),
-                text("d"),
-                0.into(),
-                1.into(),
-                Value::Null,
-            ]
-        };
-        let exact = query_plan(&store, &reuse_sql(true), reuse_args());
-        assert!(exact.contains("USING INDEX runs_reuse"), "{exact}");
-        assert!(
-            !exact.contains("TEMP B-TREE"),
-            "newest first straight from the index: {exact}"
-        );
-        let any_data = query_plan(&store, &reuse_sql(false), reuse_args());
-        assert!(any_data.contains("USING INDEX runs_reuse"), "{any_data}");
-
-        let recent_args = vec![Value::Text("train".into()), Value::Null, Value::Integer(10)];
-        let recent = query_plan(&store, &recent_sql(), recent_args);
-        assert!(recent.contains("USING INDEX runs_recent"), "{recent}");
-        assert!(!recent.contains("TEMP B-TREE"), "{recent}");
-    }
-
-    #[test]
-    fn any_data_version_still_picks_newest() {
-        let (_dir, store) = temp_store();
-        let seven = params("7");
-        let _old = finished(&store, "7", &[], day(1));
-        let newest = finished(&store, "7", &[], day(4));
-        let query = ReuseQuery {
-            data_version: None,
-            ..query(&seven, &[])
-        };
-        assert_eq!(found(&store, &query), Some(newest));
-    }
-
-    #[test]
-    fn recent_runs_lists_any_status_newest_first() {
-        let (_dir, store) = temp_store();
-        let first = finished(&store, "1", &[], day(1));
-        let third = begin(&store, "train", &params("3"), &[], day(3));
-        let second = finished(&store, "2", &[], day(2));
-        let recent = store.recent_runs("train", Some("SMD"), 10).unwrap();
-        let ids: Vec<RunId> = recent.into_iter().map(|run| run.run_id).collect();
-        assert_eq!(ids, vec![third, second.clone(), first]);
-        assert_eq!(store.recent_runs("train", Some("SMD"), 2).unwrap().len(), 2);
-        assert!(store.recent_runs("train", None, 10).unwrap().is_empty());
-        assert_eq!(
-            store
-                .list_runs(&RunFilter {
-                    status: Some(RunStatus::Running),
-                    ..Default::default()
-                })
-                .unwrap()
-                .len(),
-            1
-        );
-        let limited = store
-            .list_runs(&RunFilter {
-                entry: Some("train".into()),
-                limit: Some(1),
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(
-            limited[0].run_id, second,
-            "list_runs is newest started first"
-        );
-        assert!(store
-            .list_runs(&RunFilter {
-                experiment: Some("other".into()),
-                ..Default::default()
-            })
-            .unwrap()
-            .is_empty());
-    }
-
-    #[test]
-    fn prefixes_resolve_or_report_ambiguity() {
-        let (_dir, store) = temp_store();
-        let ids: Vec<RunId> = (0..40)
-            .map(|seed| finished(&store, &seed.to_string(), &[], day(1)))
-            .collect();
-        let id = &ids[0];
-        assert_eq!(store.get_run(id).unwrap().run_id, *id);
-        assert_eq!(
-            store
-                .get_run(&id[..12].to_ascii_uppercase())
-                .unwrap()
-                .run_id,
-            *id
-        );
-        // 40 ids over 16 hex digits: by pigeonhole some first digit is shared.
-        let shared = ids
-            .iter()
-            .map(|id| &id[..1])
-            .find(|first| ids.iter().filter(|id| id.starts_with(*first)).count() >= 2)
-            .unwrap();
-        match store.get_run(shared) {
-            Err(StoreError::Ambiguous { prefix, candidates }) => {
-                assert_eq!(prefix, shared);
-                assert!(candidates.len() >= 2 && candidates.len() <= MAX_CANDIDATES);
-                assert!(candidates
-                    .iter()
-                    .all(|candidate| candidate.starts_with(shared)));
-            }
-            other => panic!("expected Ambiguous, got {other:?}"),
-        }
-        assert!(matches!(store.get_run("zz"), Err(StoreError::NotFound(prefix)) if prefix == "zz"));
-        assert!(matches!(store.get_run(""), Err(StoreError::NotFound(_))));
-        let absent = if id.starts_with('0') {
-            "f".repeat(32)
-        } else {
-            "0".repeat(32)
-        };
-        assert!(matches!(
-            store.get_run(&absent),
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn downstream_lists_consumers() {
-        let (_dir, store) = temp_store();
-        let load = finished(&store, "0", &[], day(1));
-        let upstream = vec![("load".to_string(), load.clone())];
-        let first = finished(&store, "1", &upstream, day(1));
-        let second = finished(&store, "2", &upstream, day(1));
-        assert_eq!(
-            store.downstream(&load).unwrap(),
-            vec![first.clone(), second]
-        );
-        assert!(store.downstream(&first).unwrap().is_empty());
-    }
-}
+mod tests;

@@ -82,13 +82,18 @@ pub struct ReuseQuery<'a> {
     pub run_time: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-/// Filters of `flow runs list`; every `None` matches all.
+/// Filters and order of `flow runs list`; every `None` matches all.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub entry: Option<String>,
     pub status: Option<RunStatus>,
     pub experiment: Option<String>,
     pub limit: Option<usize>,
+    /// Order by this metric's latest value instead of by start, leaving out runs that
+    /// never logged it; NaN values come last either way.
+    pub metric: Option<String>,
+    /// Lowest (or oldest) first instead of highest (or newest) first.
+    pub ascending: bool,
 }
 
 impl RunStatus {

@@ -173,7 +173,7 @@ entry_points:
       algorithm: {type: string, default: count}
       epochs: {type: int, default: 2}
       note: {type: string, default: none}
-    command: "wc -l < $FLOW_INPUT_PROCESS/rows.txt > $FLOW_OUTPUT_DIR/model.txt && printf '%s' {note} > $FLOW_OUTPUT_DIR/note.txt && flow log metric loss 0.25 --step {epochs}"
+    command: "wc -l < $FLOW_INPUT_PROCESS/rows.txt > $FLOW_OUTPUT_DIR/model.txt && printf '%s' {note} > $FLOW_OUTPUT_DIR/note.txt && flow log metric loss 0.25 --step {epochs} && flow log metric epochs_seen {epochs}"
   main:
     depends_on: [train]
 "#;
