@@ -170,10 +170,6 @@ impl InterleavedLayout {
             selector: Tensor::from_vec(selector, (steps * per_step, in_dim), device)?,
         })
     }
-
-    pub fn steps(&self) -> usize {
-        self.steps
-    }
 }
 
 #[cfg(test)]

@@ -213,6 +213,7 @@ impl MtadGat {
                 cfg.recon_hidden,
                 cfg.n_target,
                 w,
+                cfg.decoder_input,
                 vb.pp("recon_model"),
             )?,
             dropout,
@@ -238,10 +239,7 @@ impl MtadGat {
             false => None,
         };
         let reconstruction = match self.cfg.mode.reconstructs() {
-            true => Some(
-                self.reconstruction
-                    .forward(&h_end, self.cfg.decoder_input)?,
-            ),
+            true => Some(self.reconstruction.forward(&h_end)?),
             false => None,
         };
         Ok(Output {

@@ -33,32 +33,46 @@ impl DecoderInput {
 #[derive(Debug, Clone)]
 pub struct ReconstructionHead {
     decoder: Gru,
-    /// How h spreads over the `window` decoder steps under [`DecoderInput::Interleaved`].
-    layout: InterleavedLayout,
+    spread: Spread,
     fc: Linear,
 }
 
+/// How h reaches the decoder's steps: the layout is built once, with the head.
+#[derive(Debug, Clone)]
+enum Spread {
+    Interleaved(InterleavedLayout),
+    Repeated { steps: usize },
+}
+
 impl ReconstructionHead {
-    /// Keys `decoder.rnn.*` (a GRU) and `fc.weight`, `fc.bias`; reconstructs `window` steps.
+    /// Keys `decoder.rnn.*` (a GRU) and `fc.weight`, `fc.bias`; reconstructs `window` steps,
+    /// the decoder reading `input` at each.
     pub fn new(
         in_dim: usize,
         hidden: usize,
         out_dim: usize,
         window: usize,
+        input: DecoderInput,
         vb: VarBuilder,
     ) -> Result<ReconstructionHead> {
+        let spread = match input {
+            DecoderInput::Interleaved => {
+                Spread::Interleaved(InterleavedLayout::new(in_dim, window, vb.device())?)
+            }
+            DecoderInput::Repeated => Spread::Repeated { steps: window },
+        };
         Ok(ReconstructionHead {
             decoder: Gru::new(in_dim, hidden, vb.pp("decoder").pp("rnn"))?,
-            layout: InterleavedLayout::new(in_dim, window, vb.device())?,
+            spread,
             fc: linear(hidden, out_dim, vb.pp("fc"))?,
         })
     }
 
     /// [B, H_in] -> [B, W, n_target].
-    pub fn forward(&self, h_end: &Tensor, input: DecoderInput) -> Result<Tensor> {
-        let states = match input {
-            DecoderInput::Interleaved => self.decoder.forward_interleaved(h_end, &self.layout)?,
-            DecoderInput::Repeated => self.decoder.forward_constant(h_end, self.layout.steps())?,
+    pub fn forward(&self, h_end: &Tensor) -> Result<Tensor> {
+        let states = match &self.spread {
+            Spread::Interleaved(layout) => self.decoder.forward_interleaved(h_end, layout)?,
+            Spread::Repeated { steps } => self.decoder.forward_constant(h_end, *steps)?,
         };
         let (batch, steps, hidden) = states.dims3()?;
         let out = self.fc.forward(&states.reshape((batch * steps, hidden))?)?;
