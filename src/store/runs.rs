@@ -139,12 +139,16 @@ impl Store {
     pub fn begin_run(&self, new: &NewRun) -> Result<RunId> {
         let mut conn = self.connection();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let pid = i64::from(std::process::id());
+        let pid = std::process::id();
+        let owner = Owner {
+            pid: i64::from(pid),
+            started: process_started(pid),
+        };
         let run_id = insert_run(
             &tx,
             new,
             RunStatus::Running,
-            Some(pid),
+            Some(owner),
             &self.host,
             now(),
             None,
@@ -165,7 +169,8 @@ impl Store {
         let conn = self.connection();
         let (rowid, _) = resolve_run(&conn, run)?;
         conn.prepare_cached(
-            "UPDATE runs SET status = ?1, end_time = ?2, pid = NULL WHERE id = ?3",
+            "UPDATE runs SET status = ?1, end_time = ?2, pid = NULL, pid_started = NULL
+             WHERE id = ?3",
         )?
         .execute(params![status.as_str(), to_micros(now()), rowid])?;
         Ok(())
@@ -176,22 +181,24 @@ impl Store {
     pub fn reap_dead_runs(&self) -> Result<Vec<RunId>> {
         let mut conn = self.connection();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let running: Vec<(i64, RunId, Option<i64>)> = tx
+        let running: Vec<(i64, RunId, Option<i64>, Option<i64>)> = tx
             .prepare_cached(
-                "SELECT id, run_id, pid FROM runs WHERE status = 'RUNNING' AND host = ?1",
+                "SELECT id, run_id, pid, pid_started FROM runs
+                 WHERE status = 'RUNNING' AND host = ?1",
             )?
             .query_map([&self.host], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::new();
-        for (rowid, run_id, pid) in running {
+        for (rowid, run_id, pid, started) in running {
             let Some(pid) = pid else { continue };
-            if process_alive(pid) {
+            if (Owner { pid, started }).alive() {
                 continue;
             }
             tx.prepare_cached(
-                "UPDATE runs SET status = 'FAILED', end_time = ?1, pid = NULL WHERE id = ?2",
+                "UPDATE runs SET status = 'FAILED', end_time = ?1, pid = NULL, pid_started = NULL
+                 WHERE id = ?2",
             )?
             .execute(params![to_micros(now()), rowid])?;
             reaped.push(run_id);
@@ -242,7 +249,7 @@ pub(crate) fn insert_run(
     tx: &rusqlite::Transaction,
     new: &NewRun,
     status: RunStatus,
-    pid: Option<i64>,
+    owner: Option<Owner>,
     host: &str,
     start_time: DateTime<Utc>,
     end_time: Option<DateTime<Utc>>,
@@ -267,8 +274,8 @@ pub(crate) fn insert_run(
     tx.prepare_cached(
         "INSERT INTO runs (run_id, experiment_id, entry, key_value, run_time, start_time, end_time,
              status, params_hash, inputs_hash, data_version, code_version, code_dirty, command,
-             pid, host)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             pid, pid_started, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         run_id,
@@ -285,7 +292,8 @@ pub(crate) fn insert_run(
         new.code_version,
         new.code_dirty,
         new.command,
-        pid,
+        owner.map(|o| o.pid),
+        owner.and_then(|o| o.started),
         host,
     ])?;
     let rowid = tx.last_insert_rowid();
@@ -304,16 +312,41 @@ pub(crate) fn insert_run(
 }
 
 /// `kill(pid, 0)`: succeeds, or fails with EPERM, exactly when the process exists.
-fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
+/// The process that owns a RUNNING run: its pid, and when it started where the platform
+/// says, since a pid alone may by now name an unrelated process (after a reboot, say).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner {
+    pid: i64,
+    started: Option<i64>,
+}
+
+impl Owner {
+    /// A process with this pid exists and, when both start times are known, it is the
+    /// same process. An unreadable start time counts as a match: reaping a live run
+    /// would be worse than keeping a dead one.
+    fn alive(self) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        // SAFETY: signal 0 performs only the existence and permission check.
+        let rc = unsafe { libc::kill(pid, 0) };
+        let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        match (self.started, process_started(pid as u32)) {
+            (Some(recorded), Some(now)) => exists && recorded == now,
+            _ => exists,
+        }
     }
-    // SAFETY: signal 0 performs only the existence and permission check.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat,
+/// counted after the parenthesised command name, which may itself hold spaces).
+fn process_started(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -410,6 +443,42 @@ mod tests {
         assert_eq!(store.get_run(&dead).unwrap().status, RunStatus::Failed);
         assert_eq!(store.get_run(&alive).unwrap().status, RunStatus::Running);
         assert!(store.reap_dead_runs().unwrap().is_empty());
+    }
+
+    /// A run whose pid now names another process (same pid, other start time) is dead.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reap_tells_a_reused_pid_from_the_owner() {
+        let (_dir, store) = temp_store();
+        let none = BTreeMap::new();
+        let alive = begin(&store, "load", &none, &[], day(1));
+        let reused = begin(&store, "load", &none, &[], day(1));
+        let started = |run: &RunId| -> Option<i64> {
+            store
+                .connection()
+                .query_row(
+                    "SELECT pid_started FROM runs WHERE run_id = ?1",
+                    [run],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        let own = process_started(std::process::id());
+        assert!(own.is_some(), "/proc gives this process's start time");
+        assert_eq!(started(&alive), own);
+        store
+            .connection()
+            .execute(
+                "UPDATE runs SET pid_started = pid_started + 1 WHERE run_id = ?1",
+                [&reused],
+            )
+            .unwrap();
+
+        assert_eq!(store.reap_dead_runs().unwrap(), vec![reused.clone()]);
+        assert_eq!(store.get_run(&alive).unwrap().status, RunStatus::Running);
+        assert_eq!(started(&reused), None, "a reaped run owns no process");
+        store.end_run(&alive, RunStatus::Finished).unwrap();
+        assert_eq!(started(&alive), None, "an ended run owns no process");
     }
 
     #[test]
