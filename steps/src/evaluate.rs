@@ -215,6 +215,7 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
         &labels,
         window,
     )?;
+    write_train_scores_csv(&ctx.output_path("train_scores.csv")?, &train.total, window)?;
     let summary = json!({
         "dataset": dataset,
         "window": window,
@@ -423,6 +424,20 @@ fn write_scores_csv(
             write!(out, ",{}", u8::from(score > *threshold))?;
         }
         writeln!(out)?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// `row,score`: the training scores POT and epsilon were fitted on, so a threshold can be
+/// traced back to the tail it came from.
+fn write_train_scores_csv(path: &Path, scores: &[f64], window: usize) -> Result<()> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create `{}`", path.display()))?;
+    let mut out = BufWriter::new(file);
+    writeln!(out, "row,score")?;
+    for (i, score) in scores.iter().enumerate() {
+        writeln!(out, "{},{score}", i + window)?;
     }
     out.flush()
         .with_context(|| format!("cannot write `{}`", path.display()))

@@ -176,6 +176,28 @@ fn evaluate_writes_scores_metrics_bundle_and_plots() {
     assert_eq!(lines.clone().count(), N_TEST - WINDOW);
     assert!(lines.next().unwrap().starts_with(&format!("{WINDOW},")));
 
+    // The training scores on file are the ones POT was fitted on: refitting gives its threshold.
+    let train_csv = std::fs::read_to_string(out.join("train_scores.csv")).unwrap();
+    let mut lines = train_csv.lines();
+    assert_eq!(lines.next(), Some("row,score"));
+    let train_scores: Vec<f64> = lines
+        .map(|line| line.split_once(',').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(train_scores.len(), N_TRAIN - WINDOW);
+    let published = crate::evaluate::settings::published_settings("demo");
+    let refit = crate::thresholds::pot::pot_eval(
+        &train_scores,
+        &[],
+        crate::thresholds::pot::PotConfig {
+            level: published.level,
+            q: published.q,
+            dynamic: false,
+            roots: RootSearch::Siffer,
+        },
+    )
+    .unwrap();
+    assert_eq!(refit.threshold, metrics["threshold_pot"]);
+
     let saved = Bundle::load(&out.join("model")).unwrap();
     let thresholds = &saved.manifest.thresholds;
     assert_eq!(thresholds.chosen.as_deref(), Some("epsilon"));
