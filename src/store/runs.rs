@@ -69,6 +69,7 @@ pub struct RunRecord {
 }
 
 /// The resolver's question: the newest FINISHED run with exactly this key.
+#[derive(Debug, Clone, Copy)]
 pub struct ReuseQuery<'a> {
     pub entry: &'a str,
     pub key_value: Option<&'a str>,

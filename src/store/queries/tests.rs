@@ -62,79 +62,70 @@ fn find_reusable_requires_every_key_field() {
         "upstream differs"
     );
     assert_eq!(found(&store, &query(&seven, &[])), None, "upstream missing");
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
+    let base = query(&seven, &upstream);
+    // One field changed at a time: which changes still find the run.
+    let variants = [
+        (
+            "other data version",
+            ReuseQuery {
                 data_version: Some("data-2"),
-                ..query(&seven, &upstream)
-            }
+                ..base
+            },
+            None,
         ),
-        None
-    );
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
+        (
+            "other commit",
+            ReuseQuery {
                 code_version: Some("def456"),
-                ..query(&seven, &upstream)
-            }
+                ..base
+            },
+            None,
         ),
-        None
-    );
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
+        (
+            "any commit",
+            ReuseQuery {
                 code_version: None,
-                ..query(&seven, &upstream)
-            }
+                ..base
+            },
+            Some(run.clone()),
         ),
-        Some(run.clone())
-    );
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
+        (
+            "no key value",
+            ReuseQuery {
                 key_value: None,
-                ..query(&seven, &upstream)
-            }
+                ..base
+            },
+            None,
         ),
-        None
-    );
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
+        (
+            "other entry",
+            ReuseQuery {
                 entry: "evaluate",
-                ..query(&seven, &upstream)
-            }
+                ..base
+            },
+            None,
         ),
-        None
-    );
-    let day_three = Some((day(3), day(4)));
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
-                run_time: day_three,
-                ..query(&seven, &upstream)
-            }
+        (
+            "its day",
+            ReuseQuery {
+                run_time: Some((day(3), day(4))),
+                ..base
+            },
+            Some(run.clone()),
         ),
-        Some(run)
-    );
-    // The window is exclusive at its end.
-    let before = Some((day(2), day(3)));
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
-                run_time: before,
-                ..query(&seven, &upstream)
-            }
+        // The window is exclusive at its end.
+        (
+            "the day before",
+            ReuseQuery {
+                run_time: Some((day(2), day(3))),
+                ..base
+            },
+            None,
         ),
-        None
-    );
+    ];
+    for (what, variant, expected) in variants {
+        assert_eq!(found(&store, &variant), expected, "{what}");
+    }
 }
 
 #[test]
