@@ -11,10 +11,10 @@
 //! bundle are refitted on the plain scores that `predict` and serving compute.
 
 pub(crate) mod figures;
+mod files;
 mod settings;
 
 use std::fmt::Write as _;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -208,14 +208,26 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
     let pairs: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     ctx.log_metrics(&pairs, 0)?;
 
-    write_scores_csv(
+    files::write_scores_csv(
         &ctx.output_path("scores.csv")?,
         &report,
         &test.total,
         &labels,
         window,
     )?;
-    write_train_scores_csv(&ctx.output_path("train_scores.csv")?, &train.total, window)?;
+    files::write_train_scores_csv(&ctx.output_path("train_scores.csv")?, &train.total, window)?;
+    let test_parts = meta
+        .as_ref()
+        .map(|m| m.parts.as_slice())
+        .unwrap_or_default();
+    files::write_segments_csv(
+        &ctx.output_path("segments.csv")?,
+        &report,
+        &test.total,
+        &labels,
+        test_parts,
+        window,
+    )?;
     let summary = json!({
         "dataset": dataset,
         "window": window,
@@ -393,54 +405,6 @@ fn read_processed(process_dir: &Path) -> Result<Processed> {
         n_test,
         n_features,
     })
-}
-
-/// `row,score,label,pred_<method>...`: one line per scored test row (raw predictions).
-fn write_scores_csv(
-    path: &Path,
-    report: &Report,
-    scores: &[f64],
-    labels: &[bool],
-    window: usize,
-) -> Result<()> {
-    let mut methods: Vec<(&str, f64)> = vec![
-        ("pot", report.pot_metrics.threshold),
-        ("epsilon", report.epsilon_metrics.threshold),
-    ];
-    if let Some(best) = &report.best {
-        methods.push(("best", best.threshold));
-    }
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create `{}`", path.display()))?;
-    let mut out = BufWriter::new(file);
-    let mut header = String::from("row,score,label");
-    for (name, _) in &methods {
-        write!(header, ",pred_{name}")?;
-    }
-    writeln!(out, "{header}")?;
-    for (i, (&score, &label)) in scores.iter().zip(labels).enumerate() {
-        write!(out, "{},{score},{}", i + window, u8::from(label))?;
-        for (_, threshold) in &methods {
-            write!(out, ",{}", u8::from(score > *threshold))?;
-        }
-        writeln!(out)?;
-    }
-    out.flush()
-        .with_context(|| format!("cannot write `{}`", path.display()))
-}
-
-/// `row,score`: the training scores POT and epsilon were fitted on, so a threshold can be
-/// traced back to the tail it came from.
-fn write_train_scores_csv(path: &Path, scores: &[f64], window: usize) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create `{}`", path.display()))?;
-    let mut out = BufWriter::new(file);
-    writeln!(out, "row,score")?;
-    for (i, score) in scores.iter().enumerate() {
-        writeln!(out, "{},{score}", i + window)?;
-    }
-    out.flush()
-        .with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// A fixed-width table of the figures, for the terminal.

@@ -9,7 +9,7 @@
 //! - `process`  -> `data.safetensors` (`train` [N,K], `test` [M,K], `labels` [M]), `preprocessor.json`
 //! - `train`    -> `model/flow-model.json`, `model/weights.safetensors` (the bundle)
 //! - `evaluate` -> `model/` (the bundle with fitted thresholds), `scores.csv`, `train_scores.csv`,
-//!   `summary.json`, `plots/*.png`
+//!   `segments.csv`, `summary.json`, `plots/*.png`
 //! - `predict`  -> `predictions.csv`
 
 pub mod bundle;

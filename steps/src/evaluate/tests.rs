@@ -176,6 +176,40 @@ fn evaluate_writes_scores_metrics_bundle_and_plots() {
     assert_eq!(lines.clone().count(), N_TEST - WINDOW);
     assert!(lines.next().unwrap().starts_with(&format!("{WINDOW},")));
 
+    // One true segment, the spike, found by every method (best F1 separates it exactly).
+    let segments_csv = std::fs::read_to_string(out.join("segments.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = segments_csv
+        .lines()
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "start",
+            "end",
+            "rows",
+            "part",
+            "peak_score",
+            "detected_pot",
+            "detected_epsilon",
+            "detected_best"
+        ]
+    );
+    assert_eq!(rows.len(), 2, "{segments_csv}");
+    let (start, end) = (SPIKE.start.to_string(), SPIKE.end.to_string());
+    assert_eq!(rows[1][..4], [start.as_str(), end.as_str(), "6", "demo"]);
+    assert_eq!(rows[1][7], "1");
+    let peak: f64 = rows[1][4].parse().unwrap();
+    assert!(peak > metrics["threshold_best"]);
+    assert_eq!(
+        rows[1][5],
+        if peak > metrics["threshold_pot"] {
+            "1"
+        } else {
+            "0"
+        }
+    );
+
     // The training scores on file are the ones POT was fitted on: refitting gives its threshold.
     let train_csv = std::fs::read_to_string(out.join("train_scores.csv")).unwrap();
     let mut lines = train_csv.lines();
