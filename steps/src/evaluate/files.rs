@@ -2,7 +2,7 @@
 //! predictions, the training scores the thresholds were fitted on, and one line per true
 //! anomaly segment saying which methods caught it.
 
-use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -24,6 +24,29 @@ fn methods(report: &Report) -> Vec<(&'static str, f64)> {
     methods
 }
 
+/// Creates `path`, writes `header` and then what `body` writes, naming the file in any error.
+fn write_table(
+    path: &Path,
+    header: &str,
+    body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    let mut out = BufWriter::new(file);
+    writeln!(out, "{header}")
+        .and_then(|()| body(&mut out))
+        .and_then(|()| out.flush())
+        .with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// `columns` followed by one `<prefix><method>` column per method.
+fn header(columns: &str, prefix: &str, methods: &[(&str, f64)]) -> String {
+    let mut header = columns.to_string();
+    for (name, _) in methods {
+        header.push_str(&format!(",{prefix}{name}"));
+    }
+    header
+}
+
 /// `row,score,label,pred_<method>...`: one line per scored test row (raw predictions).
 pub fn write_scores_csv(
     path: &Path,
@@ -33,37 +56,27 @@ pub fn write_scores_csv(
     window: usize,
 ) -> Result<()> {
     let methods = methods(report);
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create `{}`", path.display()))?;
-    let mut out = BufWriter::new(file);
-    let mut header = String::from("row,score,label");
-    for (name, _) in &methods {
-        write!(header, ",pred_{name}")?;
-    }
-    writeln!(out, "{header}")?;
-    for (i, (&score, &label)) in scores.iter().zip(labels).enumerate() {
-        write!(out, "{},{score},{}", i + window, u8::from(label))?;
-        for (_, threshold) in &methods {
-            write!(out, ",{}", u8::from(score > *threshold))?;
+    write_table(path, &header("row,score,label", "pred_", &methods), |out| {
+        for (i, (&score, &label)) in scores.iter().zip(labels).enumerate() {
+            write!(out, "{},{score},{}", i + window, u8::from(label))?;
+            for (_, threshold) in &methods {
+                write!(out, ",{}", u8::from(score > *threshold))?;
+            }
+            writeln!(out)?;
         }
-        writeln!(out)?;
-    }
-    out.flush()
-        .with_context(|| format!("cannot write `{}`", path.display()))
+        Ok(())
+    })
 }
 
 /// `row,score`: the training scores POT and epsilon were fitted on, so a threshold can be
 /// traced back to the tail it came from.
 pub fn write_train_scores_csv(path: &Path, scores: &[f64], window: usize) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create `{}`", path.display()))?;
-    let mut out = BufWriter::new(file);
-    writeln!(out, "row,score")?;
-    for (i, score) in scores.iter().enumerate() {
-        writeln!(out, "{},{score}", i + window)?;
-    }
-    out.flush()
-        .with_context(|| format!("cannot write `{}`", path.display()))
+    write_table(path, "row,score", |out| {
+        for (i, score) in scores.iter().enumerate() {
+            writeln!(out, "{},{score}", i + window)?;
+        }
+        Ok(())
+    })
 }
 
 /// `start,end,rows,part,peak_score,detected_<method>...`: one line per true anomaly
@@ -79,33 +92,23 @@ pub fn write_segments_csv(
     window: usize,
 ) -> Result<()> {
     let methods = methods(report);
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("cannot create `{}`", path.display()))?;
-    let mut out = BufWriter::new(file);
-    let mut header = String::from("start,end,rows,part,peak_score");
-    for (name, _) in &methods {
-        write!(header, ",detected_{name}")?;
-    }
-    writeln!(out, "{header}")?;
-    for segment in segments(labels) {
-        let peak = scores[segment.clone()]
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        let (start, end) = (segment.start + window, segment.end + window);
-        write!(
-            out,
-            "{start},{end},{},{},{peak}",
-            end - start,
-            part_of(parts, start).unwrap_or("-")
-        )?;
-        for (_, threshold) in &methods {
-            write!(out, ",{}", u8::from(peak > *threshold))?;
+    let columns = header("start,end,rows,part,peak_score", "detected_", &methods);
+    write_table(path, &columns, |out| {
+        for segment in segments(labels) {
+            let peak = scores[segment.clone()]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            let (start, end) = (segment.start + window, segment.end + window);
+            let part = part_of(parts, start).unwrap_or("-");
+            write!(out, "{start},{end},{},{part},{peak}", end - start)?;
+            for (_, threshold) in &methods {
+                write!(out, ",{}", u8::from(peak > *threshold))?;
+            }
+            writeln!(out)?;
         }
-        writeln!(out)?;
-    }
-    out.flush()
-        .with_context(|| format!("cannot write `{}`", path.display()))
+        Ok(())
+    })
 }
 
 /// The name of the part holding test row `row` of the concatenated series.
