@@ -335,9 +335,12 @@ impl Owner {
         // SAFETY: signal 0 performs only the existence and permission check.
         let rc = unsafe { libc::kill(pid, 0) };
         let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !exists {
+            return false;
+        }
         match (self.started, process_started(pid as u32)) {
-            (Some(recorded), Some(now)) => exists && recorded == now,
-            _ => exists,
+            (Some(recorded), Some(now)) => recorded == now,
+            _ => true,
         }
     }
 }
