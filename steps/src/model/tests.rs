@@ -147,25 +147,33 @@ fn every_parameter_receives_a_gradient() {
 /// the weights of ML4ITS's `MTAD_GAT(4, 6, 2, kernel_size=3, gru_hid_dim=5,
 /// forecast_n_layers=3, forecast_hid_dim=6, recon_hid_dim=7)` (random, eval mode), an input
 /// batch and the forecast and reconstruction PyTorch computed for it.
-#[test]
-fn forward_matches_the_pytorch_reference() {
-    let device = Device::Cpu;
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ml4its_tiny.safetensors"
-    );
-    let tensors = candle_core::safetensors::load(path, &device).unwrap();
-    let input = tensors["input"].clone();
-    let expected_forecast = tensors["expected.forecast"].clone();
-    let expected_recon = tensors["expected.reconstruction"].clone();
-    let cfg = Config {
+/// Weights, inputs and PyTorch's outputs of a tiny ML4ITS `MTAD_GAT`
+/// (`steps/tests/fixtures/make_ml4its_tiny.py` writes it).
+pub(super) const ML4ITS_TINY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/ml4its_tiny.safetensors"
+);
+
+/// The fixture's `MTAD_GAT(4, 6, 2, kernel 3, gru 5, forecast 3 x 6, recon 7)`.
+pub(super) fn ml4its_tiny_config() -> Config {
+    Config {
         kernel_size: 3,
         gru_hidden: 5,
         forecast_layers: 3,
         forecast_hidden: 6,
         recon_hidden: 7,
         ..Config::paper(4, 6, 2)
-    };
+    }
+}
+
+#[test]
+fn forward_matches_the_pytorch_reference() {
+    let device = Device::Cpu;
+    let tensors = candle_core::safetensors::load(ML4ITS_TINY, &device).unwrap();
+    let input = tensors["input"].clone();
+    let expected_forecast = tensors["expected.forecast"].clone();
+    let expected_recon = tensors["expected.reconstruction"].clone();
+    let cfg = ml4its_tiny_config();
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &device);
     let out = MtadGat::new(&cfg, vb, 0)
         .unwrap()

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::linalg::max_abs_diff;
+use crate::model::tests::{ml4its_tiny_config, ML4ITS_TINY};
 use crate::model::{GatKind, Mode};
 
 /// Two coupled sine waves and a sawtooth: learnable, deterministic.
@@ -257,19 +258,10 @@ fn clipping_is_counted_and_off_at_zero() {
 /// The tiny ML4ITS model of the forward-parity fixture, loaded into trainable variables,
 /// with dropout off; and the fixture's tensors.
 fn ml4its_tiny() -> (MtadGat, Vec<(String, Var)>, HashMap<String, Tensor>) {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ml4its_tiny.safetensors"
-    );
-    let fixture = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let fixture = candle_core::safetensors::load(ML4ITS_TINY, &Device::Cpu).unwrap();
     let cfg = Config {
-        kernel_size: 3,
-        gru_hidden: 5,
-        forecast_layers: 3,
-        forecast_hidden: 6,
-        recon_hidden: 7,
         dropout: 0.0,
-        ..Config::paper(4, 6, 2)
+        ..ml4its_tiny_config()
     };
     let varmap = VarMap::new();
     let model = MtadGat::new(&cfg, seeded_var_builder(&varmap, 0, &Device::Cpu), 0).unwrap();
