@@ -143,11 +143,7 @@ fn every_parameter_receives_a_gradient() {
     }
 }
 
-/// Numeric parity with the PyTorch reference: `tests/fixtures/ml4its_tiny.safetensors` holds
-/// the weights of ML4ITS's `MTAD_GAT(4, 6, 2, kernel_size=3, gru_hid_dim=5,
-/// forecast_n_layers=3, forecast_hid_dim=6, recon_hid_dim=7)` (random, eval mode), an input
-/// batch and the forecast and reconstruction PyTorch computed for it.
-/// Weights, inputs and PyTorch's outputs of a tiny ML4ITS `MTAD_GAT`
+/// Weights, inputs, PyTorch's outputs and training gradients of a tiny ML4ITS `MTAD_GAT`
 /// (`steps/tests/fixtures/make_ml4its_tiny.py` writes it).
 pub(super) const ML4ITS_TINY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -166,6 +162,10 @@ pub(super) fn ml4its_tiny_config() -> Config {
     }
 }
 
+/// Numeric parity with the PyTorch reference: `tests/fixtures/ml4its_tiny.safetensors` holds
+/// the weights of ML4ITS's `MTAD_GAT(4, 6, 2, kernel_size=3, gru_hid_dim=5,
+/// forecast_n_layers=3, forecast_hid_dim=6, recon_hid_dim=7)` (random, eval mode), an input
+/// batch and the forecast and reconstruction PyTorch computed for it.
 #[test]
 fn forward_matches_the_pytorch_reference() {
     let device = Device::Cpu;
