@@ -167,10 +167,9 @@ def main():
     losses = {k: [float(v) for v in vs] for k, vs in trainer.losses.items()}
     (args.out / "losses.json").write_text(json.dumps({"seed": args.seed, "seconds": seconds, **losses}, indent=1))
     if args.bundle_template:
-        # Trainer.fit saved model.pt after every epoch (it compares the new validation loss
-        # with itself), so it holds the last epoch's weights, as in the reference's runs.
-        state = torch.load(args.out / "model.pt", map_location="cpu")
-        write_bundle(state, args.bundle_template, args.out / "model")
+        # The last epoch's weights: Trainer.fit saves model.pt after every epoch (it compares
+        # the new validation loss with itself), so they are also what model.pt holds.
+        write_bundle(model.state_dict(), args.bundle_template, args.out / "model")
         print(f"wrote {args.out / 'model'}")
 
 
