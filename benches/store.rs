@@ -4,11 +4,12 @@
 //! dev profile; this avoids a release build of the whole workspace). Optional argument:
 //! the number of runs to fill (default 100000).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use flow::store::{fill_synthetic, Metric, NewRun, ReuseQuery, RunFilter, Store, SYNTHETIC_COMMIT};
+use flow::store::{
+    fill_synthetic, Metric, NewRun, ReuseQuery, RunFilter, RunKey, Store, SYNTHETIC_COMMIT,
+};
 
 const ENTRIES: [&str; 5] = ["load", "process", "train", "evaluate", "predict"];
 
@@ -26,15 +27,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join(".flow"))?;
-    let params = BTreeMap::new();
+    let key = RunKey {
+        entry: "train".to_string(),
+        data_version: "d".to_string(),
+        code_version: "none".to_string(),
+        ..RunKey::default()
+    };
     let run = store.begin_run(&NewRun {
+        key: &key,
         experiment: "bench",
-        entry: "train",
-        key_value: None,
-        params: &params,
-        upstream: &[],
-        data_version: "d",
-        code_version: "none",
+        member: None,
         code_dirty: false,
         command: "bench",
         run_time: Utc::now(),
@@ -130,9 +132,9 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut recent_time = Duration::ZERO;
     let mut hits = 0;
     for (sample_idx, run) in sample.iter().enumerate() {
-        let mut params = run.params.clone();
+        let mut key = run.key();
         if sample_idx % 2 == 1 {
-            params.insert("seed".to_string(), "miss".to_string());
+            key.params.insert("seed".to_string(), "miss".to_string());
         }
         let day_start = run
             .run_time
@@ -140,13 +142,11 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
             .and_hms_opt(0, 0, 0)
             .map(|t| Utc.from_utc_datetime(&t));
         let window = day_start.map(|from| (from, from + chrono::Duration::days(1)));
+        key.code_version = SYNTHETIC_COMMIT.to_string();
         let query = ReuseQuery {
-            entry: &run.entry,
-            key_value: run.key_value.as_deref(),
-            params: &params,
-            upstream: &run.upstream,
-            data_version: Some(&run.data_version),
-            code_version: Some(SYNTHETIC_COMMIT),
+            key: &key,
+            match_data: true,
+            match_code: true,
             run_time: window,
         };
         let start = Instant::now();

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::resolve::{Decision, Plan, StepPlan};
 use crate::spec::Project;
-use crate::store::{Metric, NewRun, RunStatus, Store};
+use crate::store::{Metric, NewRun, RunKey, RunStatus, Store};
 use crate::version;
 
 /// How a run request executes.
@@ -261,14 +261,18 @@ fn launch(
     };
     let command = step.command.clone().unwrap_or_default();
     let run_time = now();
+    let key = RunKey {
+        entry: step.entry.clone(),
+        key_value: step.key_value.clone(),
+        params: step.params.clone(),
+        upstream,
+        data_version,
+        code_version: plan.code.id(),
+    };
     let run_id = store.begin_run(&NewRun {
+        key: &key,
         experiment: &options.experiment,
-        entry: &step.entry,
-        key_value: step.key_value.as_deref(),
-        params: &step.params,
-        upstream: &upstream,
-        data_version: &data_version,
-        code_version: &plan.code.id(),
+        member: None,
         code_dirty: plan.code.dirty,
         command: &command,
         run_time,

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::dag::Dag;
 use crate::params::{self, StepParams};
 use crate::spec::{self, Entry, ParamType, Project};
-use crate::store::{ReuseQuery, RunRecord, RunStatus, Store};
+use crate::store::{ReuseQuery, RunKey, RunRecord, RunStatus, Store};
 use crate::version::{self, CodeVersion, HashCache};
 
 /// How much the code version matters for reuse.
@@ -340,22 +340,18 @@ fn resolve_step(
         TimeSelector::Window { from, to, .. } => Some((*from, *to)),
         TimeSelector::Latest => None,
     };
-    let data_version = plan.data_version.clone().unwrap_or_default();
+    let key = RunKey {
+        entry: entry.name.clone(),
+        key_value: plan.key_value.clone(),
+        params: plan.params.clone(),
+        upstream: plan.upstream_runs.clone(),
+        data_version: plan.data_version.clone().unwrap_or_default(),
+        code_version: code_id.clone(),
+    };
     let query = ReuseQuery {
-        entry: &entry.name,
-        key_value: plan.key_value.as_deref(),
-        params: &plan.params,
-        upstream: &plan.upstream_runs,
-        data_version: if pinned {
-            None
-        } else {
-            Some(data_version.as_str())
-        },
-        code_version: if pinned || policy == ReusePolicy::Any {
-            None
-        } else {
-            Some(&code_id)
-        },
+        key: &key,
+        match_data: !pinned,
+        match_code: !pinned && policy != ReusePolicy::Any,
         run_time: window,
     };
     let found = store.find_reusable(&query)?;

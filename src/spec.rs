@@ -36,8 +36,40 @@ pub struct Entry {
     pub key: Option<String>,
     /// Globs (relative to the project, `{param}` allowed) whose content is the data version.
     pub inputs: Vec<String>,
+    /// A command that prints, one per line, the members of the group the key parameter's
+    /// value names (`dataset=SMD` -> every machine); flow runs it to fan a request out.
+    pub members: Option<String>,
+    /// Fan-in: the fan-out axes this step gathers into one run.
+    pub gather: Gather,
+    /// What one run of the step needs; executors schedule by it.
+    pub resources: Resources,
+    /// Globs naming the files that are this step's code; empty means the whole repository.
+    pub code: Vec<String>,
     /// 1-based line of the entry's name in the spec, for error messages.
     pub line: usize,
+}
+
+/// Which fan-out axes a step gathers: its upstream members all arrive in one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Gather {
+    /// An ordinary step: one run per member of every axis above it.
+    #[default]
+    None,
+    /// `gather: true`: one run over every member of every axis.
+    All,
+    /// `gather: [seed]`: one run per member of the other axes, over every member of these.
+    Params(Vec<String>),
+}
+
+/// What one run of a step needs (`resources:` in MLproject.yaml); `None` = the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU cores; the step sees the number as `FLOW_CPUS`.
+    pub cpus: Option<u32>,
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// Wall-time limit in seconds.
+    pub time: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -291,16 +323,45 @@ impl Project {
                     ));
                 }
             }
-            if let Some(command) = &raw_entry.command {
-                for placeholder in placeholders(command) {
+            for (field, template) in [
+                ("command", &raw_entry.command),
+                ("members", &raw_entry.members),
+            ] {
+                let Some(template) = template else { continue };
+                for placeholder in placeholders(template) {
                     if !parameters.contains_key(placeholder) {
-                        let (cline, ccol) = locate(&["entry_points", &name, "command"]).unzip();
+                        let (cline, ccol) = locate(&["entry_points", &name, field]).unzip();
                         return Err(err_at(cline, ccol, format!(
-                            "the command of entry point `{name}` uses `{{{placeholder}}}`, which is not a declared parameter"
+                            "the {field} of entry point `{name}` uses `{{{placeholder}}}`, which is not a declared parameter"
                         )));
                     }
                 }
             }
+            if raw_entry.members.is_some() && raw_entry.key.is_none() {
+                let (mline, mcol) = locate(&["entry_points", &name, "members"]).unzip();
+                return Err(err_at(mline, mcol, format!(
+                    "entry point `{name}` declares `members` but no `key`: members expand the key parameter's value"
+                )));
+            }
+            let gather = match raw_entry.gather {
+                None | Some(RawGather::Flag(false)) => Gather::None,
+                Some(RawGather::Flag(true)) => Gather::All,
+                Some(RawGather::One(param)) => Gather::Params(vec![param]),
+                Some(RawGather::Many(params)) => Gather::Params(params),
+            };
+            let resources = match raw_entry.resources {
+                None => Resources::default(),
+                Some(raw) => {
+                    let (rline, rcol) = locate(&["entry_points", &name, "resources"]).unzip();
+                    raw.parse().map_err(|message| {
+                        err_at(
+                            rline,
+                            rcol,
+                            format!("`resources` of entry point `{name}`: {message}"),
+                        )
+                    })?
+                }
+            };
             entries.insert(
                 name.clone(),
                 Entry {
@@ -310,6 +371,10 @@ impl Project {
                     depends_on: raw_entry.depends_on.unwrap_or_default(),
                     key: raw_entry.key,
                     inputs: raw_entry.inputs.unwrap_or_default(),
+                    members: raw_entry.members,
+                    gather,
+                    resources,
+                    code: raw_entry.code.unwrap_or_default(),
                     line: line.unwrap_or(0),
                 },
             );
@@ -332,6 +397,31 @@ impl Project {
                     ),
                     ));
                 }
+            }
+        }
+        for entry in entries.values() {
+            if let Gather::Params(gathered) = &entry.gather {
+                for param in gathered {
+                    if !entries.values().any(|e| e.parameters.contains_key(param)) {
+                        let (line, column) =
+                            locate(&["entry_points", &entry.name, "gather"]).unzip();
+                        return Err(err_at(line, column, format!(
+                            "entry point `{}` gathers `{param}`, which no entry point declares as a parameter",
+                            entry.name
+                        )));
+                    }
+                }
+            }
+            if entry.gather != Gather::None && entry.depends_on.is_empty() {
+                let (line, column) = locate(&["entry_points", &entry.name, "gather"]).unzip();
+                return Err(err_at(
+                    line,
+                    column,
+                    format!(
+                        "entry point `{}` gathers its upstream members but has no `depends_on`",
+                        entry.name
+                    ),
+                ));
             }
         }
         let dir = path
@@ -447,6 +537,112 @@ fn locate_key(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
     None
 }
 
+impl RawResources {
+    fn parse(self) -> Result<Resources, String> {
+        let text = |value: serde_yaml::Value| yaml_scalar_text(value).unwrap_or_default();
+        let cpus = match self.cpus.map(text) {
+            None => None,
+            Some(value) => match value.trim().parse::<u32>() {
+                Ok(cpus) if cpus > 0 => Some(cpus),
+                _ => {
+                    return Err(format!(
+                        "`cpus: {value}` is not a whole number of cores (1 or more)"
+                    ))
+                }
+            },
+        };
+        let memory = self
+            .memory
+            .map(text)
+            .map(|value| parse_memory(&value))
+            .transpose()?;
+        let time = self
+            .time
+            .map(text)
+            .map(|value| parse_duration(&value))
+            .transpose()?;
+        Ok(Resources { cpus, memory, time })
+    }
+}
+
+/// `4G`, `512M`, `2GiB`, `1.5G` or a plain number of bytes.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`memory: {text}`: unknown unit `{unit}`; use K, M, G or T"
+            ))
+        }
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value > 0.0 && (value * scale as f64) < u64::MAX as f64 => {
+            Ok((value * scale as f64).round() as u64)
+        }
+        _ => Err(format!(
+            "`memory: {text}` is not an amount of memory like `4G` or `512M`"
+        )),
+    }
+}
+
+/// `90s`, `30m`, `2h`, `1d`, combinations like `1h30m`, Slurm's `HH:MM:SS`, or seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let bad = || format!("`time: {text}` is not a duration like `2h`, `1h30m` or `02:00:00`");
+    if trimmed.contains(':') {
+        let fields: Vec<&str> = trimmed.split(':').collect();
+        if fields.len() > 3 {
+            return Err(bad());
+        }
+        let mut seconds = 0u64;
+        for field in fields {
+            let value: u64 = field.parse().map_err(|_| bad())?;
+            seconds = seconds
+                .checked_mul(60)
+                .and_then(|s| s.checked_add(value))
+                .ok_or_else(bad)?;
+        }
+        return if seconds > 0 { Ok(seconds) } else { Err(bad()) };
+    }
+    if let Ok(seconds) = trimmed.parse::<u64>() {
+        return if seconds > 0 { Ok(seconds) } else { Err(bad()) };
+    }
+    let mut seconds = 0u64;
+    let mut number = String::new();
+    for c in trimmed.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let value: u64 = number.parse().map_err(|_| bad())?;
+        seconds = value
+            .checked_mul(unit)
+            .and_then(|v| v.checked_add(seconds))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() || seconds == 0 {
+        return Err(bad());
+    }
+    Ok(seconds)
+}
+
 fn yaml_scalar_text(value: serde_yaml::Value) -> Option<String> {
     match value {
         serde_yaml::Value::Null => None,
@@ -478,6 +674,26 @@ struct RawEntry {
     depends_on: Option<Vec<String>>,
     key: Option<String>,
     inputs: Option<Vec<String>>,
+    members: Option<String>,
+    gather: Option<RawGather>,
+    resources: Option<RawResources>,
+    code: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGather {
+    Flag(bool),
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    cpus: Option<serde_yaml::Value>,
+    memory: Option<serde_yaml::Value>,
+    time: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -609,6 +825,59 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`n` expects an integer"));
+    }
+
+    #[test]
+    fn fan_out_fields_parse() {
+        let project = parse("entry_points:\n  load:\n    key: dataset\n    parameters:\n      dataset: {type: string, default: SMD}\n    members: flow step load --list-members --dataset {dataset}\n    command: x\n    resources: {cpus: 2, memory: 4G, time: 1h30m}\n    code: [src/**]\n  summarize:\n    depends_on: [load]\n    gather: true\n    command: y\n  ensemble:\n    depends_on: [load]\n    gather: dataset\n    command: z\n").unwrap();
+        let load = project.entry("load").unwrap();
+        assert!(load.members.as_deref().unwrap().contains("{dataset}"));
+        assert_eq!(
+            load.resources,
+            Resources {
+                cpus: Some(2),
+                memory: Some(4 << 30),
+                time: Some(5400)
+            }
+        );
+        assert_eq!(load.code, vec!["src/**"]);
+        assert_eq!(project.entry("summarize").unwrap().gather, Gather::All);
+        assert_eq!(
+            project.entry("ensemble").unwrap().gather,
+            Gather::Params(vec!["dataset".into()])
+        );
+    }
+
+    #[test]
+    fn fan_out_fields_are_validated_where_they_stand() {
+        let err =
+            parse("entry_points:\n  load:\n    command: x\n    members: ls {dir}\n").unwrap_err();
+        assert!(err.message.contains("`{dir}`"), "{err}");
+        assert_eq!(err.line, Some(4));
+        let err = parse("entry_points:\n  load:\n    members: ls\n    command: x\n").unwrap_err();
+        assert!(err.message.contains("no `key`"), "{err}");
+        let err = parse("entry_points:\n  a:\n    command: x\n  b:\n    depends_on: [a]\n    gather: seed\n    command: y\n").unwrap_err();
+        assert!(err.message.contains("gathers `seed`"), "{err}");
+        assert_eq!(err.line, Some(6));
+        let err =
+            parse("entry_points:\n  a:\n    command: x\n    resources: {cpus: 0}\n").unwrap_err();
+        assert!(err.message.contains("`cpus: 0`"), "{err}");
+        let err = parse("entry_points:\n  a:\n    command: x\n    resources: {memory: 4Q}\n")
+            .unwrap_err();
+        assert!(err.message.contains("unknown unit"), "{err}");
+        assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn durations_and_memory_read_like_slurm() {
+        assert_eq!(parse_duration("02:00:00"), Ok(7200));
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("1d2h"), Ok(93_600));
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("0").is_err());
+        assert_eq!(parse_memory("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory("1.5GiB"), Ok(3 << 29));
+        assert!(parse_memory("-1G").is_err());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum RunsCommand {
         /// Only runs of this experiment.
         #[arg(long)]
         experiment: Option<String>,
+        /// Only runs of this fan-out member (`machine-1-1`, `seed=0`).
+        #[arg(long)]
+        member: Option<String>,
         /// Order by `run_time` (default, newest first) or by a metric's latest value,
         /// highest first: `metric.<key>` (runs without the metric are left out).
         #[arg(long)]
@@ -79,6 +82,7 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
             entry,
             status,
             experiment,
+            member,
             sort,
             asc,
             limit,
@@ -105,6 +109,7 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 entry,
                 status,
                 experiment,
+                member,
                 limit: Some(limit),
                 metric: sort_metric.clone(),
                 ascending: asc,

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::registry;
 use crate::serve::{self, BundleScorer, ModelInfo, MonitorSink, ServeConfig, WindowStats};
-use crate::store::{Metric, NewRun, RunStatus, Store};
+use crate::store::{Metric, NewRun, RunKey, RunStatus, Store};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -87,15 +87,18 @@ pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
         Some(run) => vec![(store.get_run(run)?.entry, run.clone())],
         None => Vec::new(),
     };
-    let params = BTreeMap::from([("model_uri".to_string(), resolved.uri.clone())]);
+    let key = RunKey {
+        entry: "serve".to_string(),
+        key_value: Some(name.clone()),
+        params: BTreeMap::from([("model_uri".to_string(), resolved.uri.clone())]),
+        upstream,
+        data_version: "none".to_string(),
+        code_version: "none".to_string(),
+    };
     let run_id = store.begin_run(&NewRun {
+        key: &key,
         experiment: "serving",
-        entry: "serve",
-        key_value: Some(&name),
-        params: &params,
-        upstream: &upstream,
-        data_version: "none",
-        code_version: "none",
+        member: None,
         code_dirty: false,
         command: &format!("flow serve {}", args.model_uri),
         run_time: Utc::now(),

@@ -52,7 +52,7 @@ pub use digest::{inputs_hash, params_hash};
 pub use error::{Result, StoreError};
 pub use metrics::Metric;
 pub use objects::ContentHash;
-pub use runs::{NewRun, ReuseQuery, RunFilter, RunId, RunRecord, RunStatus};
+pub use runs::{NewRun, ReuseQuery, RunFilter, RunId, RunKey, RunRecord, RunStatus};
 #[doc(hidden)]
 pub use synthetic::{fill_synthetic, SYNTHETIC_COMMIT};
 
@@ -197,15 +197,19 @@ pub(crate) mod test_support {
         upstream: &[(String, RunId)],
         run_time: DateTime<Utc>,
     ) -> RunId {
+        let key = RunKey {
+            entry: entry.to_string(),
+            key_value: Some("SMD".to_string()),
+            params: params.clone(),
+            upstream: upstream.to_vec(),
+            data_version: "data-1".to_string(),
+            code_version: "abc123".to_string(),
+        };
         store
             .begin_run(&NewRun {
+                key: &key,
                 experiment: "Default",
-                entry,
-                key_value: Some("SMD"),
-                params,
-                upstream,
-                data_version: "data-1",
-                code_version: "abc123",
+                member: None,
                 code_dirty: false,
                 command: "echo hi",
                 run_time,
@@ -263,17 +267,19 @@ mod tests {
                 let root = root.clone();
                 std::thread::spawn(move || {
                     let store = Store::open(&root).unwrap();
-                    let params = BTreeMap::from([("worker".to_string(), worker.to_string())]);
+                    let key = RunKey {
+                        entry: "train".to_string(),
+                        params: BTreeMap::from([("worker".to_string(), worker.to_string())]),
+                        data_version: "d".to_string(),
+                        code_version: "none".to_string(),
+                        ..RunKey::default()
+                    };
                     for _ in 0..50 {
                         let run = store
                             .begin_run(&NewRun {
+                                key: &key,
                                 experiment: "concurrent",
-                                entry: "train",
-                                key_value: None,
-                                params: &params,
-                                upstream: &[],
-                                data_version: "d",
-                                code_version: "none",
+                                member: None,
                                 code_dirty: false,
                                 command: "true",
                                 run_time: day(1),

@@ -15,7 +15,7 @@ const MAX_CANDIDATES: usize = 10;
 /// Columns of [`RunRecord`] in the order `record_from_row` reads them.
 const RUN_COLUMNS: &str = "r.id, r.run_id, e.name, r.entry, r.key_value, r.run_time, r.start_time,
     r.end_time, r.status, r.data_version, r.code_version, r.code_dirty, r.command, r.pid,
-    r.manifest_hash";
+    r.manifest_hash, r.member";
 
 impl Store {
     /// The newest FINISHED run whose key equals the query in every field.
@@ -24,19 +24,20 @@ impl Store {
             Some((from, until)) => (to_micros(from), to_micros(until)),
             None => (i64::MIN, i64::MAX),
         };
+        let key = query.key;
         let conn = self.connection();
         let found = conn
-            .prepare_cached(&reuse_sql(query.data_version.is_some()))?
+            .prepare_cached(&reuse_sql(query.match_data))?
             .query_row(
                 params![
-                    query.entry,
-                    query.key_value,
-                    params_hash(query.params),
-                    inputs_hash(query.upstream),
-                    query.data_version,
+                    key.entry,
+                    key.key_value,
+                    params_hash(&key.params),
+                    inputs_hash(&key.upstream),
+                    query.match_data.then_some(key.data_version.as_str()),
                     from,
                     until,
-                    query.code_version,
+                    query.match_code.then_some(key.code_version.as_str()),
                 ],
                 record_from_row,
             )
@@ -104,6 +105,10 @@ impl Store {
         if let Some(status) = filter.status {
             values.push(Value::Text(status.as_str().to_string()));
             conditions.push(format!("r.status = ?{}", values.len()));
+        }
+        if let Some(member) = &filter.member {
+            values.push(Value::Text(member.clone()));
+            conditions.push(format!("r.member = ?{}", values.len()));
         }
         if let Some(experiment) = &filter.experiment {
             values.push(Value::Text(experiment.clone()));
@@ -208,6 +213,7 @@ fn record_from_row(row: &Row) -> rusqlite::Result<Result<PartialRecord>> {
                 experiment: row.get(2)?,
                 entry: row.get(3)?,
                 key_value: row.get(4)?,
+                member: row.get(15)?,
                 run_time: from_micros(run_time)?,
                 start_time: from_micros(start_time)?,
                 end_time: end_time.map(from_micros).transpose()?,

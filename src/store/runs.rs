@@ -26,18 +26,32 @@ pub enum RunStatus {
     Killed,
 }
 
-/// Everything known when a run starts: its key, its provenance and its command.
+/// What identifies a step run for reuse. The resolver builds it once per step; `begin_run`
+/// stores it and `find_reusable` compares it, so a stored run and a request can only
+/// agree when every field is equal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct RunKey {
+    pub entry: String,
+    /// Value of the step's `key` parameter (dataset, logic, algorithm).
+    pub key_value: Option<String>,
+    /// Params with defaults applied (time selectors excluded): exactly what reuse compares.
+    pub params: BTreeMap<String, String>,
+    /// `(entry, run)` for every upstream run this run reads (a fan-in step lists one
+    /// pair per member).
+    pub upstream: Vec<(String, RunId)>,
+    /// blake3 of the step's input content (raw files or upstream manifests).
+    pub data_version: String,
+    /// Commit hex (with a dirty suffix), a hash of the entry's declared code, or `none`.
+    pub code_version: String,
+}
+
+/// Everything known when a run starts: its key, where it belongs and its command.
 pub struct NewRun<'a> {
+    pub key: &'a RunKey,
     pub experiment: &'a str,
-    pub entry: &'a str,
-    pub key_value: Option<&'a str>,
-    /// Params with defaults applied: exactly what reuse compares.
-    pub params: &'a BTreeMap<String, String>,
-    /// `(entry, run)` for every upstream run this run reads.
-    pub upstream: &'a [(String, RunId)],
-    pub data_version: &'a str,
-    /// Commit hex, or `none` outside git.
-    pub code_version: &'a str,
+    /// The fan-out member this run computes (`machine-1-1`, `seed=0`); `None` outside a
+    /// fan-out. Shown and filtered on, never compared: params and upstream runs decide.
+    pub member: Option<&'a str>,
     pub code_dirty: bool,
     pub command: &'a str,
     pub run_time: DateTime<Utc>,
@@ -50,6 +64,8 @@ pub struct RunRecord {
     pub experiment: String,
     pub entry: String,
     pub key_value: Option<String>,
+    /// The fan-out member the run computed, if it ran as one.
+    pub member: Option<String>,
     #[serde(serialize_with = "serialize_time")]
     pub run_time: DateTime<Utc>,
     #[serde(serialize_with = "serialize_time")]
@@ -68,17 +84,14 @@ pub struct RunRecord {
     pub manifest_hash: Option<String>,
 }
 
-/// The resolver's question: the newest FINISHED run with exactly this key.
+/// The resolver's question: the newest FINISHED run with this key.
 #[derive(Debug, Clone, Copy)]
 pub struct ReuseQuery<'a> {
-    pub entry: &'a str,
-    pub key_value: Option<&'a str>,
-    pub params: &'a BTreeMap<String, String>,
-    pub upstream: &'a [(String, RunId)],
-    /// `None` accepts any data version (a run pinned by a time selector).
-    pub data_version: Option<&'a str>,
-    /// `None` accepts any code version (the reuse policy decides).
-    pub code_version: Option<&'a str>,
+    pub key: &'a RunKey,
+    /// Compare data versions; a run pinned by a time selector is taken as it was.
+    pub match_data: bool,
+    /// Compare code versions; the reuse policy decides.
+    pub match_code: bool,
     /// Inclusive start, exclusive end; `None` accepts any run time.
     pub run_time: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
@@ -89,12 +102,28 @@ pub struct RunFilter {
     pub entry: Option<String>,
     pub status: Option<RunStatus>,
     pub experiment: Option<String>,
+    /// Runs of this fan-out member only.
+    pub member: Option<String>,
     pub limit: Option<usize>,
     /// Order by this metric's latest value instead of by start, leaving out runs that
     /// never logged it; NaN values come last either way.
     pub metric: Option<String>,
     /// Lowest (or oldest) first instead of highest (or newest) first.
     pub ascending: bool,
+}
+
+impl RunRecord {
+    /// The key the run was stored with.
+    pub fn key(&self) -> RunKey {
+        RunKey {
+            entry: self.entry.clone(),
+            key_value: self.key_value.clone(),
+            params: self.params.clone(),
+            upstream: self.upstream.clone(),
+            data_version: self.data_version.clone(),
+            code_version: self.code_version.clone(),
+        }
+    }
 }
 
 impl RunStatus {
@@ -255,7 +284,8 @@ pub(crate) fn insert_run(
     start_time: DateTime<Utc>,
     end_time: Option<DateTime<Utc>>,
 ) -> Result<RunId> {
-    for (_, upstream_run) in new.upstream {
+    let key = new.key;
+    for (_, upstream_run) in &key.upstream {
         let known = tx
             .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")?
             .query_row([upstream_run], |_| Ok(()))
@@ -275,38 +305,39 @@ pub(crate) fn insert_run(
     tx.prepare_cached(
         "INSERT INTO runs (run_id, experiment_id, entry, key_value, run_time, start_time, end_time,
              status, params_hash, inputs_hash, data_version, code_version, code_dirty, command,
-             pid, pid_started, host)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             pid, pid_started, host, member)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         run_id,
         experiment_id,
-        new.entry,
-        new.key_value,
+        key.entry,
+        key.key_value,
         to_micros(new.run_time),
         to_micros(start_time),
         end_time.map(to_micros),
         status.as_str(),
-        params_hash(new.params),
-        inputs_hash(new.upstream),
-        new.data_version,
-        new.code_version,
+        params_hash(&key.params),
+        inputs_hash(&key.upstream),
+        key.data_version,
+        key.code_version,
         new.code_dirty,
         new.command,
         owner.map(|o| o.pid),
         owner.and_then(|o| o.started),
         host,
+        new.member,
     ])?;
     let rowid = tx.last_insert_rowid();
     let mut insert_param =
         tx.prepare_cached("INSERT INTO params (run, key, value) VALUES (?1, ?2, ?3)")?;
-    for (key, value) in new.params {
-        insert_param.execute(params![rowid, key, value])?;
+    for (name, value) in &key.params {
+        insert_param.execute(params![rowid, name, value])?;
     }
     let mut insert_edge = tx.prepare_cached(
         "INSERT OR IGNORE INTO run_inputs (run, upstream_entry, upstream_run_id) VALUES (?1, ?2, ?3)",
     )?;
-    for (entry, upstream_run) in new.upstream {
+    for (entry, upstream_run) in &key.upstream {
         insert_edge.execute(params![rowid, entry, upstream_run])?;
     }
     Ok(run_id)
@@ -409,14 +440,17 @@ mod tests {
     fn begin_run_rejects_unknown_upstream() {
         let (_dir, store) = temp_store();
         let upstream = vec![("load".to_string(), "f".repeat(32))];
+        let key = RunKey {
+            entry: "train".to_string(),
+            upstream,
+            data_version: "d".to_string(),
+            code_version: "none".to_string(),
+            ..RunKey::default()
+        };
         let result = store.begin_run(&NewRun {
+            key: &key,
             experiment: "Default",
-            entry: "train",
-            key_value: None,
-            params: &BTreeMap::new(),
-            upstream: &upstream,
-            data_version: "d",
-            code_version: "none",
+            member: None,
             code_dirty: false,
             command: "true",
             run_time: day(1),

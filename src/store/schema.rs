@@ -258,6 +258,12 @@ pub(crate) fn migrations() -> Vec<Migration> {
             -- only the pair tells them apart. NULL where the platform does not say.
             ALTER TABLE runs ADD COLUMN pid_started INTEGER;",
         ),
+        sql_migration(
+            "-- The fan-out member a run computed (`machine-1-1`, `seed=0`), NULL outside a
+            -- fan-out. Shown and filtered on; reuse compares params and upstream runs, which
+            -- already tell members apart.
+            ALTER TABLE runs ADD COLUMN member TEXT;",
+        ),
     ]
 }
 

@@ -7,7 +7,7 @@ use rusqlite::{params, TransactionBehavior};
 
 use crate::store::artifacts::empty_manifest;
 use crate::store::error::{Result, StoreError};
-use crate::store::runs::{insert_run, NewRun, RunStatus};
+use crate::store::runs::{insert_run, NewRun, RunKey, RunStatus};
 use crate::store::Store;
 
 /// Code version of every synthetic run.
@@ -62,14 +62,18 @@ pub fn fill_synthetic(store: &Store, n_runs: usize, entries: &[&str]) -> Result<
                 } else {
                     RunStatus::Finished
                 };
+                let key = RunKey {
+                    entry: entry.to_string(),
+                    key_value: Some(key_value.clone()),
+                    params: params.clone(),
+                    upstream: upstream.clone(),
+                    data_version: data_version.clone(),
+                    code_version: SYNTHETIC_COMMIT.to_string(),
+                };
                 let new = NewRun {
+                    key: &key,
                     experiment: "synthetic",
-                    entry,
-                    key_value: Some(&key_value),
-                    params: &params,
-                    upstream: &upstream,
-                    data_version: &data_version,
-                    code_version: SYNTHETIC_COMMIT,
+                    member: Some(&key_value),
                     code_dirty: false,
                     command: "synthetic",
                     run_time,
@@ -115,12 +119,9 @@ mod tests {
         );
         let found = store
             .find_reusable(&ReuseQuery {
-                entry: "train",
-                key_value: train.key_value.as_deref(),
-                params: &train.params,
-                upstream: &train.upstream,
-                data_version: Some(&train.data_version),
-                code_version: Some(SYNTHETIC_COMMIT),
+                key: &train.key(),
+                match_data: true,
+                match_code: true,
                 run_time: None,
             })
             .unwrap();

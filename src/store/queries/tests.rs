@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::store::test_support::{begin, day, temp_store};
+use crate::store::RunKey;
 
 fn params(seed: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("seed".to_string(), seed.to_string())])
@@ -21,17 +22,24 @@ fn finished(
     run
 }
 
-fn query<'a>(
-    params: &'a BTreeMap<String, String>,
-    upstream: &'a [(String, RunId)],
-) -> ReuseQuery<'a> {
+/// The key `finished` stores for these params and upstream runs.
+fn key(params: &BTreeMap<String, String>, upstream: &[(String, RunId)]) -> RunKey {
+    RunKey {
+        entry: "train".to_string(),
+        key_value: Some("SMD".to_string()),
+        params: params.clone(),
+        upstream: upstream.to_vec(),
+        data_version: "data-1".to_string(),
+        code_version: "abc123".to_string(),
+    }
+}
+
+/// A query comparing every field of `key`.
+fn exact(key: &RunKey) -> ReuseQuery<'_> {
     ReuseQuery {
-        entry: "train",
-        key_value: Some("SMD"),
-        params,
-        upstream,
-        data_version: Some("data-1"),
-        code_version: Some("abc123"),
+        key,
+        match_data: true,
+        match_code: true,
         run_time: None,
     }
 }
@@ -49,83 +57,62 @@ fn find_reusable_requires_every_key_field() {
     let run = finished(&store, "7", &upstream, day(3));
     let seven = params("7");
 
-    assert_eq!(found(&store, &query(&seven, &upstream)), Some(run.clone()));
-    assert_eq!(
-        found(&store, &query(&params("8"), &upstream)),
-        None,
-        "params differ"
-    );
-    let moved = vec![("load".to_string(), other_load)];
-    assert_eq!(
-        found(&store, &query(&seven, &moved)),
-        None,
-        "upstream differs"
-    );
-    assert_eq!(found(&store, &query(&seven, &[])), None, "upstream missing");
-    let base = query(&seven, &upstream);
+    let base = key(&seven, &upstream);
+    assert_eq!(found(&store, &exact(&base)), Some(run.clone()));
     // One field changed at a time: which changes still find the run.
-    let variants = [
+    let changed = |change: fn(&mut RunKey)| {
+        let mut key = base.clone();
+        change(&mut key);
+        key
+    };
+    let variants: [(&str, RunKey, Option<RunId>); 7] = [
+        ("params differ", changed(|k| k.params = params("8")), None),
+        (
+            "upstream differs",
+            RunKey {
+                upstream: vec![("load".to_string(), other_load.clone())],
+                ..base.clone()
+            },
+            None,
+        ),
+        ("upstream missing", changed(|k| k.upstream.clear()), None),
         (
             "other data version",
-            ReuseQuery {
-                data_version: Some("data-2"),
-                ..base
-            },
+            changed(|k| k.data_version = "data-2".into()),
             None,
         ),
         (
             "other commit",
-            ReuseQuery {
-                code_version: Some("def456"),
-                ..base
-            },
+            changed(|k| k.code_version = "def456".into()),
             None,
         ),
-        (
-            "any commit",
-            ReuseQuery {
-                code_version: None,
-                ..base
-            },
-            Some(run.clone()),
-        ),
-        (
-            "no key value",
-            ReuseQuery {
-                key_value: None,
-                ..base
-            },
-            None,
-        ),
+        ("no key value", changed(|k| k.key_value = None), None),
         (
             "other entry",
-            ReuseQuery {
-                entry: "evaluate",
-                ..base
-            },
-            None,
-        ),
-        (
-            "its day",
-            ReuseQuery {
-                run_time: Some((day(3), day(4))),
-                ..base
-            },
-            Some(run.clone()),
-        ),
-        // The window is exclusive at its end.
-        (
-            "the day before",
-            ReuseQuery {
-                run_time: Some((day(2), day(3))),
-                ..base
-            },
+            changed(|k| k.entry = "evaluate".into()),
             None,
         ),
     ];
     for (what, variant, expected) in variants {
-        assert_eq!(found(&store, &variant), expected, "{what}");
+        assert_eq!(found(&store, &exact(&variant)), expected, "{what}");
     }
+    let other_commit = changed(|k| k.code_version = "def456".into());
+    let any_commit = ReuseQuery {
+        match_code: false,
+        ..exact(&other_commit)
+    };
+    assert_eq!(found(&store, &any_commit), Some(run.clone()), "any commit");
+    let its_day = ReuseQuery {
+        run_time: Some((day(3), day(4))),
+        ..exact(&base)
+    };
+    assert_eq!(found(&store, &its_day), Some(run.clone()), "its day");
+    // The window is exclusive at its end.
+    let day_before = ReuseQuery {
+        run_time: Some((day(2), day(3))),
+        ..exact(&base)
+    };
+    assert_eq!(found(&store, &day_before), None, "the day before");
 }
 
 #[test]
@@ -139,18 +126,13 @@ fn find_reusable_picks_newest_finished() {
     store.end_run(&failed, RunStatus::Failed).unwrap();
     let _running = begin(&store, "train", &seven, &[], day(9));
 
-    assert_eq!(found(&store, &query(&seven, &[])), Some(newest));
-    let early = Some((day(1), day(3)));
-    assert_eq!(
-        found(
-            &store,
-            &ReuseQuery {
-                run_time: early,
-                ..query(&seven, &[])
-            }
-        ),
-        Some(older)
-    );
+    let key = key(&seven, &[]);
+    assert_eq!(found(&store, &exact(&key)), Some(newest));
+    let early = ReuseQuery {
+        run_time: Some((day(1), day(3))),
+        ..exact(&key)
+    };
+    assert_eq!(found(&store, &early), Some(older));
 }
 
 /// The plan of each statement, with dummy arguments.
@@ -203,9 +185,11 @@ fn any_data_version_still_picks_newest() {
     let seven = params("7");
     let _old = finished(&store, "7", &[], day(1));
     let newest = finished(&store, "7", &[], day(4));
+    let mut key = key(&seven, &[]);
+    key.data_version = "data-0".into();
     let query = ReuseQuery {
-        data_version: None,
-        ..query(&seven, &[])
+        match_data: false,
+        ..exact(&key)
     };
     assert_eq!(found(&store, &query), Some(newest));
 }
