@@ -15,6 +15,8 @@ pub type StepParams = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamError {
     Malformed(String),
+    /// A list with an empty item, such as `seed=0,,1`.
+    EmptyListItem(String),
     Unknown {
         name: String,
         steps: Vec<String>,
@@ -46,6 +48,10 @@ impl fmt::Display for ParamError {
             ParamError::Malformed(arg) => write!(
                 f,
                 "`-P {arg}` is not of the form `name=value` or `step.name=value`"
+            ),
+            ParamError::EmptyListItem(arg) => write!(
+                f,
+                "`-P {arg}` has an empty item in its list; write a literal comma as `\\,`"
             ),
             ParamError::Unknown {
                 name,
@@ -101,15 +107,118 @@ fn list(names: &[String]) -> String {
         .join(", ")
 }
 
+/// A request's parameter values before fan-out: which binding each step's parameter
+/// reads. One `-P` argument is one binding, shared by every step it reaches (so a list
+/// fans them out together); a default is a binding of its step alone.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub bindings: Vec<Binding>,
+    /// Step -> parameter -> index into `bindings`.
+    pub steps: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+/// Where values come from, and how many.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The parameter's name, without a step prefix.
+    pub param: String,
+    /// The `-P` text as given (`seed=0,1`), or `None` for a step's default.
+    pub arg: Option<String>,
+    /// The values, escapes removed, as given; [`Bound::value`] canonicalises per step.
+    pub values: Vec<String>,
+    /// Fans out: a list was given, or the value named a group.
+    pub axis: bool,
+}
+
+impl Binding {
+    /// The text a step that gathers this axis receives: the value as requested.
+    pub fn requested(&self) -> String {
+        match &self.arg {
+            Some(arg) => arg
+                .split_once('=')
+                .map(|(_, value)| value.to_string())
+                .unwrap_or_default(),
+            None => self.values.join(","),
+        }
+    }
+}
+
+impl Bound {
+    /// The canonical value of `param` of `step` for the raw `value` of its binding.
+    pub fn value(&self, project: &Project, step: &str, param: &str, value: &str) -> String {
+        project.entries[step].parameters[param]
+            .canonical(value)
+            // Every value was checked against every declaring step's type in `bind`.
+            .unwrap_or_else(|_| value.to_string())
+    }
+
+    /// The step's values when every binding has a single value (no fan-out).
+    pub fn single(&self, project: &Project, step: &str) -> StepParams {
+        self.steps[step]
+            .iter()
+            .map(|(param, &binding)| {
+                let raw = self.bindings[binding]
+                    .values
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                (param.clone(), self.value(project, step, param, &raw))
+            })
+            .collect()
+    }
+
+    /// Replaces a binding's values (a group expanded, or a name canonicalised), checking
+    /// them against every step that reads the binding.
+    pub fn set_values(
+        &mut self,
+        project: &Project,
+        binding: usize,
+        values: Vec<String>,
+        axis: bool,
+    ) -> Result<(), ParamError> {
+        check_types(
+            project,
+            &self.steps,
+            binding,
+            &self.bindings[binding].param,
+            &values,
+        )?;
+        let target = &mut self.bindings[binding];
+        target.values = values;
+        target.axis = target.axis || axis;
+        Ok(())
+    }
+}
+
+/// Splits a `-P` value into list items at unescaped commas: `0,1,2` is three values;
+/// `\,` is a literal comma and `\\` a backslash. One item means no list.
+pub fn split_list(value: &str) -> Vec<String> {
+    let mut items = vec![String::new()];
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if matches!(chars.peek(), Some(',') | Some('\\')) => {
+                if let (Some(item), Some(next)) = (items.last_mut(), chars.next()) {
+                    item.push(next);
+                }
+            }
+            ',' => items.push(String::new()),
+            _ => {
+                if let Some(item) = items.last_mut() {
+                    item.push(c);
+                }
+            }
+        }
+    }
+    items
+}
+
 /// Binds raw `-P` arguments to each step of `closure` (topological order).
-pub fn bind(
-    project: &Project,
-    closure: &[String],
-    args: &[String],
-) -> Result<BTreeMap<String, StepParams>, ParamError> {
+pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<Bound, ParamError> {
+    let mut bound = Bound::default();
     // Targeted values win over global ones, whatever the order given.
-    let mut global: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut targeted: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut global: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut targeted: BTreeMap<(String, String), usize> = BTreeMap::new();
     for arg in args {
         let (name, value) = arg
             .split_once('=')
@@ -118,10 +227,14 @@ pub fn bind(
         if name.is_empty() {
             return Err(ParamError::Malformed(arg.clone()));
         }
+        let values = split_list(value);
+        if values.len() > 1 && values.iter().any(|v| v.trim().is_empty()) {
+            return Err(ParamError::EmptyListItem(arg.clone()));
+        }
         let target = name
             .split_once('.')
             .filter(|(step, _)| project.entries.contains_key(*step));
-        match target {
+        let (param, steps): (&str, Vec<String>) = match target {
             Some((step, param)) => {
                 if !closure.iter().any(|s| s == step) {
                     return Err(ParamError::StepNotInClosure {
@@ -137,15 +250,13 @@ pub fn bind(
                         declared: entry.parameters.keys().cloned().collect(),
                     });
                 }
-                targeted
-                    .entry(step.to_string())
-                    .or_default()
-                    .insert(param.to_string(), value.to_string());
+                (param, vec![step.to_string()])
             }
             None => {
-                let declaring: Vec<&String> = closure
+                let declaring: Vec<String> = closure
                     .iter()
                     .filter(|step| project.entries[*step].parameters.contains_key(name))
+                    .cloned()
                     .collect();
                 if declaring.is_empty() {
                     let all: Vec<&str> = closure
@@ -158,47 +269,94 @@ pub fn bind(
                         suggestion: crate::suggest::closest(name, all).map(str::to_string),
                     });
                 }
-                for step in declaring {
-                    global
-                        .entry(step.clone())
-                        .or_default()
-                        .insert(name.to_string(), value.to_string());
-                }
+                (name, declaring)
             }
+        };
+        let index = bound.bindings.len();
+        bound.bindings.push(Binding {
+            param: param.to_string(),
+            arg: Some(arg.clone()),
+            axis: values.len() > 1,
+            values,
+        });
+        let slots = if target.is_some() {
+            &mut targeted
+        } else {
+            &mut global
+        };
+        for step in steps {
+            slots.insert((step, param.to_string()), index);
         }
     }
-    let mut given = global;
-    for (step, values) in targeted {
-        given.entry(step).or_default().extend(values);
-    }
+    global.extend(targeted);
 
-    let mut bound = BTreeMap::new();
     for step in closure {
         let entry = &project.entries[step];
-        let mut values = StepParams::new();
+        let mut params = BTreeMap::new();
         for (name, parameter) in &entry.parameters {
-            let value = match given.get(step).and_then(|g| g.get(name)) {
-                Some(raw) => parameter.canonical(raw).map_err(|error| ParamError::Type {
-                    step: step.clone(),
-                    error,
-                })?,
-                None => match &parameter.default {
-                    Some(default) => default.clone(),
-                    None if parameter.is_time_selector() => "latest".to_string(),
-                    None => {
-                        return Err(ParamError::Missing {
-                            step: step.clone(),
-                            name: name.clone(),
-                            kind: parameter.kind.name(),
-                        })
-                    }
-                },
+            let index = match global.get(&(step.clone(), name.clone())) {
+                Some(&index) => index,
+                None => {
+                    let value = match &parameter.default {
+                        Some(default) => default.clone(),
+                        None if parameter.is_time_selector() => "latest".to_string(),
+                        None => {
+                            return Err(ParamError::Missing {
+                                step: step.clone(),
+                                name: name.clone(),
+                                kind: parameter.kind.name(),
+                            })
+                        }
+                    };
+                    bound.bindings.push(Binding {
+                        param: name.clone(),
+                        arg: None,
+                        values: vec![value],
+                        axis: false,
+                    });
+                    bound.bindings.len() - 1
+                }
             };
-            values.insert(name.clone(), value);
+            params.insert(name.clone(), index);
         }
-        bound.insert(step.clone(), values);
+        bound.steps.insert(step.clone(), params);
+    }
+    for index in 0..bound.bindings.len() {
+        let binding = &bound.bindings[index];
+        check_types(
+            project,
+            &bound.steps,
+            index,
+            &binding.param,
+            &binding.values,
+        )?;
     }
     Ok(bound)
+}
+
+/// Every value of binding `index` must fit the type of every step parameter reading it.
+fn check_types(
+    project: &Project,
+    steps: &BTreeMap<String, BTreeMap<String, usize>>,
+    index: usize,
+    param: &str,
+    values: &[String],
+) -> Result<(), ParamError> {
+    for (step, params) in steps {
+        if params.get(param) != Some(&index) {
+            continue;
+        }
+        let parameter = &project.entries[step].parameters[param];
+        for value in values {
+            parameter
+                .canonical(value)
+                .map_err(|error| ParamError::Type {
+                    step: step.clone(),
+                    error,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -230,10 +388,11 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(bound["load"]["dataset"], "SMAP");
-        assert_eq!(bound["train"]["dataset"], "M-6");
-        assert_eq!(bound["train"]["epochs"], "10");
-        assert_eq!(bound["load"]["retrieval_time"], "latest");
+        let p = project();
+        assert_eq!(bound.single(&p, "load")["dataset"], "SMAP");
+        assert_eq!(bound.single(&p, "train")["dataset"], "M-6");
+        assert_eq!(bound.single(&p, "train")["epochs"], "10");
+        assert_eq!(bound.single(&p, "load")["retrieval_time"], "latest");
     }
 
     #[test]
@@ -268,6 +427,34 @@ mod tests {
     #[test]
     fn value_may_contain_equals_and_shell_text() {
         let bound = bind(&project(), &closure(), &["tag=a=b; rm -rf /".into()]).unwrap();
-        assert_eq!(bound["train"]["tag"], "a=b; rm -rf /");
+        assert_eq!(bound.single(&project(), "train")["tag"], "a=b; rm -rf /");
+    }
+
+    #[test]
+    fn lists_split_at_unescaped_commas() {
+        assert_eq!(split_list("0,1,2"), ["0", "1", "2"]);
+        assert_eq!(split_list("a\\,b"), ["a,b"]);
+        assert_eq!(split_list("a\\\\,b"), ["a\\", "b"]);
+        assert_eq!(split_list("x\\y"), ["x\\y"]);
+        assert_eq!(split_list(""), [""]);
+    }
+
+    #[test]
+    fn a_list_is_one_axis_shared_by_every_declaring_step() {
+        let p = project();
+        let bound = bind(&p, &closure(), &["dataset=a,b".into(), "tag=x".into()]).unwrap();
+        let load = bound.steps["load"]["dataset"];
+        assert_eq!(load, bound.steps["train"]["dataset"]);
+        assert!(bound.bindings[load].axis);
+        assert_eq!(bound.bindings[load].values, ["a", "b"]);
+        assert_eq!(bound.bindings[load].requested(), "a,b");
+        assert!(!bound.bindings[bound.steps["train"]["tag"]].axis);
+        let err = bind(&p, &closure(), &["epochs=1,x".into(), "tag=x".into()]).unwrap_err();
+        assert!(
+            err.to_string().contains("`epochs` expects an integer"),
+            "{err}"
+        );
+        let err = bind(&p, &closure(), &["epochs=1,,2".into(), "tag=x".into()]).unwrap_err();
+        assert!(err.to_string().contains("empty item"), "{err}");
     }
 }

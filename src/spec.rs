@@ -497,7 +497,7 @@ pub fn substitute(template: &str, value: impl Fn(&str) -> Option<String>) -> Str
 
 /// Finds the 1-based line and column of a nested mapping key by indentation, so that
 /// semantic errors (found after parsing) can still point into the file.
-fn locate_key(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
+pub(crate) fn locate_key(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
     let mut depth = 0;
     let mut min_indent = 0usize;
     let mut parent_indent: Option<usize> = None;

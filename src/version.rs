@@ -26,6 +26,38 @@ pub struct CodeVersion {
     pub dirty: bool,
     /// blake3 of the uncommitted changes (diff to HEAD plus untracked files), when dirty.
     pub diff_hash: Option<String>,
+    /// The uncommitted changes by path, `.flow/` and the store excluded.
+    pub changes: Vec<Change>,
+    /// The work tree's root, when in git.
+    pub workdir: Option<PathBuf>,
+}
+
+/// One uncommitted change to the work tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Relative to the work tree, `/`-separated.
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Modified,
+    Added,
+    Deleted,
+    Untracked,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            ChangeKind::Modified => "modified",
+            ChangeKind::Added => "added",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Untracked => "untracked",
+        };
+        write!(f, "{} ({kind})", self.path)
+    }
 }
 
 impl CodeVersion {
@@ -47,6 +79,8 @@ impl CodeVersion {
                     commit: "none".into(),
                     dirty: false,
                     diff_hash: None,
+                    changes: Vec::new(),
+                    workdir: None,
                 });
             }
         };
@@ -59,6 +93,8 @@ impl CodeVersion {
                 commit,
                 dirty: false,
                 diff_hash: None,
+                changes: Vec::new(),
+                workdir: None,
             });
         };
         let excluded = excluded_prefix(&workdir, store_dir);
@@ -73,6 +109,7 @@ impl CodeVersion {
         let mut hasher = blake3::Hasher::new();
         let mut dirty = false;
         let mut untracked: Vec<String> = Vec::new();
+        let mut changes = Vec::new();
         for status in statuses.iter() {
             let Ok(path) = status.path() else { continue };
             if path == ".flow"
@@ -82,15 +119,30 @@ impl CodeVersion {
                 continue;
             }
             dirty = true;
-            if status.status().contains(git2::Status::WT_NEW) {
+            let flags = status.status();
+            let kind = if flags.contains(git2::Status::WT_NEW) {
                 untracked.push(path.to_string());
-            }
+                ChangeKind::Untracked
+            } else if flags.intersects(git2::Status::WT_DELETED | git2::Status::INDEX_DELETED) {
+                ChangeKind::Deleted
+            } else if flags.contains(git2::Status::INDEX_NEW) {
+                ChangeKind::Added
+            } else {
+                ChangeKind::Modified
+            };
+            changes.push(Change {
+                path: path.to_string(),
+                kind,
+            });
         }
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
         if !dirty {
             return Ok(CodeVersion {
                 commit,
                 dirty,
                 diff_hash: None,
+                changes,
+                workdir: Some(workdir),
             });
         }
         // The diff of tracked files, then the content of untracked ones.
@@ -117,7 +169,131 @@ impl CodeVersion {
             commit,
             dirty,
             diff_hash: Some(hasher.finalize().to_hex().to_string()),
+            changes,
+            workdir: Some(workdir),
         })
+    }
+
+    /// The code version of an entry point that declares what its code is (`code:` globs,
+    /// relative to the work tree): `files:` and a blake3 over the matching files — their
+    /// committed blob ids, or their content where uncommitted — so a change anywhere else
+    /// (an output file, a notebook) is not a new version. Outside git: `none`.
+    pub fn of_globs(&self, globs: &[String]) -> Result<String> {
+        let Some(workdir) = &self.workdir else {
+            return Ok("none".to_string());
+        };
+        let patterns = compile(globs)?;
+        let matches = |path: &str| {
+            patterns
+                .iter()
+                .any(|p| p.matches_with(path, glob_options()))
+        };
+        let repo = git2::Repository::open(workdir).context("cannot open the git repository")?;
+        let mut files: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(tree) = repo.head().ok().and_then(|h| h.peel_to_tree().ok()) {
+            tree.walk(git2::TreeWalkMode::PreOrder, |root, entry| {
+                if entry.kind() == Some(git2::ObjectType::Blob) {
+                    let path = format!("{root}{}", entry.name().unwrap_or_default());
+                    if matches(&path) {
+                        files.insert(path, entry.id().to_string());
+                    }
+                }
+                git2::TreeWalkResult::Ok
+            })
+            .context("cannot read the committed tree")?;
+        }
+        for change in &self.changes {
+            if !matches(&change.path) {
+                continue;
+            }
+            match change.kind {
+                ChangeKind::Deleted => {
+                    files.remove(&change.path);
+                }
+                _ => {
+                    let content = fs::read(workdir.join(&change.path)).unwrap_or_default();
+                    files.insert(
+                        change.path.clone(),
+                        blake3::hash(&content).to_hex().to_string(),
+                    );
+                }
+            }
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"flow.code-files.v1\0");
+        for (path, id) in &files {
+            hasher.update(path.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(id.as_bytes());
+            hasher.update(&[0]);
+        }
+        Ok(format!("files:{}", &hasher.finalize().to_hex()[..24]))
+    }
+
+    /// The files that differ between the code at `old_commit` and this work tree, within
+    /// `globs` (all files when empty), as `path (kind)`. Empty when it cannot tell.
+    pub fn changed_since(&self, old_commit: &str, globs: &[String]) -> Vec<String> {
+        let Some(workdir) = &self.workdir else {
+            return Vec::new();
+        };
+        let Ok(patterns) = compile(globs) else {
+            return Vec::new();
+        };
+        let wanted = |path: &str| {
+            !(path == ".flow" || path.starts_with(".flow/"))
+                && (patterns.is_empty()
+                    || patterns
+                        .iter()
+                        .any(|p| p.matches_with(path, glob_options())))
+        };
+        let Ok(repo) = git2::Repository::open(workdir) else {
+            return Vec::new();
+        };
+        let old_tree = git2::Oid::from_str(old_commit)
+            .ok()
+            .and_then(|oid| repo.find_commit(oid).ok())
+            .and_then(|commit| commit.tree().ok());
+        let Some(old_tree) = old_tree else {
+            return Vec::new();
+        };
+        let mut options = git2::DiffOptions::new();
+        options.include_untracked(true).recurse_untracked_dirs(true);
+        let Ok(diff) = repo.diff_tree_to_workdir_with_index(Some(&old_tree), Some(&mut options))
+        else {
+            return Vec::new();
+        };
+        let mut files: Vec<String> = diff
+            .deltas()
+            .filter_map(|delta| {
+                let path = delta.new_file().path().or(delta.old_file().path())?;
+                let path = path.to_string_lossy().replace('\\', "/");
+                let kind = match delta.status() {
+                    git2::Delta::Added => "added",
+                    git2::Delta::Deleted => "deleted",
+                    git2::Delta::Untracked => "untracked",
+                    _ => "modified",
+                };
+                wanted(&path).then(|| format!("{path} ({kind})"))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+fn compile(globs: &[String]) -> Result<Vec<glob::Pattern>> {
+    globs
+        .iter()
+        .map(|g| glob::Pattern::new(g).with_context(|| format!("bad `code` glob `{g}`")))
+        .collect()
+}
+
+/// `*` stays within a directory, `**` crosses them, as in `.gitignore`.
+fn glob_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
     }
 }
 
@@ -318,6 +494,59 @@ mod tests {
             err.to_string().contains("`nope/*.csv` matches no file"),
             "{err}"
         );
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    /// A step's declared code keeps its version while other files change; the files
+    /// that make a difference are named.
+    #[test]
+    fn declared_code_ignores_other_files_and_names_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        fs::create_dir_all(root.join("src")).unwrap();
+        fs::write(root.join("src/step.py"), "print(1)\n").unwrap();
+        fs::write(root.join("README.md"), "docs\n").unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-qm", "one"]);
+        let code = vec!["src/**".to_string()];
+        let clean = CodeVersion::of(root, &root.join(".flow")).unwrap();
+        let first = clean.of_globs(&code).unwrap();
+        assert!(first.starts_with("files:"), "{first}");
+
+        fs::write(root.join("result.json"), "{}").unwrap();
+        fs::write(root.join("README.md"), "more docs\n").unwrap();
+        let dirty = CodeVersion::of(root, &root.join(".flow")).unwrap();
+        assert_ne!(dirty.id(), clean.id(), "the whole tree is dirty");
+        assert_eq!(
+            dirty.of_globs(&code).unwrap(),
+            first,
+            "the step's code is not"
+        );
+        let changes: Vec<String> = dirty.changes.iter().map(ToString::to_string).collect();
+        assert_eq!(changes, ["README.md (modified)", "result.json (untracked)"]);
+
+        fs::write(root.join("src/step.py"), "print(2)\n").unwrap();
+        let edited = CodeVersion::of(root, &root.join(".flow")).unwrap();
+        assert_ne!(edited.of_globs(&code).unwrap(), first);
+        assert_eq!(
+            edited.changed_since(&clean.commit, &code),
+            ["src/step.py (modified)"]
+        );
+        assert_eq!(edited.changed_since(&clean.commit, &[]).len(), 3);
     }
 
     #[test]

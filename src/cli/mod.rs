@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::dag::Dag;
 use crate::exec::{self, ExecOptions};
 use crate::lineage::{self, Direction};
+use crate::pipeline::Pipeline;
 use crate::registry::{self, RegistryError};
 use crate::resolve::{ModelUris, Plan, ResolvedUri, Reuse, ReusePolicy};
 use crate::spec::Project;
@@ -64,6 +65,9 @@ pub enum Command {
     },
     /// Remove stored objects that no run references, and report the bytes freed.
     Gc,
+    /// The named pipelines of this project (`pipelines/*.yaml`).
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
     /// Record a metric, param, tag or artifact from inside a running step (any language).
     #[command(subcommand)]
     Log(runs::LogCommand),
@@ -77,13 +81,26 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Show the latest monitoring windows of a `flow serve` run and flag drifting features.
     Monitor(serve::MonitorArgs),
+    /// Supervises one step's process group for `flow run` (internal).
+    #[command(name = "__guard", hide = true)]
+    Guard {
+        /// The flow process the step belongs to; when it dies, the step is stopped.
+        #[arg(long)]
+        parent: u32,
+        /// The step's command file.
+        script: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Entry point to run (its upstream steps come along).
-    #[arg(short, long, default_value = "main")]
-    pub entry: String,
+    /// Entry point to run (its upstream steps come along) [default: the pipeline's, or `main`].
+    #[arg(short, long)]
+    pub entry: Option<String>,
+    /// A named pipeline (`pipelines/<NAME>.yaml`, or a path): its entry point and
+    /// parameters, under any `-P` given here.
+    #[arg(short = 'p', long = "pipeline", value_name = "NAME")]
+    pub pipeline: Option<String>,
     /// Parameter `name=value` for every step declaring it, or `step.name=value` for one step.
     #[arg(short = 'P', long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -95,6 +112,12 @@ pub struct Selection {
     pub force: Vec<String>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCommand {
+    /// List the pipelines: name, entry point, parameters, description.
+    List,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -102,9 +125,14 @@ pub struct RunArgs {
     /// Experiment the new runs belong to.
     #[arg(long, default_value = "Default")]
     pub experiment: String,
-    /// Steps to run at once [default: number of cores].
+    /// Steps to run at once [default: number of cores]; each also needs the cores and
+    /// memory its entry point's `resources` declare.
     #[arg(short, long)]
     pub jobs: Option<usize>,
+    /// Override a step's resources: `train.cpus=1`, `train.memory=2G`, `train.time=2h`
+    /// (repeatable).
+    #[arg(long = "resources", value_name = "STEP.NAME=VALUE")]
+    pub resources: Vec<String>,
     /// Print one JSON object describing every step instead of text.
     #[arg(long)]
     pub json: bool,
@@ -159,7 +187,8 @@ impl Command {
         matches!(
             self,
             Command::Plan(_) | Command::Lineage(_) | Command::Runs(_) | Command::Compare { .. }
-        ) || matches!(self, Command::Models(command) if command.only_reports())
+        ) || matches!(self, Command::Pipelines(_))
+            || matches!(self, Command::Models(command) if command.only_reports())
     }
 }
 
@@ -201,6 +230,29 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let store = open_store(&cli.project, cli.store.as_deref())?;
             runs::compare(&store, &left, &right)
         }
+        Command::Pipelines(PipelinesCommand::List) => {
+            let (project, _) = load_project(&cli.project)?;
+            for name in Pipeline::names(&project.dir) {
+                match Pipeline::load(&project, &name) {
+                    Ok(pipeline) => println!(
+                        "{name:<14} -e {:<10} {}{}",
+                        pipeline.entry,
+                        pipeline
+                            .args
+                            .iter()
+                            .map(|a| format!("-P {a} "))
+                            .collect::<String>(),
+                        if pipeline.description.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n{:<14} {}", "", pipeline.description)
+                        }
+                    ),
+                    Err(error) => println!("{name:<14} (invalid: {error})"),
+                }
+            }
+            Ok(0)
+        }
         Command::Gc => {
             let store = open_store(&cli.project, cli.store.as_deref())?;
             let report = store.gc()?;
@@ -229,12 +281,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let store = open_store(&cli.project, cli.store.as_deref())?;
             models::models(&store, command)
         }
+        Command::Guard { parent, script } => Ok(exec::run_guard(parent, &script)),
     }
 }
 
 fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i32> {
+    // Before resolving: a signal during a long plan must not kill flow half-way through
+    // writing a store it shares.
+    exec::install_signal_handlers();
     let (project, store, plan) = resolve_selection(project_dir, store_dir, &args.selection)?;
-    exec::install_interrupt_handler();
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -242,19 +297,68 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     });
     let options = ExecOptions {
         experiment: args.experiment.clone(),
-        jobs,
         echo: true,
+        force: args.selection.force.clone(),
+        resources: resource_overrides(&project, &args.resources)?,
+        tracking_uri: std::env::var("FLOW_TRACKING_URI").ok(),
     };
     if !args.json {
         render::plan_header(&plan);
     }
-    let report = exec::execute(&project, &store, &plan, &options)?;
+    let console = exec::Console::new();
+    let mut executor = exec::LocalExecutor::new(jobs, console.clone(), options.echo);
+    let report = exec::execute(&project, &store, &plan, &options, &mut executor, console)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         render::report(&report);
     }
     Ok(report.exit_code())
+}
+
+/// `--resources train.cpus=1` as resources by entry point.
+fn resource_overrides(
+    project: &Project,
+    args: &[String],
+) -> Result<std::collections::BTreeMap<String, crate::spec::Resources>> {
+    let mut overrides: std::collections::BTreeMap<String, crate::spec::Resources> =
+        Default::default();
+    for arg in args {
+        let parsed = arg.split_once('=').and_then(|(name, value)| {
+            name.split_once('.')
+                .map(|(step, field)| (step, field, value))
+        });
+        let Some((step, field, value)) = parsed else {
+            anyhow::bail!("`--resources {arg}` is not of the form `step.cpus=2`, `step.memory=4G` or `step.time=2h`");
+        };
+        if !project.entries.contains_key(step) {
+            anyhow::bail!("`--resources {arg}`: no entry point `{step}`");
+        }
+        let resources = overrides.entry(step.to_string()).or_default();
+        match field {
+            "cpus" => {
+                resources.cpus = Some(value.parse::<u32>().ok().filter(|c| *c > 0).with_context(
+                    || format!("`--resources {arg}`: cpus must be a whole number of cores"),
+                )?)
+            }
+            "memory" => {
+                resources.memory = Some(
+                    crate::spec::parse_memory(value)
+                        .map_err(|e| anyhow::anyhow!("`--resources {arg}`: {e}"))?,
+                )
+            }
+            "time" => {
+                resources.time = Some(
+                    crate::spec::parse_duration(value)
+                        .map_err(|e| anyhow::anyhow!("`--resources {arg}`: {e}"))?,
+                )
+            }
+            other => anyhow::bail!(
+                "`--resources {arg}`: unknown resource `{other}`; expected cpus, memory or time"
+            ),
+        }
+    }
+    Ok(overrides)
 }
 
 fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<i32> {
@@ -270,7 +374,7 @@ fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<
     Ok(0)
 }
 
-/// Loads the project and store and resolves the requested entry point.
+/// Loads the project and store and resolves the requested entry point (or pipeline).
 fn resolve_selection(
     project_dir: &Path,
     store_dir: Option<&Path>,
@@ -278,12 +382,21 @@ fn resolve_selection(
 ) -> Result<(Project, Store, Plan)> {
     let (project, dag) = load_project(project_dir)?;
     let store = open_store(project_dir, store_dir)?;
+    let mut args = Vec::new();
+    let mut entry = selection.entry.clone();
+    if let Some(name) = &selection.pipeline {
+        let pipeline = Pipeline::load(&project, name)?;
+        entry = entry.or(Some(pipeline.entry));
+        args = pipeline.args;
+    }
+    args.extend(selection.params.iter().cloned());
+    let entry = entry.unwrap_or_else(|| "main".to_string());
     let plan = Plan::resolve(
         &project,
         &dag,
         &store,
-        &selection.entry,
-        &selection.params,
+        &entry,
+        &args,
         Reuse {
             policy: selection.reuse,
             force: &selection.force,

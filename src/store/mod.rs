@@ -30,6 +30,7 @@
 //! inserted in one transaction per batch with a cached prepared statement.
 
 mod artifacts;
+mod claims;
 mod digest;
 mod error;
 mod metrics;
@@ -48,6 +49,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use artifacts::{Artifact, GcReport};
+pub use claims::{Claim, LEASE};
 pub use digest::{inputs_hash, params_hash};
 pub use error::{Result, StoreError};
 pub use metrics::Metric;

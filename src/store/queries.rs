@@ -20,29 +20,8 @@ const RUN_COLUMNS: &str = "r.id, r.run_id, e.name, r.entry, r.key_value, r.run_t
 impl Store {
     /// The newest FINISHED run whose key equals the query in every field.
     pub fn find_reusable(&self, query: &ReuseQuery) -> Result<Option<RunRecord>> {
-        let (from, until) = match query.run_time {
-            Some((from, until)) => (to_micros(from), to_micros(until)),
-            None => (i64::MIN, i64::MAX),
-        };
-        let key = query.key;
         let conn = self.connection();
-        let found = conn
-            .prepare_cached(&reuse_sql(query.match_data))?
-            .query_row(
-                params![
-                    key.entry,
-                    key.key_value,
-                    params_hash(&key.params),
-                    inputs_hash(&key.upstream),
-                    query.match_data.then_some(key.data_version.as_str()),
-                    from,
-                    until,
-                    query.match_code.then_some(key.code_version.as_str()),
-                ],
-                record_from_row,
-            )
-            .optional()?;
-        found.map(|partial| complete(&conn, partial)).transpose()
+        find_by_key(&conn, query, RunStatus::Finished)
     }
 
     /// Runs of one step with this key value, any status, newest run_time first: the
@@ -142,6 +121,37 @@ impl Store {
         let (_, run_id) = resolve_run(&conn, run)?;
         downstream_of(&conn, &run_id)
     }
+}
+
+/// The newest run with `status` whose key equals the query in every field.
+pub(crate) fn find_by_key(
+    conn: &Connection,
+    query: &ReuseQuery,
+    status: RunStatus,
+) -> Result<Option<RunRecord>> {
+    let (from, until) = match query.run_time {
+        Some((from, until)) => (to_micros(from), to_micros(until)),
+        None => (i64::MIN, i64::MAX),
+    };
+    let key = query.key;
+    let found = conn
+        .prepare_cached(&reuse_sql(query.match_data))?
+        .query_row(
+            params![
+                key.entry,
+                key.key_value,
+                params_hash(&key.params),
+                inputs_hash(&key.upstream),
+                query.match_data.then_some(key.data_version.as_str()),
+                from,
+                until,
+                query.match_code.then_some(key.code_version.as_str()),
+                status.as_str(),
+            ],
+            record_from_row,
+        )
+        .optional()?;
+    found.map(|partial| complete(conn, partial)).transpose()
 }
 
 /// Resolves a full id or a unique prefix to `(rowid, run_id)`.
@@ -251,7 +261,7 @@ fn complete(conn: &Connection, partial: Result<PartialRecord>) -> Result<RunReco
     Ok(record)
 }
 
-/// find_reusable's SQL. With a data version every key column is an equality on the
+/// find_by_key's SQL (`?9` is the status). With a data version every key column is an equality on the
 /// `runs_reuse` index, which then also yields the newest run first without a sort; an
 /// `(?5 IS NULL OR ...)` disjunction would forfeit both, hence two statements. Without
 /// one, the index prefix still narrows to the runs of one params/upstream key. Without
@@ -267,7 +277,7 @@ fn reuse_sql(with_data_version: bool) -> String {
         "SELECT {RUN_COLUMNS} FROM runs r INDEXED BY runs_reuse
              JOIN experiments e ON e.id = r.experiment_id
          WHERE r.entry = ?1 AND r.key_value IS ?2 AND r.params_hash = ?3
-           AND r.inputs_hash = ?4 {data_version} AND r.status = 'FINISHED'
+           AND r.inputs_hash = ?4 {data_version} AND r.status = ?9
            AND r.run_time >= ?6 AND r.run_time < ?7
            AND (?8 IS NULL OR r.code_version = ?8)
          ORDER BY r.run_time DESC, r.id DESC LIMIT 1"

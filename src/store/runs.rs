@@ -169,16 +169,11 @@ impl Store {
     pub fn begin_run(&self, new: &NewRun) -> Result<RunId> {
         let mut conn = self.connection();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let pid = std::process::id();
-        let owner = Owner {
-            pid: i64::from(pid),
-            started: process_started(pid),
-        };
         let run_id = insert_run(
             &tx,
             new,
             RunStatus::Running,
-            Some(owner),
+            Some(owner_of_this_process()),
             &self.host,
             now(),
             None,
@@ -206,35 +201,64 @@ impl Store {
         Ok(())
     }
 
-    /// Marks FAILED the RUNNING runs of this host whose process is gone (a crash or a
-    /// kill -9 never reached `end_run`). Returns the runs it changed.
+    /// Marks FAILED the RUNNING runs whose owner is gone — on this host a process that no
+    /// longer exists (a crash or a kill -9 never reached `end_run`), on another host a
+    /// heartbeat older than the lease — and removes their staging directories. Returns
+    /// the runs it changed.
     pub fn reap_dead_runs(&self) -> Result<Vec<RunId>> {
-        let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let running: Vec<(i64, RunId, Option<i64>, Option<i64>)> = tx
-            .prepare_cached(
-                "SELECT id, run_id, pid, pid_started FROM runs
-                 WHERE status = 'RUNNING' AND host = ?1",
-            )?
-            .query_map([&self.host], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut reaped = Vec::new();
-        for (rowid, run_id, pid, started) in running {
-            let Some(pid) = pid else { continue };
-            if (Owner { pid, started }).alive() {
-                continue;
+        let reaped = {
+            let mut conn = self.connection();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            type Row = (i64, RunId, Option<i64>, Option<i64>, String, Option<i64>);
+            let running: Vec<Row> = tx
+                .prepare_cached(
+                    "SELECT id, run_id, pid, pid_started, host, heartbeat FROM runs
+                     WHERE status = 'RUNNING'",
+                )?
+                .query_map([], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut reaped = Vec::new();
+            for (rowid, run_id, pid, started, host, heartbeat) in running {
+                let alive = if host == self.host {
+                    // A run without a pid was written by a tool that owns no process.
+                    pid.is_none_or(|pid| (Owner { pid, started }).alive())
+                } else {
+                    crate::store::claims::heartbeat_fresh(heartbeat)
+                };
+                if alive {
+                    continue;
+                }
+                tx.prepare_cached(
+                    "UPDATE runs SET status = 'FAILED', end_time = ?1, pid = NULL, pid_started = NULL
+                     WHERE id = ?2",
+                )?
+                .execute(params![to_micros(now()), rowid])?;
+                reaped.push(run_id);
             }
-            tx.prepare_cached(
-                "UPDATE runs SET status = 'FAILED', end_time = ?1, pid = NULL, pid_started = NULL
-                 WHERE id = ?2",
-            )?
-            .execute(params![to_micros(now()), rowid])?;
-            reaped.push(run_id);
+            tx.commit()?;
+            reaped
+        };
+        for run in &reaped {
+            let staging = self.staging_dir(run);
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging).map_err(StoreError::io(&staging))?;
+            }
         }
-        tx.commit()?;
         Ok(reaped)
+    }
+
+    /// Where a RUNNING run's outputs, metrics file and inputs are staged until it ends.
+    pub fn staging_dir(&self, run_id: &str) -> std::path::PathBuf {
+        self.dir.join("tmp").join(run_id)
     }
 
     /// Removes the run's rows (params, metrics, tags, edges, artifacts) and its run_dir.
@@ -305,8 +329,8 @@ pub(crate) fn insert_run(
     tx.prepare_cached(
         "INSERT INTO runs (run_id, experiment_id, entry, key_value, run_time, start_time, end_time,
              status, params_hash, inputs_hash, data_version, code_version, code_dirty, command,
-             pid, pid_started, host, member)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             pid, pid_started, host, member, heartbeat)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?
     .execute(params![
         run_id,
@@ -327,6 +351,7 @@ pub(crate) fn insert_run(
         owner.and_then(|o| o.started),
         host,
         new.member,
+        owner.map(|_| to_micros(start_time)),
     ])?;
     let rowid = tx.last_insert_rowid();
     let mut insert_param =
@@ -352,11 +377,24 @@ pub(crate) struct Owner {
     started: Option<i64>,
 }
 
+/// This process, as the owner of the runs it begins.
+pub(crate) fn owner_of_this_process() -> Owner {
+    let pid = std::process::id();
+    Owner {
+        pid: i64::from(pid),
+        started: process_started(pid),
+    }
+}
+
 impl Owner {
+    pub(crate) fn new(pid: i64, started: Option<i64>) -> Owner {
+        Owner { pid, started }
+    }
+
     /// A process with this pid exists and, when both start times are known, it is the
     /// same process. An unreadable start time counts as a match: reaping a live run
     /// would be worse than keeping a dead one.
-    fn alive(self) -> bool {
+    pub(crate) fn alive(self) -> bool {
         let Ok(pid) = libc::pid_t::try_from(self.pid) else {
             return false;
         };

@@ -264,6 +264,12 @@ pub(crate) fn migrations() -> Vec<Migration> {
             -- already tell members apart.
             ALTER TABLE runs ADD COLUMN member TEXT;",
         ),
+        sql_migration(
+            "-- When the owner of a RUNNING run last said it is alive (µs since epoch, UTC).
+            -- A flow on another host cannot see the owner's pid; it takes the run as dead
+            -- once this is older than the lease (claims.rs).
+            ALTER TABLE runs ADD COLUMN heartbeat INTEGER;",
+        ),
     ]
 }
 

@@ -6,12 +6,11 @@
 //! plain directories.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
+
+use crate::metrics_file;
 
 /// What a running step may read and write.
 #[derive(Debug, Clone)]
@@ -87,33 +86,17 @@ impl StepContext {
 
     /// Records several metric values at one `step`, in one append.
     pub fn log_metrics(&self, values: &[(&str, f64)], step: i64) -> Result<()> {
-        let timestamp_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let mut text = String::new();
-        for (key, value) in values {
-            let line = serde_json::json!({
-                "key": key,
-                "value": if value.is_finite() { serde_json::json!(value) } else { serde_json::json!(value.to_string()) },
-                "step": step,
-                "timestamp": timestamp_ms,
-            });
-            text.push_str(&line.to_string());
-            text.push('\n');
-        }
+        let timestamp_ms = metrics_file::now_ms();
+        let text: String = values
+            .iter()
+            .map(|(key, value)| metrics_file::line(key, *value, step, timestamp_ms))
+            .collect();
         match &self.metrics_path {
-            Some(path) => {
-                let mut file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .with_context(|| format!("cannot open metrics file `{}`", path.display()))?;
-                file.write_all(text.as_bytes())
-                    .with_context(|| format!("cannot write metrics file `{}`", path.display()))?;
+            Some(path) => metrics_file::append(path, &text),
+            None => {
+                eprint!("{text}");
+                Ok(())
             }
-            None => eprint!("{text}"),
         }
-        Ok(())
     }
 }

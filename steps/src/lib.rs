@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod context;
 pub mod data;
 pub mod evaluate;
+pub mod metrics_file;
 pub mod model;
 pub mod plot;
 pub mod predict;

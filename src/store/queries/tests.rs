@@ -162,6 +162,7 @@ fn reuse_and_recent_queries_use_indexes() {
             0.into(),
             1.into(),
             Value::Null,
+            text("FINISHED"),
         ]
     };
     let exact = query_plan(&store, &reuse_sql(true), reuse_args());
