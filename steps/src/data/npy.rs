@@ -181,7 +181,8 @@ enum Dtype {
 
 impl Dtype {
     fn parse(descr: &str) -> Result<Dtype> {
-        let (order, kind) = descr.split_at(descr.len().min(1));
+        // The byte-order character, then the kind; split after a whole character.
+        let (order, kind) = descr.split_at(descr.chars().next().map_or(0, char::len_utf8));
         let dtype = match kind {
             "f8" => Dtype::F8,
             "f4" => Dtype::F4,
@@ -395,6 +396,14 @@ mod tests {
             *self.1 += n;
             Ok(n)
         }
+    }
+
+    #[test]
+    fn a_dtype_that_starts_with_a_multibyte_character_is_an_error() {
+        // Found by the `npy` fuzz target (fuzz/corpus/npy/regression-dtype-utf8).
+        let bytes = npy_bytes(1, "\u{6c3}u0", false, "(2,)", &[0, 255]);
+        let message = read_npy_from(bytes.as_slice()).unwrap_err().to_string();
+        assert!(message.contains("unsupported dtype"), "{message}");
     }
 
     #[test]
