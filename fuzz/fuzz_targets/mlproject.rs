@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         for (position, step) in closure.iter().enumerate() {
             for dependency in &project.entries[step].depends_on {
                 let before = closure.iter().position(|s| s == dependency);
-                assert!(before.is_some_and(|b| b < position), "{dependency} before {step}");
+                assert!(
+                    before.is_some_and(|b| b < position),
+                    "{dependency} before {step}"
+                );
             }
         }
         let _ = dag.downstream(name);
