@@ -6,6 +6,8 @@ missing=()
 command -v cc >/dev/null || missing+=(gcc)
 command -v git >/dev/null || missing+=(git)
 command -v make >/dev/null || missing+=(make)
+# scripts/fuzz.sh: libFuzzer is C++.
+command -v c++ >/dev/null || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -q

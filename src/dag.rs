@@ -26,7 +26,8 @@ pub struct Dag {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DagError {
-    /// The steps on a dependency cycle, first step repeated at the end.
+    /// The steps on a dependency cycle in `depends_on` order (each depends on the next),
+    /// the first step repeated at the end.
     Cycle(Vec<String>),
     UnknownEntry {
         name: String,
@@ -35,17 +36,30 @@ pub enum DagError {
     },
 }
 
+impl DagError {
+    /// The step an error is about, to point at its line in the spec.
+    pub fn step(&self) -> &str {
+        match self {
+            DagError::Cycle(steps) => steps.first().map_or("", String::as_str),
+            DagError::UnknownEntry { name, .. } => name,
+        }
+    }
+}
+
 impl fmt::Display for DagError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DagError::Cycle(path) => write!(
-                f,
-                "dependency cycle: {}",
-                path.iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
-            ),
+            DagError::Cycle(steps) => match &steps[..] {
+                [step, again] if step == again => {
+                    write!(f, "dependency cycle: `{step}` depends on itself")
+                }
+                [first, rest @ ..] => {
+                    write!(f, "dependency cycle: `{first}` depends on ")?;
+                    let rest: Vec<String> = rest.iter().map(|s| format!("`{s}`")).collect();
+                    write!(f, "{}", rest.join(", which depends on "))
+                }
+                [] => write!(f, "dependency cycle"),
+            },
             DagError::UnknownEntry {
                 name,
                 suggestion,
@@ -54,6 +68,7 @@ impl fmt::Display for DagError {
                 write!(f, "no entry point `{name}`")?;
                 match suggestion {
                     Some(s) => write!(f, " (did you mean `{s}`?)"),
+                    None if available.is_empty() => write!(f, "; the project declares none"),
                     None => write!(f, "; available: {}", available.join(", ")),
                 }
             }
@@ -193,11 +208,14 @@ impl Dag {
                     Some(child) => match marks[child.index()] {
                         Mark::OnPath => {
                             let start = path.iter().position(|&n| n == child).unwrap_or(0);
+                            // Edges run from a dependency to its dependent; the
+                            // message reads along `depends_on`, so the path is reversed.
                             let mut cycle: Vec<String> = path[start..]
                                 .iter()
+                                .rev()
                                 .map(|&n| self.graph[n].clone())
                                 .collect();
-                            cycle.push(self.graph[child].clone());
+                            cycle.insert(0, self.graph[child].clone());
                             return Some(cycle);
                         }
                         Mark::New => {
@@ -270,11 +288,33 @@ mod tests {
         let err = Dag::new(&p).unwrap_err();
         assert_eq!(
             err,
-            DagError::Cycle(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+            DagError::Cycle(vec!["a".into(), "c".into(), "b".into(), "a".into()])
         );
         assert_eq!(
             err.to_string(),
-            "dependency cycle: `a` -> `b` -> `c` -> `a`"
+            "dependency cycle: `a` depends on `c`, which depends on `b`, which depends on `a`"
+        );
+        assert_eq!(err.step(), "a");
+    }
+
+    //   a ──> a
+    #[test]
+    fn a_step_depending_on_itself_says_so() {
+        let p = project(&[("a", &["a"]), ("b", &[])]);
+        let err = Dag::new(&p).unwrap_err();
+        assert_eq!(err.to_string(), "dependency cycle: `a` depends on itself");
+    }
+
+    #[test]
+    fn an_unknown_entry_in_an_empty_project_says_there_are_none() {
+        let err = DagError::UnknownEntry {
+            name: "main".into(),
+            suggestion: None,
+            available: Vec::new(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "no entry point `main`; the project declares none"
         );
     }
 

@@ -146,7 +146,7 @@ fn concurrent_flows_execute_each_key_once() {
 /// is named and skipped, and the run still finishes.
 #[test]
 fn concurrent_metric_writers_lose_nothing() {
-    let command = "for w in 1 2 3 4; do (i=0; while [ $i -lt 50 ]; do i=$((i+1)); flow log metric m$w $i --step $i; done) & done; wait; echo '{not json' >> $FLOW_METRICS";
+    let command = "for w in 1 2 3 4; do (i=0; while [ $i -lt 50 ]; do i=$((i+1)); flow log metric m$w $i --step $i; done) & done; wait; echo 'garbage' >> $FLOW_METRICS";
     let spec = format!("name: m\nentry_points:\n  main:\n    command: \"{command}\"\n");
     let p = TestProject::new(&[("MLproject.yaml", &spec), (".gitignore", ".flow/\n")]);
     let out = p.flow(&["run", "--json"]);

@@ -220,7 +220,7 @@ fn clear_errors_for_bad_specs_and_params() {
     let out = cycle.flow(&["run", "-e", "a"]);
     assert!(
         out.stderr
-            .contains("dependency cycle: `a` -> `b` -> `c` -> `a`"),
+            .contains("MLproject.yaml:2: dependency cycle: `a` depends on `c`, which depends on `b`, which depends on `a`"),
         "{}",
         out.stderr
     );
@@ -488,6 +488,30 @@ fn closed_stdout_ends_reports_quietly() {
             output.status.signal(),
             Some(libc::SIGPIPE),
             "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// An MLproject with stray keys that MLflow runs (an entry's `data_file:` beside its
+/// `parameters`, a top-level `Environment:`) runs too, with a warning naming each key.
+#[test]
+fn stray_mlproject_keys_warn_and_run() {
+    let p = TestProject::new(&[(
+        "MLproject",
+        "name: stray\nEnvironment: conda.yaml\nentry_points:\n  main:\n    data_file: data.csv\n    parameters:\n      alpha: {type: float, default: 0.5}\n    comand: typo\n    command: \"echo {alpha} > $FLOW_OUTPUT_DIR/out.txt\"\n",
+    )]);
+    let out = p.flow(&["run", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for expected in [
+        "MLproject:2:1: unknown field `Environment` of the spec is ignored",
+        "MLproject:5:5: unknown field `data_file` of entry point `main` is ignored",
+        "MLproject:8:5: unknown field `comand` of entry point `main` is ignored (did you mean `command`?)",
+    ] {
+        let line = out.stderr.lines().find(|line| line.ends_with(expected));
+        assert!(
+            line.is_some_and(|line| line.starts_with("warning: ")),
+            "{expected}\n{}",
+            out.stderr
         );
     }
 }

@@ -408,10 +408,16 @@ fn resolve_selection(
 
 fn load_project(dir: &Path) -> Result<(Project, Dag)> {
     let project = Project::load(dir)?;
+    for warning in &project.warnings {
+        eprintln!("warning: {warning}");
+    }
     for section in &project.ignored_sections {
         eprintln!("note: `{section}` is accepted and ignored: flow runs commands in the current environment");
     }
-    let dag = Dag::new(&project).with_context(|| format!("in {}", project.path.display()))?;
+    let dag = Dag::new(&project).map_err(|error| {
+        let line = project.entry(error.step()).map_or(0, |entry| entry.line);
+        anyhow::anyhow!("{}:{line}: {error}", project.path.display())
+    })?;
     Ok((project, dag))
 }
 

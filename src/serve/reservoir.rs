@@ -1,38 +1,10 @@
 //! Bounded uniform sampling of a window's rows (Vitter's Algorithm R), so window statistics
 //! stay representative however much traffic arrives, with memory fixed at `capacity` rows.
+//! The choices come from `rand`'s small seeded generator, so a window's sample is
+//! reproducible in tests (not across rand versions, which nothing here needs).
 
-/// SplitMix64 (Steele, Lea and Flood 2014): a tiny seeded generator, plenty for sampling
-/// (not for anything secret). Seeded so a window's sample is reproducible in tests.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform integer in `0..bound` (bound > 0), without modulo bias (Lemire's method).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        debug_assert!(bound > 0);
-        let threshold = bound.wrapping_neg() % bound;
-        loop {
-            let product = (self.next_u64() as u128) * (bound as u128);
-            if (product as u64) >= threshold {
-                return (product >> 64) as u64;
-            }
-        }
-    }
-}
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
 /// Where the next offered item goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +23,7 @@ pub enum Slot {
 pub struct ReservoirSampler {
     capacity: usize,
     seen: u64,
-    rng: SplitMix64,
+    rng: SmallRng,
 }
 
 impl ReservoirSampler {
@@ -59,7 +31,7 @@ impl ReservoirSampler {
         ReservoirSampler {
             capacity,
             seen: 0,
-            rng: SplitMix64::new(seed),
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 
@@ -73,7 +45,7 @@ impl ReservoirSampler {
         if index < self.capacity as u64 {
             return Slot::Append;
         }
-        let pick = self.rng.below(index + 1);
+        let pick = self.rng.random_range(0..=index);
         if pick < self.capacity as u64 {
             Slot::Replace(pick as usize)
         } else {
@@ -150,20 +122,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn below_stays_in_range_and_covers_it() {
-        let mut rng = SplitMix64::new(7);
-        let mut hits = [0u32; 6];
-        for _ in 0..6000 {
-            hits[rng.below(6) as usize] += 1;
-        }
-        assert!(hits.iter().all(|&h| (850..1150).contains(&h)), "{hits:?}");
-    }
-
-    #[test]
-    fn same_seed_same_sequence() {
-        let (mut a, mut b) = (SplitMix64::new(42), SplitMix64::new(42));
-        assert!((0..100).all(|_| a.next_u64() == b.next_u64()));
-        assert_ne!(SplitMix64::new(1).next_u64(), SplitMix64::new(2).next_u64());
+    fn same_seed_same_sample() {
+        let sample = |seed| {
+            let mut reservoir = RowReservoir::new(1, 10, seed);
+            (0..1000).for_each(|i| reservoir.offer(&[i as f64]));
+            reservoir.column(0)
+        };
+        assert_eq!(sample(42), sample(42));
+        assert_ne!(sample(1), sample(2));
     }
 
     #[test]

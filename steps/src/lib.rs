@@ -44,6 +44,12 @@ pub enum StepCommand {
 
 /// Runs one built-in step with the context the runner set up (`FLOW_*` variables).
 pub fn run_step(command: StepCommand) -> Result<()> {
+    // Listing members runs at plan time, outside any run: it needs no context.
+    if let StepCommand::Load(args) = &command {
+        if args.list_members {
+            return data::members::print_members(args);
+        }
+    }
     run_step_in(&StepContext::from_env()?, &command)
 }
 

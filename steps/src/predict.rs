@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::bundle::{Bundle, Scores, MANIFEST_FILE};
 use crate::context::StepContext;
-use crate::data::table::{read_table, Table};
+use crate::data::formats::read_table;
+use crate::data::table::Table;
 
 /// Parameters of `predict`.
 #[derive(clap::Args, Debug, Clone)]

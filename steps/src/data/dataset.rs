@@ -33,6 +33,28 @@ impl Dataset {
                 train.columns
             );
         }
+        if train.n_cols() == 0 {
+            bail!("the dataset has no feature columns");
+        }
+        if let Some(part) = meta
+            .parts
+            .iter()
+            .find(|part| part.train_rows == 0 || part.test_rows == 0)
+        {
+            bail!(
+                "`{}` has {} train and {} test rows: it needs both to train and to score",
+                part.name,
+                part.train_rows,
+                part.test_rows
+            );
+        }
+        if train.n_rows == 0 || test.n_rows == 0 {
+            bail!(
+                "the dataset has {} train and {} test rows: it needs both to train and to score",
+                train.n_rows,
+                test.n_rows
+            );
+        }
         if labels.len() != test.n_rows {
             bail!("{} labels for {} test rows", labels.len(), test.n_rows);
         }

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::data::dataset::Dataset;
+use crate::data::formats::read_table;
 use crate::data::meta::{Meta, Part};
 use crate::data::source;
-use crate::data::table::{read_table, LABEL_COLUMN};
+use crate::data::table::LABEL_COLUMN;
 
 /// Loads `dir/train.<extension>` and `dir/test.<extension>` (`extension` = `csv` or `parquet`).
 pub fn load(dir: &Path, dataset: &str, extension: &str) -> Result<Dataset> {
@@ -47,6 +48,17 @@ pub fn load(dir: &Path, dataset: &str, extension: &str) -> Result<Dataset> {
     if train.n_cols() == 0 {
         bail!("`{}` has no feature columns", train_path.display());
     }
+    for (rows, path, use_) in [
+        (train.n_rows, &train_path, "train on"),
+        (test.n_rows, &test_path, "score"),
+    ] {
+        if rows == 0 {
+            bail!(
+                "`{}` has no rows: dataset `{dataset}` has nothing to {use_}",
+                path.display()
+            );
+        }
+    }
     let labels = labels.unwrap_or_else(|| {
         eprintln!(
             "note: `{}` has no `{LABEL_COLUMN}` column; labels are all 0",
@@ -70,6 +82,13 @@ pub fn load(dir: &Path, dataset: &str, extension: &str) -> Result<Dataset> {
     Dataset::new(train, test, labels, meta)
 }
 
+/// A generic dataset is one member, named as given; its split files must exist.
+pub fn members(dir: &Path, dataset: &str, extension: &str) -> Result<Vec<String>> {
+    split_file(dir, "train", extension)?;
+    split_file(dir, "test", extension)?;
+    Ok(vec![dataset.to_string()])
+}
+
 /// `dir/<split>.<extension>` or its `.gz`.
 pub fn split_file(dir: &Path, split: &str, extension: &str) -> Result<PathBuf> {
     source::find_maybe_gz(dir, &format!("{split}.{extension}")).with_context(|| {
@@ -83,7 +102,8 @@ pub fn split_file(dir: &Path, split: &str, extension: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::table::{write_parquet, Table};
+    use crate::data::parquet::write_parquet;
+    use crate::data::table::Table;
 
     #[test]
     fn csv_with_labels_loads() {

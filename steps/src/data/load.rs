@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::context::StepContext;
 use crate::data::dataset::Dataset;
-use crate::data::table::{write_labels, write_parquet};
+use crate::data::parquet::{write_labels, write_parquet};
 use crate::data::{generic, smd, source, telemanom};
 
 /// Parameters of `load`.
@@ -24,6 +24,10 @@ pub struct LoadArgs {
     /// Layout of `data_dir`; `auto` recognises it from the files present.
     #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
     pub format: SourceFormat,
+    /// Print the members `--dataset` stands for, one per line, and load nothing: every
+    /// machine for `SMD`, every channel for `MSL/channels`, else the canonical name.
+    #[arg(long)]
+    pub list_members: bool,
 }
 
 /// The layouts `load` reads.
@@ -66,19 +70,27 @@ pub fn read_dataset(data_dir: &Path, dataset: &str, format: SourceFormat) -> Res
             return read_dataset(data_dir, dataset, format);
         }
     };
-    loaded.with_context(|| {
-        format!(
-            "cannot load dataset `{dataset}` from `{}`",
-            data_dir.display()
-        )
-    })
+    loaded.with_context(|| load_context(data_dir, dataset))
+}
+
+/// What every error of loading (or listing) `dataset` starts with.
+pub fn load_context(data_dir: &Path, dataset: &str) -> String {
+    format!(
+        "cannot load dataset `{dataset}` from `{}`",
+        data_dir.display()
+    )
 }
 
 /// `format` itself, or for `auto` the layout recognised in `data_dir`.
 pub fn resolve_format(data_dir: &Path, format: SourceFormat) -> Result<SourceFormat> {
     if !data_dir.is_dir() {
+        let what = if data_dir.exists() {
+            "is a file, not a directory"
+        } else {
+            "does not exist"
+        };
         bail!(
-            "data directory `{}` does not exist (set it with `--data-dir`)",
+            "data directory `{}` {what} (set it with `--data-dir`)",
             data_dir.display()
         );
     }
@@ -133,7 +145,7 @@ fn summary(dataset: &Dataset) -> String {
 mod tests {
     use super::*;
     use crate::data::meta::Meta;
-    use crate::data::table::{read_labels, read_parquet};
+    use crate::data::parquet::{read_labels, read_parquet};
 
     fn sample_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/telemanom")
@@ -152,6 +164,7 @@ mod tests {
             dataset: "MSL".into(),
             data_dir: sample_dir(),
             format: SourceFormat::Auto,
+            list_members: false,
         };
         run(&ctx, &args).unwrap();
         let train = read_parquet(&out.path().join("train.parquet")).unwrap();

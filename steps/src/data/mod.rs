@@ -5,10 +5,13 @@
 //! `process` step scales it with a [`Preprocessor`] fitted on the training rows.
 
 pub mod dataset;
+pub mod formats;
 pub mod generic;
 pub mod load;
+pub mod members;
 pub mod meta;
 pub mod npy;
+pub mod parquet;
 pub mod preprocessor;
 pub mod process;
 pub mod smd;
@@ -18,6 +21,8 @@ pub mod telemanom;
 pub mod text;
 
 pub use dataset::Dataset;
+pub use formats::read_table;
 pub use meta::{Interpretation, Meta, Part};
+pub use parquet::{read_labels, read_parquet, write_parquet};
 pub use preprocessor::{FeatureStats, Preprocessor, ScalerKind};
-pub use table::{read_labels, read_parquet, read_table, write_parquet, Table};
+pub use table::Table;

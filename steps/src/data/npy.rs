@@ -1,13 +1,21 @@
 //! NumPy `.npy` files (format versions 1 to 3), as telemanom publishes its channels.
 //! Reads little-endian `f8`, `f4`, `i8`, `i4` and `u1` arrays of one or two dimensions
 //! into `f64`; `.npy.gz` is decompressed transparently.
+//!
+//! The data is streamed and read only up to the size the header declares: a small
+//! `.npy.gz` that inflates to gigabytes costs its header's worth of memory, not the
+//! gigabytes. (Why not `npyz`: it allocates whatever header length the file claims —
+//! 4 GiB for a 12-byte file — and multiplies shapes unchecked; see the README.)
 
-use std::io::Write;
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use flate2::read::MultiGzDecoder;
 
-use crate::data::source;
+/// The longest header accepted, as NumPy's own `max_header_size` default: a real header
+/// is about a hundred bytes, and a length field of 4 GiB must not become an allocation.
+pub const MAX_HEADER_LEN: usize = 10_000;
 
 /// A 1-D or 2-D array as row-major `f64`; a 1-D array is one column.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,8 +27,107 @@ pub struct NpyArray {
 
 /// Reads a `.npy` or `.npy.gz` file.
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let bytes = source::read_bytes(path)?;
-    parse_npy(&bytes).with_context(|| format!("cannot read NumPy file `{}`", path.display()))
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let file = BufReader::new(file);
+    let is_gz = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("gz"));
+    let array = if is_gz {
+        read_npy_from(MultiGzDecoder::new(file))
+    } else {
+        read_npy_from(file)
+    };
+    array.with_context(|| format!("cannot read NumPy file `{}`", path.display()))
+}
+
+/// Reads `.npy` bytes from a stream, consuming no more than the header declares (and one
+/// byte past it, to refuse trailing data).
+pub fn read_npy_from(mut reader: impl Read) -> Result<NpyArray> {
+    let mut preamble = [0u8; 8];
+    reader
+        .read_exact(&mut preamble)
+        .ok()
+        .filter(|_| &preamble[..6] == b"\x93NUMPY")
+        .context("not a .npy file (missing the `\\x93NUMPY` magic)")?;
+    let major = preamble[6];
+    let header_len = match major {
+        1 => {
+            let mut len = [0u8; 2];
+            reader.read_exact(&mut len).context("truncated header")?;
+            u16::from_le_bytes(len) as usize
+        }
+        2 | 3 => {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len).context("truncated header")?;
+            u32::from_le_bytes(len) as usize
+        }
+        _ => bail!("unsupported .npy format version {major}"),
+    };
+    if header_len > MAX_HEADER_LEN {
+        bail!("header of {header_len} bytes is longer than the {MAX_HEADER_LEN} NumPy allows");
+    }
+    let mut header = vec![0u8; header_len];
+    reader.read_exact(&mut header).context("truncated header")?;
+    let header = std::str::from_utf8(&header).context("header is not text")?;
+    let descr = dict_value(header, "descr")?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let dtype = Dtype::parse(descr)?;
+    let fortran_order = match dict_value(header, "fortran_order")? {
+        "True" => true,
+        "False" => false,
+        other => bail!("bad `fortran_order` value `{other}`"),
+    };
+    let shape = parse_shape(dict_value(header, "shape")?)?;
+    let (n_rows, n_cols) = match shape[..] {
+        [n] => (n, 1),
+        [n, k] => (n, k),
+        _ => bail!("expected a 1-D or 2-D array, found shape {shape:?}"),
+    };
+    if n_cols == 0 {
+        bail!("shape ({n_rows}, 0) has no columns");
+    }
+    let expected = n_rows
+        .checked_mul(n_cols)
+        .and_then(|n| n.checked_mul(dtype.size()))
+        .with_context(|| format!("shape ({n_rows}, {n_cols}) is too large"))?;
+    // Read what the shape needs and one byte more: never the rest of a bomb.
+    let mut data = Vec::new();
+    reader
+        .by_ref()
+        .take(expected as u64 + 1)
+        .read_to_end(&mut data)
+        .context("cannot read the data")?;
+    if data.len() != expected {
+        let found = if data.len() > expected {
+            "more".to_string()
+        } else {
+            data.len().to_string()
+        };
+        bail!(
+            "shape ({n_rows}, {n_cols}) of {descr} needs {expected} data bytes, found {found} (truncated or corrupt file)"
+        );
+    }
+    let decoded: Vec<f64> = data
+        .chunks_exact(dtype.size())
+        .map(|chunk| dtype.decode(chunk))
+        .collect();
+    let values = if fortran_order && n_cols > 1 {
+        let mut row_major = vec![0.0; decoded.len()];
+        for col in 0..n_cols {
+            for row in 0..n_rows {
+                row_major[row * n_cols + col] = decoded[col * n_rows + row];
+            }
+        }
+        row_major
+    } else {
+        decoded
+    };
+    Ok(NpyArray {
+        n_rows,
+        n_cols,
+        values,
+    })
 }
 
 /// Writes row-major `values` ([n_rows, n_cols]) as a version 1 `<f8` array; gzip when
@@ -74,7 +181,8 @@ enum Dtype {
 
 impl Dtype {
     fn parse(descr: &str) -> Result<Dtype> {
-        let (order, kind) = descr.split_at(descr.len().min(1));
+        // The byte-order character, then the kind; split after a whole character.
+        let (order, kind) = descr.split_at(descr.chars().next().map_or(0, char::len_utf8));
         let dtype = match kind {
             "f8" => Dtype::F8,
             "f4" => Dtype::F4,
@@ -109,75 +217,6 @@ impl Dtype {
             Dtype::U1 => buf[0] as f64,
         }
     }
-}
-
-/// Parses the bytes of a `.npy` file.
-fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        bail!("not a .npy file (missing the `\\x93NUMPY` magic)");
-    }
-    let major = bytes[6];
-    let (header_len, header_start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                bail!("truncated header");
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        _ => bail!("unsupported .npy format version {major}"),
-    };
-    let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .context("truncated header")?;
-    let header = std::str::from_utf8(header).context("header is not text")?;
-    let descr = dict_value(header, "descr")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let dtype = Dtype::parse(descr)?;
-    let fortran_order = match dict_value(header, "fortran_order")? {
-        "True" => true,
-        "False" => false,
-        other => bail!("bad `fortran_order` value `{other}`"),
-    };
-    let shape = parse_shape(dict_value(header, "shape")?)?;
-    let (n_rows, n_cols) = match shape[..] {
-        [n] => (n, 1),
-        [n, k] => (n, k),
-        _ => bail!("expected a 1-D or 2-D array, found shape {shape:?}"),
-    };
-    let n_values = n_rows.checked_mul(n_cols).context("shape too large")?;
-    let data = &bytes[data_start..];
-    let expected = n_values * dtype.size();
-    if data.len() != expected {
-        bail!(
-            "shape ({n_rows}, {n_cols}) of {descr} needs {expected} data bytes, found {} (truncated or corrupt file)",
-            data.len()
-        );
-    }
-    let decoded: Vec<f64> = data
-        .chunks_exact(dtype.size())
-        .map(|chunk| dtype.decode(chunk))
-        .collect();
-    let values = if fortran_order && n_cols > 1 {
-        let mut row_major = vec![0.0; n_values];
-        for col in 0..n_cols {
-            for row in 0..n_rows {
-                row_major[row * n_cols + col] = decoded[col * n_rows + row];
-            }
-        }
-        row_major
-    } else {
-        decoded
-    };
-    Ok(NpyArray {
-        n_rows,
-        n_cols,
-        values,
-    })
 }
 
 /// The raw text of `key`'s value in the header's Python dict literal.
@@ -273,7 +312,7 @@ mod tests {
             (1, "|u1", vec![0, 255], vec![0.0, 255.0]),
         ];
         for (major, descr, data, expected) in cases {
-            let array = parse_npy(&npy_bytes(major, descr, false, "(2,)", &data)).unwrap();
+            let array = read_npy_from(&*npy_bytes(major, descr, false, "(2,)", &data)).unwrap();
             assert_eq!((array.n_rows, array.n_cols), (2, 1), "{descr}");
             assert_eq!(array.values, expected, "{descr}");
         }
@@ -286,8 +325,85 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let array = parse_npy(&npy_bytes(1, "<f8", true, "(2, 3)", &data)).unwrap();
+        let array = read_npy_from(&*npy_bytes(1, "<f8", true, "(2, 3)", &data)).unwrap();
         assert_eq!(array.values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn reading_stops_at_the_size_the_header_declares() {
+        // A header for 100 x 55 doubles followed by endless zeros, as a gzip bomb inflates.
+        let header = npy_bytes(1, "<f8", false, "(100, 55)", &[]);
+        let mut consumed = 0usize;
+        let endless = header.as_slice().chain(std::io::repeat(0));
+        let counting = CountingReader(endless, &mut consumed);
+        let message = read_npy_from(counting).unwrap_err().to_string();
+        assert!(
+            message.contains("needs 44000 data bytes, found more"),
+            "{message}"
+        );
+        assert!(
+            consumed <= header.len() + 44_000 + 1,
+            "read {consumed} bytes"
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_without_inflating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.npy.gz");
+        let mut encoder = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        encoder
+            .write_all(&npy_bytes(1, "<f8", false, "(2, 2)", &[]))
+            .unwrap();
+        std::io::copy(&mut std::io::repeat(0).take(64 << 20), &mut encoder).unwrap();
+        encoder.finish().unwrap();
+        let message = format!("{:#}", read_npy(&path).unwrap_err());
+        assert!(
+            message.contains("bomb.npy.gz") && message.contains("needs 32 data bytes, found more"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn headers_that_claim_too_much_are_refused_before_allocating() {
+        let mut huge_header = b"\x93NUMPY\x02\x00".to_vec();
+        huge_header.extend_from_slice(&u32::MAX.to_le_bytes());
+        let message = read_npy_from(huge_header.as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("longer than the 10000"), "{message}");
+        let huge_shape = npy_bytes(1, "<f8", false, "(18446744073709551615, 2)", &[]);
+        let message = read_npy_from(huge_shape.as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("too large"), "{message}");
+        let no_columns = npy_bytes(1, "<f8", false, "(1000000000000, 0)", &[]);
+        let message = read_npy_from(no_columns.as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("has no columns"), "{message}");
+    }
+
+    /// Counts the bytes a reader hands out.
+    struct CountingReader<'a, R>(R, &'a mut usize);
+
+    impl<R: Read> Read for CountingReader<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            *self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_dtype_that_starts_with_a_multibyte_character_is_an_error() {
+        // Found by the `npy` fuzz target (fuzz/corpus/npy/regression-dtype-utf8).
+        let bytes = npy_bytes(1, "\u{6c3}u0", false, "(2,)", &[0, 255]);
+        let message = read_npy_from(bytes.as_slice()).unwrap_err().to_string();
+        assert!(message.contains("unsupported dtype"), "{message}");
     }
 
     #[test]

@@ -10,8 +10,9 @@ use candle_core::{Device, Tensor};
 
 use crate::context::StepContext;
 use crate::data::meta::Meta;
+use crate::data::parquet::{read_labels, read_parquet};
 use crate::data::preprocessor::{Preprocessor, ScalerKind};
-use crate::data::table::{read_labels, read_parquet, Table};
+use crate::data::table::Table;
 
 /// Parameters of `process`.
 #[derive(clap::Args, Debug, Clone)]

@@ -14,31 +14,35 @@ use crate::data::{source, text};
 /// The directory that marks an SMD layout.
 pub const TEST_LABEL_DIR: &str = "test_label";
 
-/// Loads machine `machine` (e.g. `machine-2-1`) from `dir`.
+/// The value naming every machine present: SMD is modelled per machine.
+pub const GROUP: &str = "SMD";
+
+/// Loads machine `machine` (e.g. `machine-2-1`, in any case) from `dir`.
 pub fn load(dir: &Path, machine: &str) -> Result<Dataset> {
     let available = source::stems_in(&dir.join("train"), ".txt")?;
-    if !available.iter().any(|name| name == machine) {
-        let mut message = format!(
-            "unknown machine `{machine}`: no `{machine}.txt` in `{}`; available: {}",
-            dir.join("train").display(),
-            if available.is_empty() {
-                "none".to_string()
-            } else {
-                available.join(", ")
-            }
+    if machine.eq_ignore_ascii_case(GROUP) {
+        bail!(
+            "`{machine}` names {} machines, one dataset each (SMD is modelled per machine): load them one at a time (`--list-members` lists them; the pipeline fans out over them)",
+            available.len()
         );
-        if machine.eq_ignore_ascii_case("SMD") {
-            message.push_str(
-                "; SMD is modelled per machine: load one machine per run (the pipeline fans out)",
-            );
-        } else if let Some(suggestion) = source::closest(machine, &available) {
-            message.push_str(&format!("; did you mean `{suggestion}`?"));
-        }
-        bail!(message);
     }
-    let train = read_metrics(&machine_file(dir, "train", machine)?)?;
+    let machine = canonical_machine(&available, machine, dir)?.to_string();
+    let machine = machine.as_str();
+    let train_path = machine_file(dir, "train", machine)?;
+    let train = read_metrics(&train_path)?;
     let test_path = machine_file(dir, "test", machine)?;
     let test = read_metrics(&test_path)?;
+    for (table, path, use_) in [
+        (&train, &train_path, "train on"),
+        (&test, &test_path, "score"),
+    ] {
+        if table.n_rows == 0 {
+            bail!(
+                "`{}` has no rows: machine `{machine}` has nothing to {use_}",
+                path.display()
+            );
+        }
+    }
     if test.n_cols() != train.n_cols() {
         bail!(
             "`{}` has {} columns but the train file has {}",
@@ -79,9 +83,57 @@ pub fn load(dir: &Path, machine: &str) -> Result<Dataset> {
     Dataset::new(train, test, labels, meta)
 }
 
+/// The members `dataset` stands for: every machine present for `SMD`, else the one
+/// canonical machine name. Lists `train/` only.
+pub fn members(dir: &Path, dataset: &str) -> Result<Vec<String>> {
+    let available = source::stems_in(&dir.join("train"), ".txt")?;
+    if dataset.eq_ignore_ascii_case(GROUP) {
+        if available.is_empty() {
+            bail!(
+                "no machine in `{}` (expected `<machine>.txt` or `.txt.gz` files)",
+                dir.join("train").display()
+            );
+        }
+        return Ok(available);
+    }
+    Ok(vec![
+        canonical_machine(&available, dataset, dir)?.to_string()
+    ])
+}
+
+/// `machine` as it is spelled in `train/` (exactly, else ignoring case), or the error
+/// that lists the machines there and suggests the closest.
+fn canonical_machine<'a>(available: &'a [String], machine: &str, dir: &Path) -> Result<&'a str> {
+    let found = available.iter().find(|name| *name == machine).or_else(|| {
+        available
+            .iter()
+            .find(|name| name.eq_ignore_ascii_case(machine))
+    });
+    if let Some(name) = found {
+        return Ok(name);
+    }
+    let mut message = format!(
+        "unknown machine `{machine}`: no `{machine}.txt` in `{}`; available: SMD, {}",
+        dir.join("train").display(),
+        if available.is_empty() {
+            "none".to_string()
+        } else {
+            available.join(", ")
+        }
+    );
+    if let Some(suggestion) = source::closest(machine, available) {
+        message.push_str(&format!("; did you mean `{suggestion}`?"));
+    }
+    bail!(message)
+}
+
 /// One `0`/`1` per line.
 pub fn read_label_lines(path: &Path) -> Result<Vec<u8>> {
-    let content = source::read_text(path)?;
+    parse_label_lines(&source::read_text(path)?, path)
+}
+
+/// The labels in `content`, one `0`/`1` per line; `path` only labels errors.
+pub fn parse_label_lines(content: &str, path: &Path) -> Result<Vec<u8>> {
     let mut labels = Vec::new();
     for (line_idx, line) in content.lines().enumerate() {
         let value = line.trim();
@@ -106,7 +158,16 @@ pub fn read_interpretation(
     n_test_rows: usize,
     n_cols: usize,
 ) -> Result<Vec<Interpretation>> {
-    let content = source::read_text(path)?;
+    parse_interpretation(&source::read_text(path)?, path, n_test_rows, n_cols)
+}
+
+/// [`read_interpretation`] of text; `path` only labels errors.
+pub fn parse_interpretation(
+    content: &str,
+    path: &Path,
+    n_test_rows: usize,
+    n_cols: usize,
+) -> Result<Vec<Interpretation>> {
     let mut segments = Vec::new();
     for (line_idx, line) in content.lines().enumerate() {
         let line = line.trim();
@@ -246,6 +307,16 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_without_test_rows_is_refused_by_name() {
+        let dir = tiny_dir("", "", "");
+        let message = format!("{:#}", load(dir.path(), "m-1").unwrap_err());
+        assert!(
+            message.contains("test/m-1.txt` has no rows: machine `m-1` has nothing to score"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn label_length_mismatch_names_both_files() {
         let dir = tiny_dir("0,0\n1,1\n2,2\n", "0\n1\n", "");
         let message = format!("{:#}", load(dir.path(), "m-1").unwrap_err());
@@ -284,11 +355,13 @@ mod tests {
         let dir = tiny_dir("0,0\n", "0\n", "");
         let message = format!("{:#}", load(dir.path(), "m-2").unwrap_err());
         assert!(
-            message.contains("unknown machine `m-2`") && message.contains("available: m-1"),
+            message.contains("unknown machine `m-2`") && message.contains("available: SMD, m-1"),
             "{message}"
         );
         assert!(message.contains("did you mean `m-1`?"), "{message}");
         let message = format!("{:#}", load(dir.path(), "SMD").unwrap_err());
         assert!(message.contains("per machine"), "{message}");
+        let dataset = load(dir.path(), "M-1").unwrap();
+        assert_eq!(dataset.meta.dataset, "m-1");
     }
 }

@@ -26,14 +26,32 @@ pub fn read_text(path: &Path) -> Result<String> {
         .with_context(|| format!("`{}` is not UTF-8 text", path.display()))
 }
 
-/// `dir/name` or `dir/name.gz`, whichever exists (plain first).
+/// `dir/name` or `dir/name.gz`, whichever exists; when both do, the plain file is read
+/// and a note on stderr says so, since the two may differ.
 pub fn find_maybe_gz(dir: &Path, name: &str) -> Option<PathBuf> {
-    let plain = dir.join(name);
-    if plain.is_file() {
-        return Some(plain);
+    let (found, note) = choose_maybe_gz(dir, name);
+    if let Some(note) = note {
+        eprintln!("note: {note}");
     }
+    found
+}
+
+/// The file [`find_maybe_gz`] reads, and what it says when both spellings exist.
+pub fn choose_maybe_gz(dir: &Path, name: &str) -> (Option<PathBuf>, Option<String>) {
+    let plain = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
-    gz.is_file().then_some(gz)
+    match (plain.is_file(), gz.is_file()) {
+        (true, true) => {
+            let note = format!(
+                "both `{name}` and `{name}.gz` are in `{}`; reading `{name}` (remove one to silence this)",
+                dir.display()
+            );
+            (Some(plain), Some(note))
+        }
+        (true, false) => (Some(plain), None),
+        (false, true) => (Some(gz), None),
+        (false, false) => (None, None),
+    }
 }
 
 /// The file name without a trailing `.gz`, lower-cased: what decides the format.
@@ -119,6 +137,25 @@ mod tests {
         assert_eq!(read_text(&path).unwrap(), "1,2\n");
         assert_eq!(format_name(&path), "a.txt");
         assert_eq!(stems_in(dir.path(), ".txt").unwrap(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_plain_file_beside_its_gzip_wins_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("M-3.npy"), b"plain").unwrap();
+        assert_eq!(
+            choose_maybe_gz(dir.path(), "M-3.npy"),
+            (Some(dir.path().join("M-3.npy")), None)
+        );
+        std::fs::write(dir.path().join("M-3.npy.gz"), b"gz").unwrap();
+        let (found, note) = choose_maybe_gz(dir.path(), "M-3.npy");
+        assert_eq!(found, Some(dir.path().join("M-3.npy")));
+        let note = note.unwrap();
+        assert!(
+            note.starts_with("both `M-3.npy` and `M-3.npy.gz` are in `")
+                && note.ends_with("reading `M-3.npy` (remove one to silence this)"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::data::dataset::Dataset;
 use crate::data::meta::{Meta, Part};
-use crate::data::table::{numbered_columns, read_table, Table};
-use crate::data::{source, text};
+use crate::data::table::{numbered_columns, Table};
+use crate::data::{npy, source, text};
 
 /// File of per-channel labels, at the top of a telemanom directory.
 pub const LABELS_FILE: &str = "labeled_anomalies.csv";
@@ -33,12 +33,21 @@ pub struct ChannelLabels {
     pub line: usize,
 }
 
-/// Loads `dataset` (`MSL`, `SMAP` or a channel id such as `M-6`) from `dir`.
+/// The suffix that turns a spacecraft into the group of its channels (`MSL/channels`).
+pub const CHANNELS_SUFFIX: &str = "/channels";
+
+/// Loads `dataset` (`MSL`, `SMAP` or a channel id such as `M-6`, in any case) from `dir`.
 pub fn load(dir: &Path, dataset: &str) -> Result<Dataset> {
     let labels_path = dir.join(LABELS_FILE);
     let all_labels = read_labels_file(&labels_path)?;
     let present = source::stems_in(&dir.join("train"), ".npy")?;
-    let channels = select_channels(&all_labels, &present, dataset, dir)?;
+    if let Some(craft) = channels_group(dataset)? {
+        let n_channels = spacecraft_channels(&all_labels, &present, craft, dir)?.len();
+        bail!(
+            "`{dataset}` names {n_channels} datasets, one per {craft} channel, not one: load them one at a time (`--list-members` lists them) or load `{craft}` concatenated"
+        );
+    }
+    let (name, channels) = select_channels(&all_labels, &present, dataset, dir)?;
 
     let mut trains = Vec::with_capacity(channels.len());
     let mut tests = Vec::with_capacity(channels.len());
@@ -47,8 +56,20 @@ pub fn load(dir: &Path, dataset: &str) -> Result<Dataset> {
     for channel in &channels {
         let train_path = channel_file(dir, "train", &channel.chan_id)?;
         let test_path = channel_file(dir, "test", &channel.chan_id)?;
-        let train = read_table(&train_path)?;
-        let test = read_table(&test_path)?;
+        let train = read_channel(&train_path)?;
+        let test = read_channel(&test_path)?;
+        for (table, path, use_) in [
+            (&train, &train_path, "train on"),
+            (&test, &test_path, "score"),
+        ] {
+            if table.n_rows == 0 {
+                bail!(
+                    "`{}` has no rows: channel `{}` has nothing to {use_}",
+                    path.display(),
+                    channel.chan_id
+                );
+            }
+        }
         if test.n_cols() != train.n_cols() {
             bail!(
                 "`{}` has {} columns but `{}` has {}",
@@ -83,7 +104,7 @@ pub fn load(dir: &Path, dataset: &str) -> Result<Dataset> {
                 test.n_rows
             );
         }
-        labels.extend(channel_labels(channel, &labels_path)?);
+        labels.extend(channel_labels(channel, test.n_rows, &labels_path)?);
         parts.push(Part {
             name: channel.chan_id.clone(),
             train_rows: train.n_rows,
@@ -96,7 +117,7 @@ pub fn load(dir: &Path, dataset: &str) -> Result<Dataset> {
     let test = Table::concat(&tests)?;
     let meta = Meta {
         format_version: Meta::FORMAT_VERSION,
-        dataset: dataset.to_string(),
+        dataset: name,
         source_format: "telemanom".to_string(),
         columns: numbered_columns(train.n_cols()),
         target_dims: Some(vec![0]),
@@ -106,11 +127,16 @@ pub fn load(dir: &Path, dataset: &str) -> Result<Dataset> {
     Dataset::new(train, test, labels, meta)
 }
 
-/// Parses `labeled_anomalies.csv`; columns are found by name.
+/// Reads `labeled_anomalies.csv`; columns are found by name.
 pub fn read_labels_file(path: &Path) -> Result<Vec<ChannelLabels>> {
     let content = source::read_text(path).with_context(|| {
         format!("a telemanom directory needs `{LABELS_FILE}` beside `train/` and `test/`")
     })?;
+    parse_labels(&content, path)
+}
+
+/// Parses the text of `labeled_anomalies.csv`; `path` only labels errors.
+pub fn parse_labels(content: &str, path: &Path) -> Result<Vec<ChannelLabels>> {
     let mut lines = content
         .lines()
         .enumerate()
@@ -167,9 +193,23 @@ pub fn read_labels_file(path: &Path) -> Result<Vec<ChannelLabels>> {
     Ok(rows)
 }
 
-/// The 0/1 label of each test row of one channel.
-pub fn channel_labels(channel: &ChannelLabels, labels_path: &Path) -> Result<Vec<u8>> {
-    let mut labels = vec![0u8; channel.num_values];
+/// The 0/1 label of each of the `n_test_rows` test rows of one channel, which must be
+/// the channel's `num_values`.
+pub fn channel_labels(
+    channel: &ChannelLabels,
+    n_test_rows: usize,
+    labels_path: &Path,
+) -> Result<Vec<u8>> {
+    if channel.num_values != n_test_rows {
+        bail!(
+            "`{}` line {}: num_values of `{}` is {}, but its test file has {n_test_rows} rows",
+            labels_path.display(),
+            channel.line,
+            channel.chan_id,
+            channel.num_values,
+        );
+    }
+    let mut labels = vec![0u8; n_test_rows];
     for &(start, end) in &channel.anomaly_sequences {
         if end >= channel.num_values {
             bail!(
@@ -214,52 +254,66 @@ fn parse_sequences(text: &str) -> Result<Vec<(usize, usize)>> {
     Ok(pairs)
 }
 
-/// The channels `dataset` names, sorted by id as the reference sorts them.
+/// The members `dataset` stands for: a spacecraft's channels for `MSL/channels`, else
+/// the one canonical name (`msl` -> `MSL`, `m-3` -> `M-3`). Reads only the labels file
+/// and the listing of `train/`.
+pub fn members(dir: &Path, dataset: &str) -> Result<Vec<String>> {
+    let all_labels = read_labels_file(&dir.join(LABELS_FILE))?;
+    let present = source::stems_in(&dir.join("train"), ".npy")?;
+    if let Some(craft) = channels_group(dataset)? {
+        let channels = spacecraft_channels(&all_labels, &present, craft, dir)?;
+        return Ok(channels.into_iter().map(|c| c.chan_id).collect());
+    }
+    let (name, _) = select_channels(&all_labels, &present, dataset, dir)?;
+    Ok(vec![name])
+}
+
+/// For `MSL/channels` (any case), the spacecraft whose channels it groups.
+fn channels_group(dataset: &str) -> Result<Option<&'static str>> {
+    let lower = dataset.to_ascii_lowercase();
+    let Some(craft) = lower.strip_suffix(CHANNELS_SUFFIX) else {
+        return Ok(None);
+    };
+    match SPACECRAFT
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(craft))
+    {
+        Some(known) => Ok(Some(known)),
+        None => bail!("unknown group `{dataset}`: expected `MSL/channels` or `SMAP/channels`"),
+    }
+}
+
+/// The canonical name of `dataset` and the channels it loads (sorted by id, as the
+/// reference concatenates them).
 fn select_channels(
     all: &[ChannelLabels],
     present: &[String],
     dataset: &str,
     dir: &Path,
-) -> Result<Vec<ChannelLabels>> {
+) -> Result<(String, Vec<ChannelLabels>)> {
     if let Some(craft) = SPACECRAFT
         .iter()
         .find(|craft| craft.eq_ignore_ascii_case(dataset))
     {
-        let mut channels: Vec<ChannelLabels> = all
-            .iter()
-            .filter(|c| {
-                c.spacecraft == *craft
-                    && c.chan_id != SKIPPED_CHANNEL
-                    && present.contains(&c.chan_id)
-            })
-            .cloned()
-            .collect();
-        if channels.is_empty() {
-            bail!(
-                "no `{craft}` channel of `{}` is present in `{}` (channels there: {})",
-                LABELS_FILE,
-                dir.join("train").display(),
-                list_or_none(present)
-            );
-        }
-        channels.sort_by(|a, b| a.chan_id.cmp(&b.chan_id));
-        channels.dedup_by(|a, b| a.chan_id == b.chan_id);
-        return Ok(channels);
+        return Ok((
+            craft.to_string(),
+            spacecraft_channels(all, present, craft, dir)?,
+        ));
     }
     let exact = present.iter().find(|p| *p == dataset);
     let chan_id = exact.or_else(|| present.iter().find(|p| p.eq_ignore_ascii_case(dataset)));
     let Some(chan_id) = chan_id else {
         let mut message = format!(
-            "unknown channel `{dataset}`: no `{dataset}.npy` in `{}`; available: MSL, SMAP, {}",
+            "unknown channel `{dataset}`: no `{dataset}.npy` in `{}`; available: MSL, SMAP, MSL/channels, SMAP/channels, {}",
             dir.join("train").display(),
             list_or_none(present)
         );
         if let Some(suggestion) = source::closest(dataset, present) {
             message.push_str(&format!("; did you mean `{suggestion}`?"));
         }
-        if dataset.starts_with("machine-") {
+        if dataset.starts_with("machine-") || dataset.eq_ignore_ascii_case("SMD") {
             message.push_str(&format!(
-                "; `{dataset}` looks like an SMD machine: pass `--data-dir` of the SMD data"
+                "; `{dataset}` looks like SMD: pass `--data-dir` of the SMD data"
             ));
         }
         bail!(message);
@@ -273,7 +327,40 @@ fn select_channels(
                 dir.join(LABELS_FILE).display()
             )
         })?;
-    Ok(vec![channel.clone()])
+    Ok((chan_id.clone(), vec![channel.clone()]))
+}
+
+/// Every channel of `craft` that has labels and data, sorted by id, deduplicated.
+fn spacecraft_channels(
+    all: &[ChannelLabels],
+    present: &[String],
+    craft: &str,
+    dir: &Path,
+) -> Result<Vec<ChannelLabels>> {
+    let mut channels: Vec<ChannelLabels> = all
+        .iter()
+        .filter(|c| {
+            c.spacecraft == craft && c.chan_id != SKIPPED_CHANNEL && present.contains(&c.chan_id)
+        })
+        .cloned()
+        .collect();
+    if channels.is_empty() {
+        bail!(
+            "no `{craft}` channel of `{}` is present in `{}` (channels there: {})",
+            LABELS_FILE,
+            dir.join("train").display(),
+            list_or_none(present)
+        );
+    }
+    channels.sort_by(|a, b| a.chan_id.cmp(&b.chan_id));
+    channels.dedup_by(|a, b| a.chan_id == b.chan_id);
+    Ok(channels)
+}
+
+/// One channel's `.npy` (or `.npy.gz`) as a table with columns `f0..`.
+fn read_channel(path: &Path) -> Result<Table> {
+    let array = npy::read_npy(path)?;
+    Table::new(numbered_columns(array.n_cols), array.n_rows, array.values)
 }
 
 /// `dir/<split>/<chan>.npy` or `.npy.gz`.
@@ -316,8 +403,8 @@ mod tests {
         let mut offset = 0;
         let all_labels = read_labels_file(&dir.join(LABELS_FILE)).unwrap();
         for part in &dataset.meta.parts {
-            let train = read_table(&channel_file(&dir, "train", &part.name).unwrap()).unwrap();
-            let test = read_table(&channel_file(&dir, "test", &part.name).unwrap()).unwrap();
+            let train = read_channel(&channel_file(&dir, "train", &part.name).unwrap()).unwrap();
+            let test = read_channel(&channel_file(&dir, "test", &part.name).unwrap()).unwrap();
             assert_eq!(
                 (part.train_rows, part.test_rows),
                 (train.n_rows, test.n_rows)
@@ -370,7 +457,8 @@ mod tests {
             (0, 1, 1)
         );
         assert_eq!(dataset.labels[1501], 0);
-        assert_eq!(dataset.meta.dataset, "m-3");
+        // `m-3` and `M-3` are one dataset: the snapshot names it canonically.
+        assert_eq!(dataset.meta.dataset, "M-3");
         assert_eq!(dataset.meta.parts[0].name, "M-3");
     }
 
@@ -442,6 +530,30 @@ mod tests {
         );
         let dataset = load(dir.path(), "msl").unwrap();
         assert_eq!(dataset.labels, vec![0, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_channel_without_rows_is_refused_by_name() {
+        let dir = tiny_dir(r#"X-1,MSL,"[[1, 2]]",[point],4"#);
+        write_npy(&dir.path().join("train/X-1.npy"), 0, 2, &[]).unwrap();
+        let message = format!("{:#}", load(dir.path(), "MSL").unwrap_err());
+        assert!(
+            message.contains("X-1.npy` has no rows: channel `X-1` has nothing to train on"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn names_are_canonical_and_a_group_of_channels_is_not_one_dataset() {
+        let dir = tiny_dir(r#"X-1,MSL,"[[1, 2]]",[point],4"#);
+        assert_eq!(load(dir.path(), "msl").unwrap().meta.dataset, "MSL");
+        assert_eq!(load(dir.path(), "x-1").unwrap().meta.dataset, "X-1");
+        let message = format!("{:#}", load(dir.path(), "MSL/channels").unwrap_err());
+        assert!(
+            message.contains("`MSL/channels` names 1 datasets, one per MSL channel")
+                && message.contains("--list-members"),
+            "{message}"
+        );
     }
 
     #[test]

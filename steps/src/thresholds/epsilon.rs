@@ -89,7 +89,7 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thresholds::test_rng::Rng;
+    use crate::model::init::SplitMix64 as Rng;
 
     #[test]
     fn buffer_covers_49_rows_each_side_and_merges_overlaps() {
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn one_obvious_spike_is_separated() {
-        let mut rng = Rng(11);
+        let mut rng = Rng::new(11);
         let mut errors: Vec<f64> = (0..2000).map(|_| 0.1 + 0.01 * rng.next_f64()).collect();
         errors[1500] = 5.0;
         let epsilon = find_epsilon(&errors, 0).unwrap();

@@ -18,21 +18,3 @@ pub use epsilon::find_epsilon;
 pub use metrics::{evaluate_threshold, point_adjust, Detection, ThresholdMetrics};
 pub use pot::{pot_eval, PotConfig, PotResult};
 pub use search::{best_f1_adjusted, best_f1_raw, grid_search_adjusted};
-
-/// A small deterministic generator for test data (splitmix64), shared by the tests.
-#[cfg(test)]
-pub(crate) mod test_rng {
-    pub struct Rng(pub u64);
-
-    impl Rng {
-        /// Uniform in [0, 1).
-        pub fn next_f64(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
-}

@@ -373,11 +373,11 @@ fn bisect(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64, mut f_lo: f64) -> f6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thresholds::test_rng::Rng;
+    use crate::model::init::SplitMix64 as Rng;
 
     /// n draws from GPD(shape, scale) by the inverse CDF.
     fn gpd_sample(seed: u64, n: usize, shape: f64, scale: f64) -> Vec<f64> {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         (0..n)
             .map(|_| {
                 let u = rng.next_f64();

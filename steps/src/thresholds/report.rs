@@ -122,7 +122,7 @@ fn push_threshold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thresholds::test_rng::Rng;
+    use crate::model::init::SplitMix64 as Rng;
 
     fn settings() -> Settings {
         Settings {
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn judges_every_method_on_a_clear_anomaly() {
-        let mut rng = Rng(21);
+        let mut rng = Rng::new(21);
         let train: Vec<f64> = (0..3000).map(|_| 0.1 * rng.next_f64()).collect();
         let mut test: Vec<f64> = (0..1000).map(|_| 0.05 * rng.next_f64()).collect();
         let mut labels = vec![false; 1000];

@@ -141,7 +141,7 @@ fn best_over_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thresholds::test_rng::Rng;
+    use crate::model::init::SplitMix64 as Rng;
 
     /// Scores rounded to a coarse grid (so ties occur) and labels in runs.
     fn random_case(rng: &mut Rng, n: usize) -> (Vec<f64>, Vec<bool>) {
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn exact_searches_match_brute_force_on_random_data() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         for case in 0..200 {
             let n = 5 + case % 60;
             let (scores, labels) = random_case(&mut rng, n);
