@@ -51,6 +51,15 @@ pub fn run(ctx: &StepContext, args: &LoadArgs) -> Result<()> {
         0,
     )?;
     eprintln!("{}", summary(&dataset));
+    let constant = dataset.meta.constant_target_names(&dataset.train.values);
+    if !constant.is_empty() {
+        eprintln!(
+            "warning: {} of {} parts have a constant target in their training rows ({}): the model can learn nothing there; evaluate leaves their training scores out of the threshold fits",
+            constant.len(),
+            dataset.meta.parts.len(),
+            constant.join(", ")
+        );
+    }
     Ok(())
 }
 
