@@ -178,6 +178,20 @@ impl StepContext {
         Ok(path)
     }
 
+    /// Writes `value` as pretty JSON to `output_dir/relative` (e.g. `summary.json`).
+    pub fn write_json(
+        &self,
+        relative: impl AsRef<Path>,
+        value: &impl serde::Serialize,
+    ) -> Result<PathBuf> {
+        let path = self.output_path(relative)?;
+        let text = serde_json::to_string_pretty(value)
+            .with_context(|| format!("cannot serialise `{}`", path.display()))?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        Ok(path)
+    }
+
     /// Records one metric value at `step` (epoch, window index, ...).
     pub fn log_metric(&self, key: &str, value: f64, step: i64) -> Result<()> {
         self.log_metrics(&[(key, value)], step)

@@ -13,15 +13,13 @@
 //! `flow serve` can load. `summary.json` adds each member's own figures beside the
 //! ensemble's.
 
-use std::path::Path;
-
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::bundle::{Bundle, Scores};
 use crate::context::StepContext;
-use crate::data::preprocessor::Preprocessor;
 use crate::evaluate::{judge_scored, write_outputs, EvaluateArgs, Inputs, Scored, SplitScores};
+use crate::train::read_preprocessor;
 
 /// Parameters of `ensemble`: those of `evaluate` (thresholds, post-processing, plots).
 #[derive(clap::Args, Debug, Clone)]
@@ -158,14 +156,6 @@ pub(crate) fn combine(scored: &[Scored]) -> Result<Scored> {
         window: first.window,
         gamma: first.gamma,
     })
-}
-
-fn read_preprocessor(process_dir: &Path) -> Result<Preprocessor> {
-    let path = process_dir.join("preprocessor.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read `{}`", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("`{}` is not a valid preprocessor", path.display()))
 }
 
 #[cfg(test)]

@@ -99,12 +99,7 @@ pub fn run(ctx: &StepContext, args: &SummarizeArgs) -> Result<()> {
         "aggregates": aggregates.iter().map(|(m, a)| (m.to_string(), json!(a))).collect::<serde_json::Map<_, _>>(),
         "metrics": metrics.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
     });
-    let summary_path = ctx.output_path("summary.json")?;
-    std::fs::write(
-        &summary_path,
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )
-    .with_context(|| format!("cannot write `{}`", summary_path.display()))?;
+    ctx.write_json("summary.json", &summary)?;
     if args.plots {
         draw(&ctx.output_path("plots/summary.png")?, &rows, &aggregates)?;
     }

@@ -204,7 +204,8 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_preprocessor(process_dir: &Path) -> Result<Preprocessor> {
+/// The `preprocessor.json` of a `process` run.
+pub(crate) fn read_preprocessor(process_dir: &Path) -> Result<Preprocessor> {
     let path = process_dir.join("preprocessor.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;

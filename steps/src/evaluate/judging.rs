@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 
 use super::parts::{self, degenerate_parts, fit_mask, DegeneratePart};
@@ -211,12 +211,7 @@ pub(crate) fn write_outputs(
     for (key, value) in extra {
         summary[key] = value;
     }
-    let summary_path = ctx.output_path("summary.json")?;
-    std::fs::write(
-        &summary_path,
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )
-    .with_context(|| format!("cannot write `{}`", summary_path.display()))?;
+    ctx.write_json("summary.json", &summary)?;
 
     if args.plots {
         let figure_inputs = figures::FigureInputs {
