@@ -353,9 +353,9 @@ fn missing_upstream_data_is_named() {
 }
 
 /// Full SMAP's POT collapse (issue 19) in miniature: three concatenated channels, the middle
-/// one with a constant training target. Its near-constant training error, normalised against
-/// the zeroed boundary rows, becomes 1.0 and fills POT's tail; the fitted threshold then lies
-/// above every test score. Left out of the fit, it no longer does.
+/// one constant in training, as D-13 is. Its rows get one training score, which normalisation
+/// against the zeroed boundary rows makes 1.0; they fill POT's tail and the fitted threshold
+/// lies above every test score. Left out of the fit, they no longer do.
 #[test]
 fn a_constant_part_no_longer_floods_the_pot_tail() {
     use crate::thresholds::scores::normalize_parts;
@@ -496,7 +496,7 @@ fn a_constant_part_no_longer_floods_the_pot_tail() {
         .iter()
         .map(|d| (d.part.as_str(), d.reason))
         .collect();
-    assert_eq!(named, [("B-1", parts::Degeneracy::ConstantTarget)]);
+    assert_eq!(named, [("B-1", parts::Degeneracy::ConstantScore)]);
     assert_eq!(fixed.fitted.iter().filter(|&&f| !f).count(), 200);
     assert!(
         fixed.report.pot.threshold < top,
