@@ -31,7 +31,7 @@ pub struct PredictArgs {
     pub top_k: usize,
     /// Score even when the bundle was trained on another dataset than the `load` run's
     /// (by default one member's model never scores another member's data).
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_other_dataset: bool,
 }
 
@@ -124,13 +124,13 @@ pub fn check_dataset(bundle: &Bundle, model_dir: &Path, meta: &Meta, allow: bool
     if trained.name != meta.dataset {
         if allow {
             eprintln!(
-                "warning: the model was trained on `{}`, scoring `{}` as `--allow-other-dataset` asks",
+                "warning: the model was trained on `{}`, scoring `{}` as `--allow-other-dataset true` asks",
                 trained.name, meta.dataset
             );
             return Ok(());
         }
         bail!(
-            "the model `{}` was trained on dataset `{}`, but this chain scores `{}`: one member's model must not score another's data. Use a model trained on `{}` (the predict step's default is `models:/anomaly-{{dataset}}/Production`), or pass `--allow-other-dataset` to score anyway",
+            "the model `{}` was trained on dataset `{}`, but this chain scores `{}`: one member's model must not score another's data. Use a model trained on `{}` (the predict step's default is `models:/anomaly-{{dataset}}/Production`), or pass `--allow-other-dataset true` to score anyway",
             model_dir.display(),
             trained.name,
             meta.dataset,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::context::MEMBERS_FILE;
-use crate::evaluate::tests::{default_args, tiny_bundle, upstream_with_phase};
+use crate::evaluate::tests::{chain_context, default_args, tiny_bundle, upstream_with_phase};
 
 /// load/ and process/ as one chain leaves them, and train/ as a member directory of
 /// `seeds.len()` tiny models (seeded differently) over the same processed data.
@@ -34,12 +34,7 @@ fn members(root: &Path, seeds: &[u64]) -> StepContext {
         serde_json::to_string(&listing).unwrap(),
     )
     .unwrap();
-    let mut ctx = StepContext::for_dirs(
-        root.join("out"),
-        &[("load", &load), ("process", &process), ("train", &train)],
-    );
-    ctx.metrics_path = Some(root.join("metrics.jsonl"));
-    ctx
+    chain_context(root, &load, &process, &train)
 }
 
 fn args() -> EnsembleArgs {

@@ -109,9 +109,15 @@ pub(crate) fn upstream_with_phase(root: &Path, phase: f64) -> StepContext {
         r#"{"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}"#,
     )
     .unwrap();
+    chain_context(root, &load, &process, &train)
+}
+
+/// A context over `load`, `process` and `train` writing to `root/out`, its metrics to
+/// `root/metrics.jsonl`.
+pub(crate) fn chain_context(root: &Path, load: &Path, process: &Path, train: &Path) -> StepContext {
     let mut ctx = StepContext::for_dirs(
         root.join("out"),
-        &[("load", &load), ("process", &process), ("train", &train)],
+        &[("load", load), ("process", process), ("train", train)],
     );
     ctx.metrics_path = Some(root.join("metrics.jsonl"));
     ctx
