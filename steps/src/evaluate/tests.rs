@@ -517,4 +517,14 @@ fn a_constant_part_no_longer_floods_the_pot_tail() {
     let metric = |k: &str| fixed.metrics.iter().find(|(name, _)| name == k).unwrap().1;
     assert_eq!(metric("n_degenerate_parts"), 1.0);
     assert_eq!(metric("n_fit_train_scores"), 2990.0);
+    // Every run that leaves rows out also reports what fitting on them would have given.
+    assert_eq!(metric("f1_pa_pot_all_parts"), 0.0);
+    assert_eq!(
+        metric("threshold_pot_all_parts"),
+        reference.report.pot.threshold
+    );
+    assert!(!reference
+        .metrics
+        .iter()
+        .any(|(name, _)| name.ends_with("_all_parts")));
 }
