@@ -9,26 +9,32 @@
 //! with the published ones. Those transforms use statistics of the whole split and
 //! cannot be applied to live rows, so when either is on, the thresholds written into the
 //! bundle are refitted on the plain scores that `predict` and serving compute.
+//!
+//! Parts that teach the model nothing (a constant training target or score) are named
+//! and, by default, left out of the threshold fits ([`parts`]). The scoring-independent
+//! half (judging scores, writing the tables, summary and plots) is shared with `ensemble`.
 
 pub(crate) mod figures;
 mod files;
+mod judging;
+pub mod parts;
 mod settings;
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use serde_json::json;
 
-use crate::bundle::{Bundle, Scores, Thresholds};
+use crate::bundle::{Bundle, Scores};
 use crate::context::StepContext;
 use crate::data::meta::Meta;
-use crate::thresholds::interpretation::{hit_rate, RowTruth};
-use crate::thresholds::metrics::ThresholdMetrics;
+use crate::thresholds::interpretation::RowTruth;
 use crate::thresholds::pot::RootSearch;
-use crate::thresholds::report::{judge, Report, Settings};
+use crate::thresholds::report::Settings;
 use crate::thresholds::scores::{normalize_parts, robust_scale, row_means};
+use judging::{bundle_thresholds, serving_note};
+pub(crate) use judging::{judge_scored, write_outputs};
+use parts::ConstantParts;
 
 pub use settings::{published_settings, Auto, ThresholdMethod};
 
@@ -61,6 +67,10 @@ pub struct EvaluateArgs {
     /// figures) or `wide` (from 0; can extrapolate past bounded scores).
     #[arg(long, value_enum, default_value_t = RootSearch::Siffer)]
     pub pot_roots: RootSearch,
+    /// What parts whose training target or score is constant contribute to the threshold
+    /// fits: `exclude` (their training scores are left out) or `keep` (the reference).
+    #[arg(long, value_enum, default_value_t = ConstantParts::Exclude)]
+    pub constant_parts: ConstantParts,
     /// The threshold the bundle applies when serving.
     #[arg(long, value_enum, default_value_t = ThresholdMethod::Epsilon)]
     pub choose: ThresholdMethod,
@@ -90,188 +100,162 @@ pub struct SplitScores {
 /// Runs the step on the outputs of `load`, `process` and `train`.
 pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
     let bundle = Bundle::load(&ctx.input("train")?.join("model"))?;
-    let process_dir = ctx.input("process")?;
-    let data = read_processed(process_dir)?;
-    let meta = match ctx.input("load") {
-        Ok(dir) => Some(Meta::read(&dir.join("meta.json"))?),
-        Err(_) => None,
-    };
-    let n_features = bundle.manifest.model.n_features;
-    if data.n_features != n_features {
-        bail!(
-            "`{}` has {} columns but the model was trained on {n_features}: evaluate with the `process` run the model was trained on",
-            process_dir.join("data.safetensors").display(),
-            data.n_features
-        );
-    }
-    let dataset = meta.as_ref().map(|m| m.dataset.clone()).unwrap_or_default();
-    let published = published_settings(&dataset);
-    let settings = Settings {
-        level: args.level.or(published.level),
-        q: args.q.or(published.q),
-        reg_level: args.reg_level.or(published.reg_level),
-        dynamic_pot: args.dynamic_pot,
-        pot_roots: args.pot_roots,
-        bf_start: args.bf_start,
-        bf_end: args.bf_end,
-        bf_steps: args.bf_steps,
-    };
+    let inputs = Inputs::read(ctx, args)?;
+    inputs.check_columns(&bundle, "the model")?;
     let gamma = args.gamma.or(bundle.manifest.gamma);
-    if !gamma.is_finite() || gamma < 0.0 {
-        bail!("`--gamma` must be a non-negative number, got {gamma}");
-    }
-    let normalize = args.normalize_parts.or(published.normalize_parts);
-    let window = bundle.manifest.model.window;
-
-    let started = std::time::Instant::now();
-    eprintln!(
-        "scoring {} training and {} test rows (window {window})",
-        data.n_train, data.n_test
+    let scored = inputs.score(&bundle, gamma, args)?;
+    let judged = judge_scored(&inputs, args, &scored, true)?;
+    let thresholds = bundle_thresholds(
+        judged.serving.as_ref().unwrap_or(&judged.report),
+        args.choose,
     );
-    let train_scores = bundle
-        .score_scaled(&data.train, data.n_train)
-        .context("cannot score the training split")?;
-    let test_scores = bundle
-        .score_scaled(&data.test, data.n_test)
-        .context("cannot score the test split")?;
-    eprintln!(
-        "scored both splits in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    let parts = |rows: fn(&crate::data::meta::Part) -> usize| -> Option<Vec<usize>> {
-        normalize
-            .then(|| meta.as_ref().map(|m| m.parts.iter().map(rows).collect()))
-            .flatten()
-    };
-    let train = split_scores(
-        &train_scores,
-        gamma,
-        args.scale_scores,
-        parts(|p| p.train_rows).as_deref(),
-        window,
-    );
-    let test = split_scores(
-        &test_scores,
-        gamma,
-        args.scale_scores,
-        parts(|p| p.test_rows).as_deref(),
-        window,
-    );
-    let labels: Vec<bool> = data.labels[window..].iter().map(|&l| l > 0).collect();
-
-    eprintln!(
-        "fitting thresholds: POT level {} q {}{}, epsilon reg_level {}",
-        settings.level,
-        settings.q,
-        if settings.dynamic_pot {
-            " (streaming)"
-        } else {
-            ""
-        },
-        settings.reg_level
-    );
-    let report = judge(&train.total, &test.total, &labels, settings)?;
-    let transformed = args.scale_scores || normalize;
-    let serving = if transformed {
-        judge(&train.plain_total, &test.plain_total, &labels, settings)?
-    } else {
-        report.clone()
-    };
-
-    let mut metrics = report.metrics();
-    let truths = meta
-        .as_ref()
-        .map(|m| interpretation_truths(m, &bundle.target_dims(), window))
-        .unwrap_or_default();
-    for percent in [100.0, 150.0] {
-        if let Some(rate) = hit_rate(&test.per_feature, test_scores.n_target, &truths, percent) {
-            metrics.push((format!("hitrate_{percent:.0}"), rate));
-        }
-    }
-    metrics.push(("n_test_scored".into(), labels.len() as f64));
-    metrics.push((
-        "test_anomaly_ratio".into(),
-        labels.iter().filter(|&&l| l).count() as f64 / labels.len() as f64,
-    ));
-    let thresholds = bundle_thresholds(&serving, args.choose);
-    if transformed {
-        for (name, value) in [
-            ("pot", thresholds.pot),
-            ("epsilon", thresholds.epsilon),
-            ("best", thresholds.best_f1),
-        ] {
-            if let Some(value) = value {
-                metrics.push((format!("serve_threshold_{name}"), value));
-            }
-        }
-    }
-    let pairs: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    ctx.log_metrics(&pairs, 0)?;
-
-    files::write_scores_csv(
-        &ctx.output_path("scores.csv")?,
-        &report,
-        &test.total,
-        &labels,
-        window,
+    write_outputs(
+        ctx,
+        args,
+        &inputs,
+        &scored,
+        &judged,
+        serde_json::Map::new(),
+        ctx.input("train").ok(),
     )?;
-    files::write_train_scores_csv(&ctx.output_path("train_scores.csv")?, &train.total, window)?;
-    let test_parts = meta
-        .as_ref()
-        .map(|m| m.parts.as_slice())
-        .unwrap_or_default();
-    files::write_segments_csv(
-        &ctx.output_path("segments.csv")?,
-        &report,
-        &test.total,
-        &labels,
-        test_parts,
-        window,
-    )?;
-    let summary = json!({
-        "dataset": dataset,
-        "window": window,
-        "gamma": gamma,
-        "scale_scores": args.scale_scores,
-        "normalize_parts": normalize,
-        "chosen": args.choose.as_str(),
-        "metrics": metrics.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        "report": report,
-        "bundle_thresholds": thresholds,
-    });
-    let summary_path = ctx.output_path("summary.json")?;
-    std::fs::write(
-        &summary_path,
-        serde_json::to_string_pretty(&summary)? + "\n",
-    )
-    .with_context(|| format!("cannot write `{}`", summary_path.display()))?;
 
     let mut evaluated = bundle.with_thresholds(thresholds);
     evaluated.manifest.gamma = gamma;
     let model_dir = ctx.output_path("model/flow-model.json")?;
     evaluated.save(model_dir.parent().context("model directory")?)?;
-
-    if args.plots {
-        let inputs = figures::FigureInputs {
-            train: &train,
-            test: &test,
-            test_scores: &test_scores,
-            labels: &labels,
-            report: &report,
-            chosen: args.choose,
-            columns: &bundle.manifest.preprocessor.columns,
-            target_dims: &bundle.target_dims(),
-            window,
-        };
-        let written = figures::write_all(ctx, &inputs, ctx.input("train").ok())?;
-        eprintln!(
-            "wrote {} plot(s) to `{}`",
-            written,
-            ctx.output_dir.join("plots").display()
-        );
-    }
-    eprint!("{}", summary_table(&report, &metrics));
+    eprint!("{}", serving_note(&judged, args.choose));
     Ok(())
+}
+
+/// What `evaluate` (and `ensemble`) read from the upstream runs besides the model: the
+/// processed splits, the dataset description and the threshold settings it implies.
+pub(crate) struct Inputs {
+    pub data: Processed,
+    pub meta: Option<Meta>,
+    pub dataset: String,
+    pub settings: Settings,
+    /// Per-part normalisation of the row scores (SMAP/MSL by default).
+    pub normalize: bool,
+    /// One per scored test row, once the window is known.
+    labels: Vec<u8>,
+}
+
+impl Inputs {
+    /// Reads `process` (and `load`, when present) and resolves `auto` settings.
+    pub fn read(ctx: &StepContext, args: &EvaluateArgs) -> Result<Inputs> {
+        let data = read_processed(ctx.input("process")?)?;
+        let meta = match ctx.input("load") {
+            Ok(dir) => Some(Meta::read(&dir.join("meta.json"))?),
+            Err(_) => None,
+        };
+        let dataset = meta.as_ref().map(|m| m.dataset.clone()).unwrap_or_default();
+        let published = published_settings(&dataset);
+        let settings = Settings {
+            level: args.level.or(published.level),
+            q: args.q.or(published.q),
+            reg_level: args.reg_level.or(published.reg_level),
+            dynamic_pot: args.dynamic_pot,
+            pot_roots: args.pot_roots,
+            bf_start: args.bf_start,
+            bf_end: args.bf_end,
+            bf_steps: args.bf_steps,
+        };
+        let labels = data.labels.clone();
+        Ok(Inputs {
+            normalize: args.normalize_parts.or(published.normalize_parts),
+            data,
+            meta,
+            dataset,
+            settings,
+            labels,
+        })
+    }
+
+    /// Refuses a bundle (`what`, e.g. "the model") whose column count differs from the data's.
+    pub fn check_columns(&self, bundle: &Bundle, what: &str) -> Result<()> {
+        let n_features = bundle.manifest.model.n_features;
+        if self.data.n_features != n_features {
+            bail!(
+                "`{}` has {} columns but {what} was trained on {n_features}: evaluate with the `process` run the model was trained on",
+                self.data.path.display(),
+                self.data.n_features
+            );
+        }
+        Ok(())
+    }
+
+    /// Scores both splits with `bundle` and post-processes them as the settings say.
+    pub fn score(&self, bundle: &Bundle, gamma: f64, args: &EvaluateArgs) -> Result<Scored> {
+        if !gamma.is_finite() || gamma < 0.0 {
+            bail!("`--gamma` must be a non-negative number, got {gamma}");
+        }
+        let window = bundle.manifest.model.window;
+        let data = &self.data;
+        let started = std::time::Instant::now();
+        eprintln!(
+            "scoring {} training and {} test rows (window {window})",
+            data.n_train, data.n_test
+        );
+        let train_scores = bundle
+            .score_scaled(&data.train, data.n_train)
+            .context("cannot score the training split")?;
+        let test_scores = bundle
+            .score_scaled(&data.test, data.n_test)
+            .context("cannot score the test split")?;
+        eprintln!(
+            "scored both splits in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let train = split_scores(
+            &train_scores,
+            gamma,
+            args.scale_scores,
+            self.part_rows(|p| p.train_rows).as_deref(),
+            window,
+        );
+        let test = split_scores(
+            &test_scores,
+            gamma,
+            args.scale_scores,
+            self.part_rows(|p| p.test_rows).as_deref(),
+            window,
+        );
+        Ok(Scored {
+            train,
+            test,
+            test_scores,
+            labels: self.labels[window..].iter().map(|&l| l > 0).collect(),
+            columns: bundle.manifest.preprocessor.columns.clone(),
+            target_dims: bundle.target_dims(),
+            window,
+            gamma,
+        })
+    }
+
+    /// Input rows of each part, when scores are normalised per part.
+    pub fn part_rows(&self, rows: fn(&crate::data::meta::Part) -> usize) -> Option<Vec<usize>> {
+        self.normalize
+            .then(|| {
+                self.meta
+                    .as_ref()
+                    .map(|m| m.parts.iter().map(rows).collect())
+            })
+            .flatten()
+    }
+}
+
+/// Both splits' scores as the thresholds see them, and what the figures need.
+pub(crate) struct Scored {
+    pub train: SplitScores,
+    pub test: SplitScores,
+    /// Forecasts, reconstructions and actual values of the test split.
+    pub test_scores: Scores,
+    /// One per scored test row.
+    pub labels: Vec<bool>,
+    pub columns: Vec<String>,
+    pub target_dims: Vec<usize>,
+    pub window: usize,
+    pub gamma: f64,
 }
 
 /// Per-feature scores recomputed with `gamma` from the bundle's forecasts and
@@ -336,24 +320,15 @@ pub fn interpretation_truths(meta: &Meta, target_dims: &[usize], window: usize) 
     truths
 }
 
-/// The thresholds written into the bundle (fitted on the scores serving computes).
-fn bundle_thresholds(report: &Report, choose: ThresholdMethod) -> Thresholds {
-    Thresholds {
-        pot: Some(report.pot.threshold),
-        epsilon: Some(report.epsilon_metrics.threshold),
-        best_f1: report.best.map(|b| b.threshold),
-        chosen: Some(choose.as_str().to_string()),
-    }
-}
-
 /// The scaled splits of `data.safetensors`.
-struct Processed {
-    train: Vec<f32>,
-    test: Vec<f32>,
-    labels: Vec<u8>,
-    n_train: usize,
-    n_test: usize,
-    n_features: usize,
+pub(crate) struct Processed {
+    pub path: std::path::PathBuf,
+    pub train: Vec<f32>,
+    pub test: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub n_features: usize,
 }
 
 fn read_processed(process_dir: &Path) -> Result<Processed> {
@@ -398,6 +373,7 @@ fn read_processed(process_dir: &Path) -> Result<Processed> {
         );
     }
     Ok(Processed {
+        path,
         train,
         test,
         labels,
@@ -405,41 +381,6 @@ fn read_processed(process_dir: &Path) -> Result<Processed> {
         n_test,
         n_features,
     })
-}
-
-/// A fixed-width table of the figures, for the terminal.
-fn summary_table(report: &Report, metrics: &[(String, f64)]) -> String {
-    let mut text = String::from(
-        "method      threshold   P        R        F1       P(pa)    R(pa)    F1(pa)\n",
-    );
-    let mut row = |name: &str, raw: &ThresholdMetrics, adjusted: &ThresholdMetrics| {
-        let _ = writeln!(
-            text,
-            "{name:<11} {:<11.5} {:<8.4} {:<8.4} {:<8.4} {:<8.4} {:<8.4} {:.4}",
-            adjusted.threshold,
-            raw.raw.precision,
-            raw.raw.recall,
-            raw.raw.f1,
-            adjusted.adjusted.precision,
-            adjusted.adjusted.recall,
-            adjusted.adjusted.f1
-        );
-    };
-    row("pot", &report.pot_metrics, &report.pot_metrics);
-    row("epsilon", &report.epsilon_metrics, &report.epsilon_metrics);
-    if let Some(best) = &report.best {
-        row("best(grid)", best, best);
-    }
-    if let Some(raw) = &report.best_raw {
-        row("best(raw)", raw, raw);
-    }
-    if let Some(exact) = &report.best_adjusted_exact {
-        row("best(pa)", exact, exact);
-    }
-    for (name, value) in metrics.iter().filter(|(k, _)| k.starts_with("hitrate")) {
-        let _ = writeln!(text, "{name}: {value:.4}");
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,15 +11,20 @@
 //! - `evaluate` -> `model/` (the bundle with fitted thresholds), `scores.csv`, `train_scores.csv`,
 //!   `segments.csv`, `summary.json`, `plots/*.png`
 //! - `predict`  -> `predictions.csv`
+//! - `summarize` (fan-in over `evaluate`'s members) -> `summary.csv`, `summary.json`,
+//!   `plots/summary.png`
+//! - `ensemble` (fan-in over `train`'s members) -> `evaluate`'s files without `model/`
 
 pub mod bundle;
 pub mod context;
 pub mod data;
+pub mod ensemble;
 pub mod evaluate;
 pub mod metrics_file;
 pub mod model;
 pub mod plot;
 pub mod predict;
+pub mod summarize;
 pub mod thresholds;
 pub mod train;
 
@@ -40,6 +45,10 @@ pub enum StepCommand {
     Evaluate(evaluate::EvaluateArgs),
     /// Score new rows with a bundle: per-row score, anomaly flag, top features.
     Predict(predict::PredictArgs),
+    /// Fan-in over a fanned-out `evaluate`: per-member, mean and pooled F1 (POT, epsilon, best).
+    Summarize(summarize::SummarizeArgs),
+    /// Fan-in over a fanned-out `train`: scores with every model, judges their mean score.
+    Ensemble(ensemble::EnsembleArgs),
 }
 
 /// Runs one built-in step with the context the runner set up (`FLOW_*` variables).
@@ -62,5 +71,7 @@ pub fn run_step_in(ctx: &StepContext, command: &StepCommand) -> Result<()> {
         StepCommand::Train(args) => train::run(ctx, args),
         StepCommand::Evaluate(args) => evaluate::run(ctx, args),
         StepCommand::Predict(args) => predict::run(ctx, args),
+        StepCommand::Summarize(args) => summarize::run(ctx, args),
+        StepCommand::Ensemble(args) => ensemble::run(ctx, args),
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use crate::bundle::{Bundle, Scores, MANIFEST_FILE};
 use crate::context::StepContext;
 use crate::data::formats::read_table;
+use crate::data::meta::Meta;
 use crate::data::table::Table;
 
 /// Parameters of `predict`.
@@ -29,6 +30,10 @@ pub struct PredictArgs {
     /// How many top-scoring features to name per row.
     #[arg(long, default_value_t = 3)]
     pub top_k: usize,
+    /// Score even when the bundle was trained on another dataset than the `load` run's
+    /// (by default one member's model never scores another member's data).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_other_dataset: bool,
 }
 
 /// `auto` (what an MLproject default can say) means the same as leaving the flag out.
@@ -42,10 +47,14 @@ pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
     let bundle = Bundle::load(&model_dir)?;
     let data_path = match not_auto(&args.data) {
         Some(path) => path.clone(),
-        None => ctx
-            .input("load")
-            .map(|dir| dir.join("test.parquet"))
-            .context("no data to score: pass `--data PATH` or depend on `load`")?,
+        None => {
+            let load_dir = ctx
+                .input("load")
+                .context("no data to score: pass `--data PATH` or depend on `load`")?;
+            let meta = Meta::read(&load_dir.join("meta.json"))?;
+            check_dataset(&bundle, &model_dir, &meta, args.allow_other_dataset)?;
+            load_dir.join("test.parquet")
+        }
     };
     let threshold = match args.threshold {
         Some(t) if t.is_finite() => t,
@@ -59,8 +68,15 @@ pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
     };
     let (table, _labels) = read_table(&data_path)?.split_labels(&data_path)?;
     let raw = align_columns(&table, &bundle.manifest.preprocessor.columns, &data_path)?;
+    let source = match (args.threshold, &bundle.manifest.thresholds.chosen) {
+        (Some(_), _) => "`--threshold`".to_string(),
+        (None, Some(chosen)) => {
+            format!("the bundle's `{chosen}` threshold, fitted by evaluate on plain scores")
+        }
+        (None, None) => "the bundle's threshold".to_string(),
+    };
     eprintln!(
-        "scoring {} rows of `{}` with `{}` (threshold {threshold})",
+        "scoring {} rows of `{}` with `{}` (threshold {threshold}: {source})",
         table.n_rows,
         data_path.display(),
         model_dir.display()
@@ -95,6 +111,43 @@ pub fn run(ctx: &StepContext, args: &PredictArgs) -> Result<()> {
         100.0 * rate,
         scores.first_row
     );
+    Ok(())
+}
+
+/// Refuses a bundle trained on another dataset than the one `meta` describes, unless
+/// `allow`; a bundle from before the dataset was recorded passes. Same name with other
+/// parts (e.g. the bundled 3-channel MSL sample against full MSL) is only a warning.
+pub fn check_dataset(bundle: &Bundle, model_dir: &Path, meta: &Meta, allow: bool) -> Result<()> {
+    let trained = &bundle.manifest.dataset;
+    if !trained.is_known() {
+        return Ok(());
+    }
+    if trained.name != meta.dataset {
+        if allow {
+            eprintln!(
+                "warning: the model was trained on `{}`, scoring `{}` as `--allow-other-dataset true` asks",
+                trained.name, meta.dataset
+            );
+            return Ok(());
+        }
+        bail!(
+            "the model `{}` was trained on dataset `{}`, but this chain scores `{}`: one member's model must not score another's data. Use a model trained on `{}` (the predict step's default is `models:/anomaly-{{dataset}}/Production`), or pass `--allow-other-dataset true` to score anyway",
+            model_dir.display(),
+            trained.name,
+            meta.dataset,
+            meta.dataset
+        );
+    }
+    let parts: Vec<&str> = meta.parts.iter().map(|p| p.name.as_str()).collect();
+    if !trained.parts.is_empty() && trained.parts != parts {
+        eprintln!(
+            "warning: the model was trained on `{}` with {} part(s), this data has {} ({}): same name, other channels or machines",
+            trained.name,
+            trained.parts.len(),
+            parts.len(),
+            preview(&parts.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        );
+    }
     Ok(())
 }
 

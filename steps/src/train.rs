@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bundle::{resolve_target_dims, Bundle, BundleManifest, Thresholds, TrainSummary};
+use crate::bundle::{
+    resolve_target_dims, Bundle, BundleManifest, Thresholds, TrainSummary, TrainedOn,
+};
 use crate::context::StepContext;
 use crate::data::preprocessor::Preprocessor;
 use crate::model::fit::{fit, EpochReport, FitObserver, FitOptions, ValWindows};
@@ -192,6 +194,7 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
             n_train_windows: fitted.n_train_windows,
             train_run_id: ctx.run_id.clone(),
         },
+        dataset: TrainedOn::from_context(ctx)?,
     };
     let bundle = Bundle::from_weights(manifest, fitted.weights)?;
     let model_dir = ctx.output_path("model/flow-model.json")?;
@@ -201,7 +204,8 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_preprocessor(process_dir: &Path) -> Result<Preprocessor> {
+/// The `preprocessor.json` of a `process` run.
+pub(crate) fn read_preprocessor(process_dir: &Path) -> Result<Preprocessor> {
     let path = process_dir.join("preprocessor.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;

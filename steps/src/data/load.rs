@@ -55,6 +55,15 @@ pub fn run(ctx: &StepContext, args: &LoadArgs) -> Result<()> {
         0,
     )?;
     eprintln!("{}", summary(&dataset));
+    let constant = dataset.meta.constant_target_names(&dataset.train.values);
+    if !constant.is_empty() {
+        eprintln!(
+            "warning: {} of {} parts have a constant target in their training rows ({}): the model can learn nothing there (evaluate names them, and leaves a part out of its threshold fits when most of its training scores are one value)",
+            constant.len(),
+            dataset.meta.parts.len(),
+            constant.join(", ")
+        );
+    }
     Ok(())
 }
 

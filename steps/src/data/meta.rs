@@ -53,6 +53,40 @@ impl Meta {
         }
     }
 
+    /// Indices of the parts whose training rows hold one value in every target column:
+    /// the model can learn nothing there, and their scores need care when thresholds are
+    /// fitted (`evaluate::parts`). `train` is row-major over `columns` (raw or scaled: a
+    /// constant column stays constant under any scaler).
+    pub fn constant_target_parts<T: Copy + PartialEq>(&self, train: &[T]) -> Vec<usize> {
+        let n_cols = self.columns.len();
+        let targets = self.resolved_target_dims();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for (index, part) in self.parts.iter().enumerate() {
+            let end = start + part.train_rows;
+            if part.train_rows > 0 && end * n_cols <= train.len() {
+                let rows = &train[start * n_cols..end * n_cols];
+                let constant = targets.iter().all(|&dim| {
+                    let first = rows[dim];
+                    rows.chunks_exact(n_cols).all(|row| row[dim] == first)
+                });
+                if constant {
+                    out.push(index);
+                }
+            }
+            start = end;
+        }
+        out
+    }
+
+    /// The names of [`Meta::constant_target_parts`], for log lines.
+    pub fn constant_target_names<T: Copy + PartialEq>(&self, train: &[T]) -> Vec<&str> {
+        self.constant_target_parts(train)
+            .into_iter()
+            .map(|i| self.parts[i].name.as_str())
+            .collect()
+    }
+
     pub fn read(path: &Path) -> Result<Meta> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read `{}`", path.display()))?;
@@ -95,5 +129,35 @@ mod tests {
         let back: Meta = serde_json::from_str(&text).unwrap();
         assert_eq!(back, meta);
         assert_eq!(back.resolved_target_dims(), vec![0, 1]);
+    }
+
+    #[test]
+    fn parts_with_a_constant_target_are_found() {
+        let part = |name: &str, train_rows| Part {
+            name: name.into(),
+            train_rows,
+            test_rows: 1,
+        };
+        let meta = Meta {
+            format_version: Meta::FORMAT_VERSION,
+            dataset: "MSL".into(),
+            source_format: "telemanom".into(),
+            columns: vec!["value".into(), "command".into()],
+            target_dims: Some(vec![0]),
+            parts: vec![part("C-1", 2), part("C-2", 3), part("D-1", 1)],
+            interpretation: Vec::new(),
+        };
+        // C-1 varies in its target; C-2's target is constant while its command is not; a
+        // one-row part is trivially constant.
+        let train = [
+            0.1, 0.0, 0.2, 0.0, -1.0, 1.0, -1.0, 0.0, -1.0, 1.0, 0.5, 0.0,
+        ];
+        assert_eq!(meta.constant_target_parts(&train), vec![1, 2]);
+        assert_eq!(meta.constant_target_names(&train), vec!["C-2", "D-1"]);
+        let all_columns = Meta {
+            target_dims: None,
+            ..meta
+        };
+        assert_eq!(all_columns.constant_target_parts(&train), vec![2]);
     }
 }

@@ -68,12 +68,18 @@ pub fn write_scores_csv(
     })
 }
 
-/// `row,score`: the training scores POT and epsilon were fitted on, so a threshold can be
-/// traced back to the tail it came from.
-pub fn write_train_scores_csv(path: &Path, scores: &[f64], window: usize) -> Result<()> {
-    write_table(path, "row,score", |out| {
-        for (i, score) in scores.iter().enumerate() {
-            writeln!(out, "{},{score}", i + window)?;
+/// `row,score,fitted`: the training scores, and whether each entered the POT and epsilon
+/// fits (rows of degenerate parts may not), so a threshold can be traced back to the tail
+/// it came from.
+pub fn write_train_scores_csv(
+    path: &Path,
+    scores: &[f64],
+    fitted: &[bool],
+    window: usize,
+) -> Result<()> {
+    write_table(path, "row,score,fitted", |out| {
+        for (i, (score, &fit)) in scores.iter().zip(fitted).enumerate() {
+            writeln!(out, "{},{score},{}", i + window, u8::from(fit))?;
         }
         Ok(())
     })

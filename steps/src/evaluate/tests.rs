@@ -53,6 +53,11 @@ const SPIKE: std::ops::Range<usize> = 120..126;
 
 /// load/, process/ and train/ directories as the upstream steps would leave them.
 fn upstream(root: &Path) -> StepContext {
+    upstream_with_phase(root, 0.0)
+}
+
+/// [`upstream`] with the series shifted by `phase` rows (a different member's data).
+pub(crate) fn upstream_with_phase(root: &Path, phase: f64) -> StepContext {
     let (load, process, train) = (root.join("load"), root.join("process"), root.join("train"));
     for dir in [&load, &process, &train] {
         std::fs::create_dir_all(dir).unwrap();
@@ -81,11 +86,16 @@ fn upstream(root: &Path) -> StepContext {
     let tensors: HashMap<String, Tensor> = [
         (
             "train",
-            Tensor::from_vec(series(N_TRAIN, 0.0, 0..0), (N_TRAIN, N_FEATURES), &device).unwrap(),
+            Tensor::from_vec(series(N_TRAIN, phase, 0..0), (N_TRAIN, N_FEATURES), &device).unwrap(),
         ),
         (
             "test",
-            Tensor::from_vec(series(N_TEST, 3.0, SPIKE), (N_TEST, N_FEATURES), &device).unwrap(),
+            Tensor::from_vec(
+                series(N_TEST, 3.0 + phase, SPIKE),
+                (N_TEST, N_FEATURES),
+                &device,
+            )
+            .unwrap(),
         ),
         ("labels", Tensor::from_vec(labels, N_TEST, &device).unwrap()),
     ]
@@ -99,15 +109,21 @@ fn upstream(root: &Path) -> StepContext {
         r#"{"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}"#,
     )
     .unwrap();
+    chain_context(root, &load, &process, &train)
+}
+
+/// A context over `load`, `process` and `train` writing to `root/out`, its metrics to
+/// `root/metrics.jsonl`.
+pub(crate) fn chain_context(root: &Path, load: &Path, process: &Path, train: &Path) -> StepContext {
     let mut ctx = StepContext::for_dirs(
         root.join("out"),
-        &[("load", &load), ("process", &process), ("train", &train)],
+        &[("load", load), ("process", process), ("train", train)],
     );
     ctx.metrics_path = Some(root.join("metrics.jsonl"));
     ctx
 }
 
-fn default_args() -> EvaluateArgs {
+pub(crate) fn default_args() -> EvaluateArgs {
     EvaluateArgs {
         level: Auto::Auto,
         q: Auto::Auto,
@@ -121,6 +137,7 @@ fn default_args() -> EvaluateArgs {
         bf_start: 0.01,
         bf_end: 2.0,
         bf_steps: 100,
+        constant_parts: ConstantParts::Exclude,
         plots: true,
     }
 }
@@ -213,9 +230,13 @@ fn evaluate_writes_scores_metrics_bundle_and_plots() {
     // The training scores on file are the ones POT was fitted on: refitting gives its threshold.
     let train_csv = std::fs::read_to_string(out.join("train_scores.csv")).unwrap();
     let mut lines = train_csv.lines();
-    assert_eq!(lines.next(), Some("row,score"));
+    assert_eq!(lines.next(), Some("row,score,fitted"));
     let train_scores: Vec<f64> = lines
-        .map(|line| line.split_once(',').unwrap().1.parse().unwrap())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields[2], "1", "one part, nothing degenerate: {line}");
+            fields[1].parse().unwrap()
+        })
         .collect();
     assert_eq!(train_scores.len(), N_TRAIN - WINDOW);
     let published = crate::evaluate::settings::published_settings("demo");
@@ -335,4 +356,175 @@ fn missing_upstream_data_is_named() {
     std::fs::remove_file(dir.path().join("process/data.safetensors")).unwrap();
     let err = format!("{:#}", run(&ctx, &default_args()).unwrap_err());
     assert!(err.contains("data.safetensors"), "{err}");
+}
+
+/// Full SMAP's POT collapse (issue 19) in miniature: three concatenated channels, the middle
+/// one constant in training, as D-13 is. Its rows get one training score, which normalisation
+/// against the zeroed boundary rows makes 1.0; they fill POT's tail and the fitted threshold
+/// lies above every test score. Left out of the fit, they no longer do.
+#[test]
+fn a_constant_part_no_longer_floods_the_pot_tail() {
+    use crate::model::init::SplitMix64;
+    use crate::thresholds::scores::normalize_parts;
+
+    let window = 10;
+    let part = |name: &str, train_rows, test_rows| Part {
+        name: name.into(),
+        train_rows,
+        test_rows,
+    };
+    let parts = vec![
+        part("A-1", 1500, 1500),
+        part("B-1", 200, 1500),
+        part("C-1", 1500, 1500),
+    ];
+    let (n_train, n_test) = (3200, 4500);
+    // Two columns, the telemetry value (the target) and a command; B-1's value never changes.
+    let mut rng = SplitMix64::new(19);
+    let mut train = Vec::with_capacity(n_train * 2);
+    for row in 0..n_train {
+        let value = if (1500..1700).contains(&row) {
+            -1.0
+        } else {
+            rng.next_f64() as f32
+        };
+        train.extend([value, (row % 3) as f32]);
+    }
+    // Plain scores: exponential-like errors, B-1's a constant offset once its window is
+    // inside it; a test anomaly in A-1 (rows 700..760) scores far above the rest.
+    let mut error = |scale: f64| -scale * (1.0 - rng.next_f64()).ln();
+    let plain_train: Vec<f64> = (window..n_train)
+        .map(|row| {
+            if (1500 + window..1700).contains(&row) {
+                0.08
+            } else {
+                error(0.05)
+            }
+        })
+        .collect();
+    let mut labels = vec![false; n_test - window];
+    let plain_test: Vec<f64> = (window..n_test)
+        .map(|row| {
+            if (700..760).contains(&row) {
+                labels[row - window] = true;
+                1.0 + error(0.05)
+            } else {
+                error(0.05)
+            }
+        })
+        .collect();
+    let split = |plain: &[f64], rows: Vec<usize>| {
+        let mut total = plain.to_vec();
+        normalize_parts(&mut total, &rows, window);
+        SplitScores {
+            per_feature: plain.to_vec(),
+            total,
+            plain_total: plain.to_vec(),
+        }
+    };
+    let scored = Scored {
+        train: split(&plain_train, parts.iter().map(|p| p.train_rows).collect()),
+        test: split(&plain_test, parts.iter().map(|p| p.test_rows).collect()),
+        test_scores: Scores {
+            first_row: window,
+            n_target: 1,
+            total: Vec::new(),
+            per_feature: Vec::new(),
+            forecast: Vec::new(),
+            reconstruction: Vec::new(),
+            actual: Vec::new(),
+        },
+        labels,
+        columns: vec!["value".into(), "command".into()],
+        target_dims: vec![0],
+        window,
+        gamma: 1.0,
+    };
+    let inputs = Inputs {
+        data: Processed {
+            path: "data.safetensors".into(),
+            train,
+            test: Vec::new(),
+            labels: Vec::new(),
+            n_train,
+            n_test,
+            n_features: 2,
+        },
+        meta: Some(Meta {
+            format_version: Meta::FORMAT_VERSION,
+            dataset: "SMAP".into(),
+            source_format: "telemanom".into(),
+            columns: vec!["value".into(), "command".into()],
+            target_dims: Some(vec![0]),
+            parts,
+            interpretation: Vec::new(),
+        }),
+        dataset: "SMAP".into(),
+        settings: Settings {
+            level: 0.90,
+            q: 0.005,
+            reg_level: 0,
+            dynamic_pot: false,
+            pot_roots: RootSearch::Siffer,
+            bf_start: 0.01,
+            bf_end: 2.0,
+            bf_steps: 100,
+        },
+        normalize: true,
+        labels: Vec::new(),
+    };
+    let flooded = scored.train.total.iter().filter(|&&s| s == 1.0).count();
+    assert!(
+        flooded > 150,
+        "B-1's training scores normalise to 1.0: {flooded}"
+    );
+
+    let judged = |constant_parts| {
+        let args = EvaluateArgs {
+            constant_parts,
+            ..default_args()
+        };
+        judge_scored(&inputs, &args, &scored, false).unwrap()
+    };
+    let reference = judged(ConstantParts::Keep);
+    let top = scored.test.total.iter().copied().fold(0.0, f64::max);
+    assert!(
+        reference.report.pot.threshold > top,
+        "the collapse: POT threshold {} above every test score (max {top})",
+        reference.report.pot.threshold
+    );
+    assert_eq!(reference.report.pot_metrics.adjusted.f1, 0.0);
+    assert!(reference.fitted.iter().all(|&f| f));
+
+    let fixed = judged(ConstantParts::Exclude);
+    let named: Vec<(&str, parts::Degeneracy)> = fixed
+        .degenerate
+        .iter()
+        .map(|d| (d.part.as_str(), d.reason))
+        .collect();
+    assert_eq!(named, [("B-1", parts::Degeneracy::ConstantScore)]);
+    assert_eq!(fixed.fitted.iter().filter(|&&f| !f).count(), 200);
+    assert!(
+        fixed.report.pot.threshold < top,
+        "{}",
+        fixed.report.pot.threshold
+    );
+    assert!(
+        fixed.report.pot_metrics.adjusted.f1 > 0.9,
+        "{:?}",
+        fixed.report.pot_metrics
+    );
+    let metric = |k: &str| fixed.metrics.iter().find(|(name, _)| name == k).unwrap().1;
+    assert_eq!(metric("n_degenerate_parts"), 1.0);
+    assert_eq!(metric("n_fit_train_scores"), 2990.0);
+    // Every run that leaves rows out also reports what fitting on them would have given.
+    assert_eq!(metric("f1_pa_pot_all_parts"), 0.0);
+    assert_eq!(
+        metric("threshold_pot_all_parts"),
+        reference.report.pot.threshold
+    );
+    assert!(!reference
+        .metrics
+        .iter()
+        .any(|(name, _)| name.ends_with("_all_parts")));
 }

@@ -43,6 +43,7 @@ fn setup(dir: &Path, threshold: Option<f64>) -> (StepContext, PredictArgs) {
         data: Some(dir.join("rows.csv")),
         threshold: None,
         top_k: 2,
+        allow_other_dataset: false,
     };
     (ctx, args)
 }
@@ -134,4 +135,79 @@ fn csv_fields_are_quoted_when_needed() {
     assert_eq!(csv_field("a;b"), "a;b");
     assert_eq!(csv_field("a,b"), "\"a,b\"");
     assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+}
+
+/// A `load` run of `dataset` (meta.json + test.parquet) and a bundle trained on `trained_on`.
+fn setup_member(dir: &Path, dataset: &str, trained_on: &str) -> (StepContext, PredictArgs) {
+    use crate::bundle::TrainedOn;
+    use crate::data::meta::Part;
+
+    let load = dir.join("load");
+    std::fs::create_dir_all(&load).unwrap();
+    let columns: Vec<String> = (0..N_FEATURES).map(|i| format!("c{i}")).collect();
+    let values: Vec<f64> = (0..30 * N_FEATURES).map(|i| (i % 5) as f64).collect();
+    let table = Table::new(columns.clone(), 30, values).unwrap();
+    crate::data::parquet::write_parquet(&load.join("test.parquet"), &table).unwrap();
+    Meta {
+        format_version: Meta::FORMAT_VERSION,
+        dataset: dataset.into(),
+        source_format: "smd".into(),
+        columns,
+        target_dims: None,
+        parts: vec![Part {
+            name: dataset.into(),
+            train_rows: 30,
+            test_rows: 30,
+        }],
+        interpretation: Vec::new(),
+    }
+    .write(&load.join("meta.json"))
+    .unwrap();
+    let mut bundle = tiny_bundle().with_thresholds(Thresholds {
+        epsilon: Some(5.0),
+        chosen: Some("epsilon".into()),
+        ..Thresholds::default()
+    });
+    bundle.manifest.dataset = TrainedOn {
+        name: trained_on.into(),
+        parts: vec![trained_on.into()],
+    };
+    bundle.save(&dir.join("model")).unwrap();
+    let ctx = StepContext::for_dirs(dir.join("out"), &[("load", &load)]);
+    let args = PredictArgs {
+        model: Some(dir.join("model")),
+        data: None,
+        threshold: None,
+        top_k: 1,
+        allow_other_dataset: false,
+    };
+    (ctx, args)
+}
+
+#[test]
+fn another_members_model_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut args) = setup_member(dir.path(), "machine-1-6", "machine-2-1");
+    let err = run(&ctx, &args).unwrap_err().to_string();
+    assert!(
+        err.contains("trained on dataset `machine-2-1`")
+            && err.contains("scores `machine-1-6`")
+            && err.contains("--allow-other-dataset"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out/predictions.csv").exists());
+    args.allow_other_dataset = true;
+    run(&ctx, &args).unwrap();
+    assert!(dir.path().join("out/predictions.csv").exists());
+}
+
+#[test]
+fn the_members_own_model_or_an_unrecorded_one_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, args) = setup_member(dir.path(), "machine-1-6", "machine-1-6");
+    run(&ctx, &args).unwrap();
+    // A bundle written before the dataset was recorded is not refused.
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, args) = setup_member(dir.path(), "machine-1-6", "");
+    run(&ctx, &args).unwrap();
 }
