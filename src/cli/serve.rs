@@ -131,7 +131,7 @@ pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
             resolved.uri,
             &monitor_id[..12]
         );
-        eprintln!("flow: POST /invocations, GET /health /metrics /ping /version, POST /feedback; Ctrl-C stops");
+        eprintln!("flow: POST /invocations, GET /health /metrics /ping /version, POST /feedback; Ctrl-C, SIGTERM or SIGHUP stops and saves the open window");
     });
     store.end_run(
         &run_id,

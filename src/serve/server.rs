@@ -54,8 +54,8 @@ pub struct ServeState {
     admission_capacity: usize,
 }
 
-/// Runs the server until Ctrl-C, then flushes the last monitoring window to `sink`.
-/// `ready` is called with the bound address (useful with port 0) before serving starts.
+/// Runs the server until Ctrl-C, SIGTERM or SIGHUP, then flushes the last monitoring window to
+/// `sink`. `ready` is called with the bound address (useful with port 0) before serving starts.
 pub async fn serve(
     scorer: Arc<dyn Scorer>,
     info: ModelInfo,
@@ -64,13 +64,25 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let state = ServeState::new(scorer, info, config);
-    serve_with(state, sink, ready, async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No signal handler available: serve until the process is killed.
-            std::future::pending::<()>().await;
+    let stop = stop_signal()?;
+    serve_with(state, sink, ready, stop).await
+}
+
+/// Completes on the first SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, container runtimes) or
+/// SIGHUP (the terminal went away): all three mean "stop serving and save what you have".
+/// The handlers are installed before serving starts, so no signal can slip past them.
+fn stop_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT (Ctrl-C)")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
         }
     })
-    .await
 }
 
 /// [`serve`] on its own multi-threaded tokio runtime, for synchronous callers such as the CLI.
