@@ -452,3 +452,102 @@ fn a_full_pool_answers_503_at_once() {
     let windows = server.stop();
     assert_eq!(windows.iter().map(|w| w.count).sum::<u64>(), 1);
 }
+
+/// Issue 14's HTTP findings: a 405 is JSON like every other error; a gzip body is decoded (and
+/// a body that only claims to be gzip, or an encoding the server cannot decode, is refused);
+/// a negative threshold and a duplicated JSON key are refused, not silently taken.
+#[test]
+fn methods_encodings_thresholds_and_duplicate_keys() {
+    use std::io::Write;
+    let server = TestServer::start(MeanScorer::new(), config());
+    let mut client = server.client();
+
+    let wrong_method = client.get("/invocations").unwrap();
+    assert_eq!(wrong_method.status, 405, "{}", wrong_method.text());
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+    let error = json(&wrong_method);
+    assert_eq!(error["error_code"], "BAD_REQUEST");
+    assert!(
+        error["message"].as_str().unwrap().contains("use POST"),
+        "{error}"
+    );
+
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(SPLIT_BODY.as_bytes()).unwrap();
+    let gzipped = gzip.finish().unwrap();
+    let encoded = |encoding: &str, body: &[u8]| {
+        let mut client = server.client();
+        client
+            .request_with_headers(
+                "POST",
+                "/invocations",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Content-Encoding", encoding),
+                ],
+                body,
+            )
+            .unwrap()
+    };
+    let plain = client
+        .post("/invocations", "application/json", SPLIT_BODY.as_bytes())
+        .unwrap();
+    let decoded = encoded("gzip", &gzipped);
+    assert_eq!(decoded.status, 200, "{}", decoded.text());
+    assert_eq!(
+        json(&decoded)["predictions"][0]["score"],
+        json(&plain)["predictions"][0]["score"]
+    );
+    let cases: [(&str, &[u8], u16, &str); 3] = [
+        ("gzip", SPLIT_BODY.as_bytes(), 400, "not valid gzip"),
+        (
+            "br",
+            SPLIT_BODY.as_bytes(),
+            415,
+            "unsupported Content-Encoding `br`",
+        ),
+        ("identity", SPLIT_BODY.as_bytes(), 200, ""),
+    ];
+    for (encoding, body, status, message) in cases {
+        let response = encoded(encoding, body);
+        assert_eq!(response.status, status, "{encoding}: {}", response.text());
+        if status != 200 {
+            let error = json(&response);
+            assert!(
+                error["message"].as_str().unwrap().contains(message),
+                "{encoding}: {error}"
+            );
+        }
+    }
+
+    let refused: [(&str, &str); 4] = [
+        (
+            "/invocations?threshold=-5",
+            r#"{"instances": [[1,1,1],[1,1,1],[1,1,1]]}"#,
+        ),
+        (
+            "/invocations",
+            r#"{"instances": [[1,1,1],[1,1,1],[1,1,1]], "threshold": -5}"#,
+        ),
+        (
+            "/invocations",
+            r#"{"instances": [[1,1,1],[1,1,1],[1,1,1]], "instances": [[2,2,2],[2,2,2],[2,2,2]]}"#,
+        ),
+        (
+            "/invocations",
+            r#"{"dataframe_records": [{"a": 1, "b": 1, "c": 1, "a": 9}, {"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}]}"#,
+        ),
+    ];
+    for (path, body) in refused {
+        let response = client
+            .post(path, "application/json", body.as_bytes())
+            .unwrap();
+        assert_eq!(response.status, 400, "{path} {body}: {}", response.text());
+        let message = json(&response)["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("negative") || message.contains("duplicate key"),
+            "{path} {body}: {message}"
+        );
+    }
+    assert!(server.stop().len() <= 1);
+}

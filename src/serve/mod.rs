@@ -7,7 +7,8 @@
 //!
 //! Module map:
 //! - [`request`]: the MLflow JSON shapes and CSV bodies of `POST /invocations` -> a row-major matrix
-//! - [`json_body`], [`csv_body`]: the two body encodings
+//! - [`json_body`], [`csv_body`]: the two body formats
+//! - [`content_encoding`]: gzip and deflate bodies, decoded within the body limit
 //! - [`feedback`]: row ids handed out with predictions, and the labels clients send back for them
 //! - [`stats`]: summaries, PSI and KS (pure functions)
 //! - [`reservoir`]: bounded uniform sampling of a window's rows (Algorithm R) and its seeded RNG
@@ -20,6 +21,7 @@
 
 pub mod api_error;
 pub mod bundle_scorer;
+pub mod content_encoding;
 pub mod csv_body;
 pub mod feedback;
 pub mod json_body;

@@ -120,6 +120,22 @@ pub fn parse_invocation(
     Ok(parsed)
 }
 
+/// A threshold a request sets: finite and not negative. Anomaly scores are prediction errors,
+/// never below 0, so a negative threshold would flag every row: a client's mistake, refused.
+pub fn check_threshold(value: f64) -> Result<f64, RequestError> {
+    if !value.is_finite() {
+        return Err(RequestError::BadThreshold(format!(
+            "`{value}` is not a finite number"
+        )));
+    }
+    if value < 0.0 {
+        return Err(RequestError::BadThreshold(format!(
+            "`{value}` is negative; anomaly scores are never below 0, so it would flag every row"
+        )));
+    }
+    Ok(value)
+}
+
 /// Where each given column goes in the model's order, checking names against the model's.
 pub fn column_positions(given: &[String], model: &[String]) -> Result<Vec<usize>, RequestError> {
     let index: HashMap<&str, usize> = model

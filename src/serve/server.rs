@@ -15,7 +15,7 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 
 use crate::serve::api_error::ApiError;
+use crate::serve::content_encoding::decode_body;
 use crate::serve::feedback::{parse_feedback, LabelOutcome, PredictionLedger, LEDGER_CAPACITY};
 use crate::serve::monitor::WindowStats;
 use crate::serve::prometheus::{self, Metrics, ServerGauges};
-use crate::serve::request::{body_format, parse_invocation};
+use crate::serve::request::{body_format, check_threshold, parse_invocation};
 use crate::serve::watcher::Watcher;
 use crate::serve::{ModelInfo, MonitorSink, Scorer, ServeConfig};
 
@@ -149,6 +150,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
@@ -313,21 +315,20 @@ async fn invocations(
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|r| ApiError::bad_request(format!("invalid query string: {}", r.body_text())))?;
-    if let Some(t) = query.threshold.filter(|t| !t.is_finite()) {
-        return Err(ApiError::bad_request(format!(
-            "invalid threshold: `{t}` is not a finite number"
-        )));
+    if let Some(threshold) = query.threshold {
+        check_threshold(threshold)?;
     }
     let body = read_body(&state, body)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let content_type = header_text(&headers, header::CONTENT_TYPE);
+    let content_encoding = header_text(&headers, header::CONTENT_ENCODING);
     let _worker = Arc::clone(&state.workers)
         .acquire_owned()
         .await
         .map_err(|_| ApiError::internal("the scoring pool is shut down"))?;
     let scoring = Arc::clone(&state);
     let encoded = tokio::task::spawn_blocking(move || {
+        let limit = scoring.config.max_body_bytes;
+        let body = decode_body(content_encoding.as_deref(), body, limit)?;
         scoring.score_request(content_type.as_deref(), &body, query.threshold)
     })
     .await
@@ -344,9 +345,15 @@ struct FeedbackResponse {
 
 async fn feedback(
     State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FeedbackResponse>, ApiError> {
-    let labels = parse_feedback(&read_body(&state, body)?)?;
+    let body = decode_body(
+        header_text(&headers, header::CONTENT_ENCODING).as_deref(),
+        read_body(&state, body)?,
+        state.config.max_body_bytes,
+    )?;
+    let labels = parse_feedback(&body)?;
     let mut response = FeedbackResponse {
         accepted: 0,
         already_labelled: Vec::new(),
@@ -411,6 +418,22 @@ async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
+}
+
+/// A known path asked with the wrong method (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let allowed = match uri.path() {
+        "/invocations" | "/feedback" => "POST",
+        _ => "GET",
+    };
+    ApiError::method_not_allowed(method.as_str(), uri.path(), allowed)
+}
+
+/// A header's value as text (lossy: a non-UTF-8 value is still named in errors).
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// The buffered body, or the client's error (413 over the size limit).
