@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use flow::serve::{
-    serve_with, BundleScorer, DiscardSink, ModelInfo, ScoredRows, Scorer, ServeConfig, ServeState,
+    serve_with, BundleScorer, DiscardSink, ModelInfo, ScoredRows, Scorer, SeriesContext,
+    ServeConfig, ServeState,
 };
 use flow_steps::bundle::{Bundle, Thresholds};
 use flow_steps::data::{FeatureStats, Preprocessor, ScalerKind};
@@ -360,12 +361,43 @@ impl Scorer for SyntheticScorer {
         raw.iter().map(|&v| v as f32).collect()
     }
     fn score(&self, raw: &[f64], n_rows: usize) -> anyhow::Result<ScoredRows> {
+        anyhow::ensure!(
+            raw.len() == n_rows * self.columns.len() && n_rows > self.window,
+            "bad shape"
+        );
+        Ok(self.score_from(raw, self.window))
+    }
+    fn score_next(
+        &self,
+        context: &mut SeriesContext,
+        scaled: &[f32],
+        n_rows: usize,
+    ) -> anyhow::Result<ScoredRows> {
+        let k = self.columns.len();
+        anyhow::ensure!(scaled.len() == n_rows * k, "bad shape");
+        let held = context.n_rows(k);
+        let series: Vec<f64> = context
+            .rows
+            .iter()
+            .chain(scaled)
+            .map(|&v| v as f64)
+            .collect();
+        let mut scored = self.score_from(&series, held.max(self.window));
+        scored.first_row -= held;
+        context.push_rows(scaled, self.window, k);
+        Ok(scored)
+    }
+}
+
+impl SyntheticScorer {
+    /// Scores rows `first..` of `raw`, each from the `window` rows before it.
+    fn score_from(&self, raw: &[f64], first: usize) -> ScoredRows {
         let (k, h) = (self.columns.len(), self.hidden);
-        anyhow::ensure!(raw.len() == n_rows * k && n_rows > self.window, "bad shape");
-        let mut scores = Vec::with_capacity(n_rows - self.window);
-        let mut top_features = Vec::with_capacity(n_rows - self.window);
+        let n_rows = raw.len() / k;
+        let mut scores = Vec::with_capacity(n_rows.saturating_sub(first));
+        let mut top_features = Vec::with_capacity(n_rows.saturating_sub(first));
         let (mut state, mut next) = (vec![0.0; h], vec![0.0; h]);
-        for t in self.window..n_rows {
+        for t in first..n_rows {
             state.iter_mut().for_each(|s| *s = 0.0);
             for step in t - self.window..t {
                 let x = &raw[step * k..(step + 1) * k];
@@ -406,10 +438,10 @@ impl Scorer for SyntheticScorer {
                     .collect(),
             );
         }
-        Ok(ScoredRows {
-            first_row: self.window,
+        ScoredRows {
+            first_row: first.min(n_rows),
             scores,
             top_features,
-        })
+        }
     }
 }

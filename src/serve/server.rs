@@ -20,15 +20,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 
 use crate::serve::api_error::ApiError;
 use crate::serve::content_encoding::decode_body;
 use crate::serve::feedback::{parse_feedback, LabelOutcome, PredictionLedger, LEDGER_CAPACITY};
+use crate::serve::invocation::InvocationQuery;
 use crate::serve::monitor::WindowStats;
 use crate::serve::prometheus::{self, Metrics, ServerGauges};
-use crate::serve::request::{body_format, check_threshold, parse_invocation};
+use crate::serve::request::check_threshold;
+use crate::serve::series::SeriesTable;
 use crate::serve::watcher::Watcher;
 use crate::serve::{ModelInfo, MonitorSink, Scorer, ServeConfig};
 
@@ -44,12 +46,14 @@ const ENDPOINTS: [&str; 6] = [
 
 /// Everything the handlers share.
 pub struct ServeState {
-    scorer: Arc<dyn Scorer>,
+    pub(super) scorer: Arc<dyn Scorer>,
     info: ModelInfo,
-    config: ServeConfig,
-    metrics: Metrics,
-    watcher: Watcher,
-    ledger: Mutex<PredictionLedger>,
+    pub(super) config: ServeConfig,
+    pub(super) metrics: Metrics,
+    pub(super) watcher: Watcher,
+    pub(super) ledger: Mutex<PredictionLedger>,
+    /// Streaming series: each one's last rows and what the model carries between requests.
+    pub(super) series: SeriesTable,
     workers: Arc<Semaphore>,
     admission: Arc<Semaphore>,
     admission_capacity: usize,
@@ -159,6 +163,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
 impl ServeState {
     pub fn new(scorer: Arc<dyn Scorer>, info: ModelInfo, config: ServeConfig) -> Arc<ServeState> {
         let workers = config.effective_workers();
+        let series = SeriesTable::new(config.max_series);
         let admission_capacity = workers + config.max_queue;
         let watcher = Watcher::new(
             scorer.columns().to_vec(),
@@ -173,6 +178,7 @@ impl ServeState {
             metrics: Metrics::default(),
             watcher,
             ledger: Mutex::new(PredictionLedger::new(LEDGER_CAPACITY)),
+            series,
             workers: Arc::new(Semaphore::new(workers)),
             admission: Arc::new(Semaphore::new(admission_capacity)),
             admission_capacity,
@@ -193,118 +199,10 @@ impl ServeState {
         &self.config
     }
 
-    /// Parses, scores, monitors and encodes one `/invocations` request (blocking, CPU-bound).
-    fn score_request(
-        &self,
-        content_type: Option<&str>,
-        body: &[u8],
-        query_threshold: Option<f64>,
-    ) -> Result<Vec<u8>, ApiError> {
-        let columns = self.scorer.columns();
-        let rows = parse_invocation(
-            body_format(content_type, body)?,
-            body,
-            columns,
-            self.scorer.window(),
-        )?;
-        let threshold = rows
-            .threshold
-            .or(query_threshold)
-            .or_else(|| self.scorer.threshold());
-        let scored = self
-            .scorer
-            .score(&rows.values, rows.n_rows)
-            .map_err(|e| ApiError::internal(format!("scoring failed: {e:#}")))?;
-        let n_scored = rows.n_rows.saturating_sub(scored.first_row);
-        if scored.first_row > rows.n_rows
-            || scored.scores.len() != n_scored
-            || !(scored.top_features.is_empty() || scored.top_features.len() == n_scored)
-        {
-            return Err(ApiError::internal(format!(
-                "the model returned {} scores from row {} for {} rows",
-                scored.scores.len(),
-                scored.first_row,
-                rows.n_rows
-            )));
-        }
-        let anomalies: Vec<bool> = scored
-            .scores
-            .iter()
-            .map(|&s| threshold.is_some_and(|t| s > t))
-            .collect();
-        let first_id = self
-            .ledger
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .issue(&anomalies);
-        let scaled = self
-            .scorer
-            .scale(&rows.values[scored.first_row * columns.len()..]);
-        self.watcher.record(&scored.scores, &anomalies, &scaled);
-        let n_anomalies = anomalies.iter().filter(|&&a| a).count();
-        self.metrics.add_scored(n_scored as u64, n_anomalies as u64);
-
-        let no_features = Vec::new();
-        let predictions = (0..n_scored)
-            .map(|i| Prediction {
-                row: scored.first_row + i,
-                row_id: first_id + i as u64,
-                score: scored.scores[i],
-                anomaly: anomalies[i],
-                top_features: scored
-                    .top_features
-                    .get(i)
-                    .unwrap_or(&no_features)
-                    .iter()
-                    .take(self.config.top_k)
-                    .map(|(feature, score)| TopFeature {
-                        feature,
-                        score: *score,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let response = InvocationResponse {
-            predictions,
-            threshold,
-            first_row: scored.first_row,
-        };
-        serde_json::to_vec(&response)
-            .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))
-    }
-
     fn in_flight(&self) -> usize {
         self.admission_capacity
             .saturating_sub(self.admission.available_permits())
     }
-}
-
-#[derive(Serialize)]
-struct InvocationResponse<'a> {
-    predictions: Vec<Prediction<'a>>,
-    threshold: Option<f64>,
-    first_row: usize,
-}
-
-#[derive(Serialize)]
-struct Prediction<'a> {
-    row: usize,
-    row_id: u64,
-    score: f64,
-    anomaly: bool,
-    top_features: Vec<TopFeature<'a>>,
-}
-
-#[derive(Serialize)]
-struct TopFeature<'a> {
-    feature: &'a str,
-    score: f64,
-}
-
-/// `?threshold=t`. A `threshold` in the JSON body wins over it; both win over the bundle's.
-#[derive(Deserialize)]
-struct InvocationQuery {
-    threshold: Option<f64>,
 }
 
 async fn invocations(
@@ -329,7 +227,7 @@ async fn invocations(
     let encoded = tokio::task::spawn_blocking(move || {
         let limit = scoring.config.max_body_bytes;
         let body = decode_body(content_encoding.as_deref(), body, limit)?;
-        scoring.score_request(content_type.as_deref(), &body, query.threshold)
+        scoring.score_request(content_type.as_deref(), &body, &query)
     })
     .await
     .map_err(|e| ApiError::internal(format!("scoring crashed: {e}")))??;
