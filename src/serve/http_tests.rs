@@ -328,7 +328,7 @@ fn scores_reports_health_metrics_and_monitors() {
     let window = server.state.close_window().unwrap();
     assert_eq!((window.count, window.anomalies), (3, 2));
     let text = client.get("/metrics").unwrap().text();
-    assert!(text.contains("flow_window_rows 3\n"), "{text}");
+    assert!(text.contains("flow_window_rows 3.0\n"), "{text}");
     assert!(text.contains("flow_window_feature_psi{feature=\"a\"}"));
 
     // Feedback for rows 0 (predicted anomaly) and 1 (predicted normal), both labelled anomalous.

@@ -304,12 +304,13 @@ async fn version() -> &'static str {
 }
 
 async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
-    let window = state.watcher.latest();
-    let text = state.metrics.render(&ServerGauges {
-        model: &state.info,
+    let text = state.metrics.render(ServerGauges {
+        model: state.info.clone(),
         threshold: state.scorer.threshold(),
         in_flight: state.in_flight(),
-        window: window.as_deref(),
+        series: state.series.len(),
+        series_evicted: state.series.evicted(),
+        window: state.watcher.latest(),
     });
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
 }
