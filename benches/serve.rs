@@ -14,8 +14,9 @@
 //!
 //! Each scenario stops after `FLOW_BENCH_REQUESTS` requests (default 3000) or
 //! `FLOW_BENCH_SECONDS` (default 10 s). `FLOW_BENCH_RSS_REQUESTS=100000` then sends that many
-//! `stream-1` requests from 2 clients and prints the process's resident memory every tenth of
-//! them, to show that serving holds its memory flat.
+//! streaming requests of `FLOW_BENCH_RSS_ROWS` rows (default 1; `FLOW_BENCH_RSS_FORM=batch`:
+//! stateless requests of window + that many rows) from 2 clients and prints the process's
+//! resident memory every tenth of them, to show that serving holds its memory flat.
 //!
 //! Run: `cargo bench --bench serve` (release build). Lines starting with `bench ` are the
 //! figures: `bench <name> <value> <unit>`.
@@ -93,7 +94,13 @@ fn main() -> anyhow::Result<()> {
         ("stream-1", 8, Form::Stream(1)),
         ("stream-100", 8, Form::Stream(BLOCK)),
     ];
-    for (index, (name, clients, form)) in scenarios.into_iter().enumerate() {
+    // FLOW_BENCH_REQUESTS=0 skips the scenarios (to measure memory from a fresh server).
+    let scenarios = if settings.requests == 0 {
+        &scenarios[..0]
+    } else {
+        &scenarios[..]
+    };
+    for (index, &(name, clients, form)) in scenarios.iter().enumerate() {
         let workload = Workload::new(&columns, window, clients, form, &format!("s{index}"));
         workload.start_series(address)?;
         let run = drive(
@@ -125,7 +132,12 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(run.errors == 0, "{name}: {} requests failed", run.errors);
     }
     if settings.rss_requests > 0 {
-        resident_memory(address, &columns, window, settings.rss_requests)?;
+        let rows = env_number("FLOW_BENCH_RSS_ROWS", 1)?;
+        let form = match std::env::var("FLOW_BENCH_RSS_FORM").as_deref() {
+            Ok("batch") => Form::Batch(rows),
+            _ => Form::Stream(rows),
+        };
+        resident_memory(address, &columns, window, settings.rss_requests, form)?;
     }
     if let Some(window) = state.close_window() {
         println!(
@@ -416,18 +428,19 @@ fn drive(
     Ok(run)
 }
 
-/// `requests` single-row streaming requests from 2 clients, with the resident set size of
-/// this process (server and clients) every tenth of them.
+/// `requests` requests of `form` from 2 clients, with the resident set size of this process
+/// (server and clients) every tenth of them.
 fn resident_memory(
     address: SocketAddr,
     columns: &[String],
     window: usize,
     requests: usize,
+    form: Form,
 ) -> anyhow::Result<()> {
-    let workload = Workload::new(columns, window, 2, Form::Stream(1), "rss");
+    let workload = Workload::new(columns, window, 2, form, "rss");
     workload.start_series(address)?;
     let before = rss_kib();
-    println!("resident memory over {requests} stream-1 requests (2 clients):");
+    println!("resident memory over {requests} {form:?} requests (2 clients):");
     fn report(number: usize) {
         println!("  after {number:>7} requests: {:>8} KiB", rss_kib());
     }
@@ -435,7 +448,8 @@ fn resident_memory(
         address,
         &workload,
         requests,
-        f64::INFINITY,
+        // No deadline: the point is the request count.
+        1e9,
         Some(((requests / 10).max(1), report)),
     )?;
     let after = rss_kib();

@@ -7,7 +7,7 @@
 //!
 //! Module map:
 //! - [`request`]: the MLflow JSON shapes and CSV bodies of `POST /invocations` -> a row-major matrix
-//! - [`json_body`], [`csv_body`]: the two body formats
+//! - [`json_body`], [`csv_body`]: the two body formats; [`strict_json`]: JSON without duplicate keys
 //! - [`content_encoding`]: gzip and deflate bodies, decoded within the body limit
 //! - [`feedback`]: row ids handed out with predictions, and the labels clients send back for them
 //! - [`stats`]: summaries, PSI and KS (pure functions)
@@ -35,6 +35,7 @@ pub mod reservoir;
 pub mod series;
 pub mod server;
 pub mod stats;
+pub mod strict_json;
 pub mod watcher;
 
 #[cfg(test)]
