@@ -72,11 +72,15 @@ impl Drop for Server {
     }
 }
 
+fn start_server(p: &TestProject, uri: &str) -> Server {
+    spawn_server(p.command(&["serve", uri, "--port", "0", "--monitor-every", "1h"]))
+}
+
+/// Starts a `flow serve` command and waits for the address it announces.
 // The child is waited for by `Server`'s Drop, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn start_server(p: &TestProject, uri: &str) -> Server {
-    let mut child = p
-        .command(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
+fn spawn_server(mut command: std::process::Command) -> Server {
+    let mut child = command
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -417,5 +421,41 @@ fn term_and_hup_save_the_window_and_finish_the_run() {
             .flow(&["runs", "show", run["run_id"].as_str().unwrap(), "--json"])
             .json();
         assert_eq!(show["metrics"]["count"], 6.0, "signal {signal}: {show}");
+    }
+}
+
+/// Under `nohup` (SIGHUP ignored when flow starts) a hangup does not stop the server: only the
+/// signals it was left able to receive do.
+#[test]
+fn an_ignored_hangup_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
+    let bundle = tiny_bundle_dir(&p);
+    let mut command = p.command(&["serve", &bundle, "--port", "0", "--monitor-every", "1h"]);
+    // SAFETY: signal(2) is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut server = spawn_server(command);
+    // SAFETY: kill(2) on our own child process; no memory is touched.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped a nohup'd server"
+    );
+    assert_eq!(
+        http(&server.address, "GET", "/ping", "text/plain", "").0,
+        200
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

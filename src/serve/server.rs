@@ -75,19 +75,40 @@ pub async fn serve(
 
 /// Completes on the first SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, container runtimes) or
 /// SIGHUP (the terminal went away): all three mean "stop serving and save what you have".
-/// The handlers are installed before serving starts, so no signal can slip past them.
+/// The handlers are installed before serving starts, so no signal can slip past them. A
+/// hangup ignored when flow started (`nohup flow serve ...`) stays ignored.
 fn stop_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT (Ctrl-C)")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut hangup = match is_ignored(libc::SIGHUP) {
+        true => None,
+        false => Some(signal(SignalKind::hangup()).context("cannot handle SIGHUP")?),
+    };
     Ok(async move {
+        let hangup = async {
+            match &mut hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
-            _ = hangup.recv() => {}
+            _ = hangup => {}
         }
     })
+}
+
+/// Whether `signal`'s disposition is "ignore", as `nohup` leaves SIGHUP.
+fn is_ignored(signal: libc::c_int) -> bool {
+    // SAFETY: sigaction(2) with a null new action only reads the current disposition into
+    // `current`, a zeroed plain C struct owned here.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// [`serve`] on its own multi-threaded tokio runtime, for synchronous callers such as the CLI.
