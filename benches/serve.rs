@@ -18,7 +18,9 @@
 //! stateless requests of window + that many rows) from 2 clients and prints the process's
 //! resident memory every tenth of them, to show that serving holds its memory flat.
 //!
-//! Run: `cargo bench --bench serve` (release build). Lines starting with `bench ` are the
+//! Run: `cargo bench --bench serve` (release build), or without a release build of the
+//! workspace `cargo bench --bench serve --profile dev --config 'profile.dev.package.flow.opt-level=3'`
+//! (dependencies are optimized in the dev profile). Lines starting with `bench ` are the
 //! figures: `bench <name> <value> <unit>`.
 
 #[path = "../src/serve/test_client.rs"]
@@ -139,6 +141,8 @@ fn main() -> anyhow::Result<()> {
         };
         resident_memory(address, &columns, window, settings.rss_requests, form)?;
     }
+    println!("resident memory after the scenarios: {} KiB", rss_kib());
+    println!("bench rss_after_scenarios_kib {} KiB", rss_kib());
     if let Some(window) = state.close_window() {
         println!(
             "monitoring window: {} rows, {} sampled, score mean {:.4}",
@@ -192,6 +196,7 @@ fn scorer_alone(scorer: &dyn Scorer) -> anyhow::Result<()> {
     scorer.score_next(&mut context, &scaled[..window * width], window)?;
     let mut single = Vec::new();
     let started = Instant::now();
+    let cpu_started = process_cpu();
     let mut t = window;
     while single.len() < 2000 && started.elapsed() < Duration::from_secs(10) {
         let row = &scaled[t * width..(t + 1) * width];
@@ -200,6 +205,8 @@ fn scorer_alone(scorer: &dyn Scorer) -> anyhow::Result<()> {
         single.push(sent.elapsed());
         t += 1;
     }
+    // CPU time per row (all threads): what a row costs on a machine nobody else uses.
+    let cpu_per_row = (process_cpu() - cpu_started).as_secs_f64() * 1e3 / single.len() as f64;
     single.sort();
     let block = mean_ms(5, || {
         let mut warm = context.clone();
@@ -213,9 +220,10 @@ fn scorer_alone(scorer: &dyn Scorer) -> anyhow::Result<()> {
     })?;
     let (p50, p99) = (percentile_ms(&single, 0.5), percentile_ms(&single, 0.99));
     println!(
-        "scorer alone: 1 streamed row p50 {p50:.2} ms p99 {p99:.2} ms ({} calls); {BLOCK} streamed rows {block:.1} ms; batch of {n_batch} rows {batch:.1} ms",
+        "scorer alone: 1 streamed row p50 {p50:.2} ms p99 {p99:.2} ms ({} calls, {cpu_per_row:.2} CPU-ms each); {BLOCK} streamed rows {block:.1} ms; batch of {n_batch} rows {batch:.1} ms",
         single.len()
     );
+    println!("bench scorer_stream_1_cpu_ms {cpu_per_row:.2} ms");
     println!("bench scorer_stream_1_p50_ms {p50:.2} ms");
     println!("bench scorer_stream_1_p99_ms {p99:.2} ms");
     println!("bench scorer_stream_100_ms {block:.1} ms");
@@ -462,6 +470,17 @@ fn resident_memory(
     println!("bench rss_before_kib {before} KiB");
     println!("bench rss_after_{requests}_requests_kib {after} KiB");
     Ok(())
+}
+
+/// CPU time this process has used, all threads together.
+fn process_cpu() -> Duration {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, owned here.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) };
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
 fn rss_kib() -> u64 {

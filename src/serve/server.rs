@@ -100,6 +100,21 @@ fn stop_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     })
 }
 
+/// Caps glibc's malloc arenas at `arenas` (the scoring workers and the async side). glibc
+/// gives up to 8 per core, one per thread that allocates while the others are busy, and the
+/// tensor tuning (`flow_steps::model::alloc`) keeps each arena at its peak: every blocking
+/// thread that ever ran a forward pass would hold a model's worth of buffers (1.1 GB resident
+/// after the 8-client benchmark). Must run before the server's threads first allocate.
+fn limit_allocator_arenas(arenas: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas.clamp(1, 64) as libc::c_int);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
 /// Whether `signal`'s disposition is "ignore", as `nohup` leaves SIGHUP.
 fn is_ignored(signal: libc::c_int) -> bool {
     // SAFETY: sigaction(2) with a null new action only reads the current disposition into
@@ -184,6 +199,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
 impl ServeState {
     pub fn new(scorer: Arc<dyn Scorer>, info: ModelInfo, config: ServeConfig) -> Arc<ServeState> {
         let workers = config.effective_workers();
+        limit_allocator_arenas(workers + 1);
         let series = SeriesTable::new(config.max_series);
         let admission_capacity = workers + config.max_queue;
         let watcher = Watcher::new(
