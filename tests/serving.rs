@@ -72,11 +72,15 @@ impl Drop for Server {
     }
 }
 
+fn start_server(p: &TestProject, uri: &str) -> Server {
+    spawn_server(p.command(&["serve", uri, "--port", "0", "--monitor-every", "1h"]))
+}
+
+/// Starts a `flow serve` command and waits for the address it announces.
 // The child is waited for by `Server`'s Drop, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn start_server(p: &TestProject, uri: &str) -> Server {
-    let mut child = p
-        .command(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
+fn spawn_server(mut command: std::process::Command) -> Server {
+    let mut child = command
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -361,4 +365,97 @@ fn pipeline_registry_and_serving() {
     assert_eq!(lineage["upstream"][0]["run"]["run_id"], evaluate.as_str());
     let monitor = p.flow(&["monitor", &monitoring]);
     assert!(monitor.stdout.contains("WINDOW"), "{}", monitor.stdout);
+}
+
+/// A bundle directory holding an untrained 3-column MTAD-GAT with window 4, for tests that
+/// need a real `flow serve` process but not a trained model.
+fn tiny_bundle_dir(p: &TestProject) -> String {
+    use flow_steps::bundle::Bundle;
+    use flow_steps::data::{Preprocessor, ScalerKind};
+    use flow_steps::model::Config;
+    let columns = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    let train: Vec<f64> = (0..40 * 3).map(|i| (i % 7) as f64).collect();
+    let preprocessor = Preprocessor::fit(&train, columns, ScalerKind::Minmax, 0.0, vec![], 4);
+    let config = Config {
+        gru_hidden: 4,
+        forecast_hidden: 4,
+        recon_hidden: 4,
+        kernel_size: 3,
+        dropout: 0.0,
+        ..Config::paper(3, 4, 3)
+    };
+    let bundle = Bundle::untrained(preprocessor, config, 3).unwrap();
+    bundle.save(&p.path().join("bundle")).unwrap();
+    "bundle".to_string()
+}
+
+/// `kill PID` (SIGTERM, what systemd and container runtimes send) and SIGHUP stop `flow serve`
+/// as Ctrl-C does: the open monitoring window is saved and the serve run ends FINISHED.
+#[test]
+fn term_and_hup_save_the_window_and_finish_the_run() {
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
+        let bundle = tiny_bundle_dir(&p);
+        let mut server = start_server(&p, &bundle);
+        let rows: String = (0..10).map(|t| format!("{t},{},1\n", t % 3)).collect();
+        let (status, body) = http(&server.address, "POST", "/invocations", "text/csv", &rows);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(scores(&body).len(), 6);
+        // SAFETY: kill(2) on our own child process; no memory is touched.
+        unsafe { libc::kill(server.child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = server.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "signal {signal}: still serving");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(exit.success(), "signal {signal}: {exit:?}");
+        let list = p
+            .flow(&["runs", "list", "--entry", "serve", "--json"])
+            .json();
+        let run = &list.as_array().unwrap()[0];
+        assert_eq!(run["status"], "FINISHED", "signal {signal}: {run}");
+        let show = p
+            .flow(&["runs", "show", run["run_id"].as_str().unwrap(), "--json"])
+            .json();
+        assert_eq!(show["metrics"]["count"], 6.0, "signal {signal}: {show}");
+    }
+}
+
+/// Under `nohup` (SIGHUP ignored when flow starts) a hangup does not stop the server: only the
+/// signals it was left able to receive do.
+#[test]
+fn an_ignored_hangup_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
+    let bundle = tiny_bundle_dir(&p);
+    let mut command = p.command(&["serve", &bundle, "--port", "0", "--monitor-every", "1h"]);
+    // SAFETY: signal(2) is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut server = spawn_server(command);
+    // SAFETY: kill(2) on our own child process; no memory is touched.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped a nohup'd server"
+    );
+    assert_eq!(
+        http(&server.address, "GET", "/ping", "text/plain", "").0,
+        200
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -27,6 +27,7 @@ pub mod serve {
     pub mod feedback;
     pub mod json_body;
     pub mod request;
+    pub mod strict_json;
 }
 
 /// The readers of the `load` step (`flow-steps`), all but Parquet.

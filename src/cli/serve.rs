@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Streaming series kept at once (each holds its last window of rows); starting one more
+    /// evicts the least recently used.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_series: u64,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +121,7 @@ pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
         max_buffer: args.max_buffer,
         top_k: args.top_k,
         workers: args.workers,
+        max_series: usize::try_from(args.max_series).unwrap_or(usize::MAX),
         ..ServeConfig::default()
     };
     let sink_store = Store::open(store.dir())?;
@@ -131,7 +136,7 @@ pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
             resolved.uri,
             &monitor_id[..12]
         );
-        eprintln!("flow: POST /invocations, GET /health /metrics /ping /version, POST /feedback; Ctrl-C stops");
+        eprintln!("flow: POST /invocations, GET /health /metrics /ping /version, POST /feedback; Ctrl-C, SIGTERM or SIGHUP stops and saves the open window");
     });
     store.end_run(
         &run_id,

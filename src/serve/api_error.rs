@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::serve::content_encoding::DecodeError;
 use crate::serve::request::RequestError;
 
 /// An HTTP error response.
@@ -55,6 +56,15 @@ impl ApiError {
         }
     }
 
+    /// 405 for a path that exists under other methods (`allowed`, e.g. `POST`).
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "BAD_REQUEST",
+            message: format!("`{method} {path}` is not served; use {allowed}"),
+        }
+    }
+
     /// 500: a fault of the server or the model, never of the input.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {
@@ -68,6 +78,21 @@ impl ApiError {
 impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> ApiError {
         ApiError::bad_request(error.to_string())
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(error: DecodeError) -> ApiError {
+        let status = match error {
+            DecodeError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            DecodeError::Corrupt { .. } => StatusCode::BAD_REQUEST,
+            DecodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        ApiError {
+            status,
+            code: "BAD_REQUEST",
+            message: error.to_string(),
+        }
     }
 }
 

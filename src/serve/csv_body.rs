@@ -2,7 +2,9 @@
 //! an optional header row (a first row that is not all numbers names the columns), empty
 //! fields as missing values.
 
-use crate::serve::request::{column_positions, quoted_list, ParsedRows, RequestError};
+use crate::serve::request::{
+    column_positions, quoted_list, ParsedRows, RequestError, StreamFields,
+};
 
 /// Parses a CSV body into rows in `columns` order. Errors name the data row (0-based, as in
 /// the predictions) and the line (1-based, as in an editor).
@@ -53,6 +55,7 @@ pub fn parse_csv(body: &[u8], columns: &[String]) -> Result<ParsedRows, RequestE
         n_rows,
         values,
         threshold: None,
+        stream: StreamFields::default(),
     })
 }
 

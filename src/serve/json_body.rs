@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::serve::request::{
-    column_positions, quoted_list, ParsedRows, RequestError, INPUT_FIELDS,
+    check_series_id, check_threshold, column_positions, quoted_list, ParsedRows, RequestError,
+    StreamFields, INPUT_FIELDS,
 };
+use crate::serve::strict_json::parse_strict;
 
 /// A JSON value as a number: numbers, numeric strings, and null (= missing, NaN).
 pub fn json_number(value: &Value, row: usize, column: &str) -> Result<f64, RequestError> {
@@ -44,9 +46,7 @@ fn non_numeric(row: usize, column: &str, value: &Value) -> RequestError {
 
 /// Parses a JSON body into rows in `columns` order.
 pub fn parse_json(body: &[u8], columns: &[String]) -> Result<ParsedRows, RequestError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| RequestError::MalformedJson(e.to_string()))?;
-    let Value::Object(object) = value else {
+    let Value::Object(object) = parse_strict(body)? else {
         return Err(shape(format!(
             "the JSON body must be an object with one of {}",
             quoted_list(&INPUT_FIELDS)
@@ -54,13 +54,14 @@ pub fn parse_json(body: &[u8], columns: &[String]) -> Result<ParsedRows, Request
     };
     let unknown: Vec<&String> = object
         .keys()
-        .filter(|k| !INPUT_FIELDS.contains(&k.as_str()) && *k != "threshold" && *k != "params")
+        .filter(|k| !INPUT_FIELDS.contains(&k.as_str()) && !OPTIONAL_FIELDS.contains(&k.as_str()))
         .collect();
     if !unknown.is_empty() {
         return Err(shape(format!(
-            "unknown field(s) {}; expected one of {} (and optionally `threshold`)",
+            "unknown field(s) {}; expected one of {} (and optionally {})",
             quoted_list(&unknown),
-            quoted_list(&INPUT_FIELDS)
+            quoted_list(&INPUT_FIELDS),
+            quoted_list(&OPTIONAL_FIELDS)
         )));
     }
     let present: Vec<&str> = INPUT_FIELDS
@@ -91,11 +92,95 @@ pub fn parse_json(body: &[u8], columns: &[String]) -> Result<ParsedRows, Request
             _ => rows_or_records(field, input, &mut rows)?,
         },
     }
+    let stream = stream_fields(&object, rows.n_rows)?;
     Ok(ParsedRows {
         n_rows: rows.n_rows,
         values: rows.values,
         threshold,
+        stream,
     })
+}
+
+/// Top-level fields a body may carry besides its rows.
+const OPTIONAL_FIELDS: [&str; 5] = ["threshold", "params", "series", "start", "timestamps"];
+
+/// `series` (text, or an integer), `start` (a boolean) and `timestamps` (one per row).
+fn stream_fields(object: &Map<String, Value>, n_rows: usize) -> Result<StreamFields, RequestError> {
+    let series = match object.get("series") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(check_series_id(id)?),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+        Some(other) => {
+            return Err(RequestError::BadSeries(format!(
+                "`{other}` is not a series id; use text such as \"pump-7\""
+            )))
+        }
+    };
+    let start = match object.get("start") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(start)) => *start,
+        Some(other) => {
+            return Err(shape(format!(
+                "`start` must be true or false, not `{other}`"
+            )))
+        }
+    };
+    let timestamps = match object.get("timestamps") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(timestamps(value, n_rows)?),
+    };
+    if series.is_none() && (start || timestamps.is_some()) {
+        return Err(RequestError::BadSeries(format!(
+            "`{}` needs a `series` to apply to",
+            if start { "start" } else { "timestamps" }
+        )));
+    }
+    Ok(StreamFields {
+        series,
+        start,
+        timestamps,
+    })
+}
+
+/// One timestamp per row, strictly increasing: numbers (e.g. epoch seconds) or RFC 3339 text
+/// (`2026-12-02T10:00:00Z`, read as epoch seconds).
+fn timestamps(value: &Value, n_rows: usize) -> Result<Vec<f64>, RequestError> {
+    let Value::Array(items) = value else {
+        return Err(RequestError::Timestamps(
+            "must be a list with one timestamp per row".to_string(),
+        ));
+    };
+    if items.len() != n_rows {
+        return Err(RequestError::Timestamps(format!(
+            "{} timestamps for {n_rows} rows; send one per row",
+            items.len()
+        )));
+    }
+    let mut times = Vec::with_capacity(n_rows);
+    for (row, item) in items.iter().enumerate() {
+        let time = match item {
+            Value::Number(n) => n.as_f64().filter(|t| t.is_finite()),
+            Value::String(text) => chrono::DateTime::parse_from_rfc3339(text.trim())
+                .ok()
+                .map(|t| t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) * 1e-9),
+            _ => None,
+        };
+        let Some(time) = time else {
+            return Err(RequestError::Timestamps(format!(
+                "row {row}: `{item}` is neither a number nor an RFC 3339 time"
+            )));
+        };
+        if let Some(&previous) = times.last() {
+            if time <= previous {
+                return Err(RequestError::Timestamps(format!(
+                    "row {row}: {item} is not after row {}'s; rows must come in time order",
+                    row - 1
+                )));
+            }
+        }
+        times.push(time);
+    }
+    Ok(times)
 }
 
 /// `threshold` at the top level, or inside MLflow's `params`.
@@ -110,8 +195,8 @@ fn body_threshold(object: &Map<String, Value>) -> Result<Option<f64>, RequestErr
         (None, Some(_)) => return Err(shape("`params` must be an object".to_string())),
     };
     match value.as_f64() {
-        Some(t) if t.is_finite() => Ok(Some(t)),
-        _ => Err(RequestError::BadThreshold(format!(
+        Some(t) => check_threshold(t).map(Some),
+        None => Err(RequestError::BadThreshold(format!(
             "`{value}` is not a finite number"
         ))),
     }
@@ -330,7 +415,9 @@ mod tests {
     }
 
     fn parse(body: &str) -> Result<ParsedRows, RequestError> {
-        parse_invocation(BodyFormat::Json, body.as_bytes(), &columns(), 1)
+        let rows = parse_invocation(BodyFormat::Json, body.as_bytes(), &columns())?;
+        rows.check_rows(1)?;
+        Ok(rows)
     }
 
     const EXPECTED: [f64; 4] = [1.0, 2.0, 3.0, 4.0];
@@ -378,13 +465,81 @@ mod tests {
         assert_eq!(rows.threshold, Some(2.0));
         let err = parse(r#"{"instances": [[1, 2], [3, 4]], "threshold": "high"}"#).unwrap_err();
         assert!(matches!(err, RequestError::BadThreshold(_)), "{err}");
+        let err = parse(r#"{"instances": [[1, 2], [3, 4]], "threshold": -5}"#).unwrap_err();
+        assert!(err.to_string().contains("negative"), "{err}");
+        let zero = parse(r#"{"instances": [[1, 2], [3, 4]], "threshold": 0}"#).unwrap();
+        assert_eq!(zero.threshold, Some(0.0));
+    }
+
+    #[test]
+    fn streaming_fields_series_start_and_timestamps() {
+        let rows = parse(
+            r#"{"series": "pump-7", "start": true, "instances": [[1, 2]], "timestamps": ["2026-12-02T10:00:00Z"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rows.stream,
+            StreamFields {
+                series: Some("pump-7".into()),
+                start: true,
+                timestamps: Some(vec![1_796_205_600.0]),
+            }
+        );
+        let numeric =
+            parse(r#"{"series": 17, "instances": [[1, 2], [3, 4]], "timestamps": [1, 2.5]}"#)
+                .unwrap();
+        assert_eq!(numeric.stream.series.as_deref(), Some("17"));
+        assert_eq!(numeric.stream.timestamps, Some(vec![1.0, 2.5]));
+        let cases = [
+            (
+                r#"{"series": "", "instances": [[1, 2]]}"#,
+                "the id is empty",
+            ),
+            (
+                r#"{"series": [1], "instances": [[1, 2]]}"#,
+                "not a series id",
+            ),
+            (
+                r#"{"series": "s", "start": "yes", "instances": [[1, 2]]}"#,
+                "true or false",
+            ),
+            (
+                r#"{"start": true, "instances": [[1, 2], [3, 4]]}"#,
+                "`start` needs a `series`",
+            ),
+            (
+                r#"{"timestamps": [1, 2], "instances": [[1, 2], [3, 4]]}"#,
+                "`timestamps` needs a `series`",
+            ),
+            (
+                r#"{"series": "s", "instances": [[1, 2], [3, 4]], "timestamps": [1]}"#,
+                "1 timestamps for 2 rows",
+            ),
+            (
+                r#"{"series": "s", "instances": [[1, 2], [3, 4]], "timestamps": [2, 2]}"#,
+                "row 1: 2 is not after row 0's",
+            ),
+            (
+                r#"{"series": "s", "instances": [[1, 2]], "timestamps": ["yesterday"]}"#,
+                "neither a number nor an RFC 3339 time",
+            ),
+        ];
+        for (body, expected) in cases {
+            let message = parse_invocation(BodyFormat::Json, body.as_bytes(), &columns())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(expected),
+                "{body}: {message:?} lacks {expected:?}"
+            );
+        }
     }
 
     #[test]
     fn single_column_models_take_scalars() {
         let one = vec!["x".to_string()];
         let rows =
-            parse_invocation(BodyFormat::Json, br#"{"instances": [1, 2, 3]}"#, &one, 2).unwrap();
+            parse_invocation(BodyFormat::Json, br#"{"instances": [1, 2, 3]}"#, &one).unwrap();
         assert_eq!(rows.values, vec![1.0, 2.0, 3.0]);
     }
 

@@ -7,28 +7,35 @@
 //!
 //! Module map:
 //! - [`request`]: the MLflow JSON shapes and CSV bodies of `POST /invocations` -> a row-major matrix
-//! - [`json_body`], [`csv_body`]: the two body encodings
+//! - [`json_body`], [`csv_body`]: the two body formats; [`strict_json`]: JSON without duplicate keys
+//! - [`content_encoding`]: gzip and deflate bodies, decoded within the body limit
 //! - [`feedback`]: row ids handed out with predictions, and the labels clients send back for them
 //! - [`stats`]: summaries, PSI and KS (pure functions)
 //! - [`reservoir`]: bounded uniform sampling of a window's rows (Algorithm R) and its seeded RNG
 //! - [`monitor`]: the current window's accumulator and the closed window's statistics
+//! - [`series`]: streaming, the rolling context of each series (bounded, least recently used out)
 //! - [`prometheus`]: request counters, latency histograms and the text exposition format
 //! - [`bundle_scorer`]: a trained model bundle as a [`Scorer`]
 //! - [`api_error`]: the JSON error body every failure is reported with
 //! - [`watcher`]: the open window shared by request handlers and the window-closing task
+//! - [`invocation`]: one `/invocations` request: parse, score (batch or streaming), monitor, encode
 //! - [`server`]: the axum application, the scoring worker pool and the serve loop
 
 pub mod api_error;
 pub mod bundle_scorer;
+pub mod content_encoding;
 pub mod csv_body;
 pub mod feedback;
+pub mod invocation;
 pub mod json_body;
 pub mod monitor;
 pub mod prometheus;
 pub mod request;
 pub mod reservoir;
+pub mod series;
 pub mod server;
 pub mod stats;
+pub mod strict_json;
 pub mod watcher;
 
 #[cfg(test)]
@@ -40,6 +47,7 @@ use std::time::Duration;
 
 pub use bundle_scorer::BundleScorer;
 pub use monitor::{FeatureSummary, WindowStats};
+pub use series::SeriesContext;
 pub use server::{app, serve, serve_blocking, serve_with, ServeState};
 pub use stats::Summary;
 
@@ -57,6 +65,16 @@ pub trait Scorer: Send + Sync + 'static {
     fn scale(&self, raw: &[f64]) -> Vec<f32>;
     /// Scores row-major raw values (`n_rows` x `columns().len()`).
     fn score(&self, raw: &[f64], n_rows: usize) -> anyhow::Result<ScoredRows>;
+    /// Streaming: scores `n_rows` new rows of a series, already passed through [`Scorer::scale`],
+    /// that follow the rows in `context`. Scores the new rows that have `window()` rows before
+    /// them in the series (`first_row` counts within the new rows), then advances `context` to
+    /// end with them; on an error `context` is left as it was.
+    fn score_next(
+        &self,
+        context: &mut SeriesContext,
+        scaled: &[f32],
+        n_rows: usize,
+    ) -> anyhow::Result<ScoredRows>;
 }
 
 /// What [`Scorer::score`] returns: one score per row from `first_row` on.
@@ -113,6 +131,8 @@ pub struct ServeConfig {
     pub workers: usize,
     /// Requests allowed to wait for a worker; beyond that the server answers 503.
     pub max_queue: usize,
+    /// Streaming series kept at once; starting one more evicts the least recently used.
+    pub max_series: usize,
 }
 
 impl Default for ServeConfig {
@@ -126,6 +146,7 @@ impl Default for ServeConfig {
             top_k: 3,
             workers: 0,
             max_queue: 64,
+            max_series: 1000,
         }
     }
 }

@@ -162,6 +162,18 @@ impl WindowAccumulator {
         }
     }
 
+    /// Empties the window and opens it again at `start`, keeping its sample's memory (so a
+    /// server's windows reuse two buffers instead of growing fresh ones every interval).
+    pub fn reopen(&mut self, start: DateTime<Utc>, seed: u64) {
+        self.start = start;
+        self.count = 0;
+        self.anomalies = 0;
+        self.score_moments = Moments::default();
+        self.feature_moments.fill(Moments::default());
+        self.sample.reset(seed);
+        self.confusion = Confusion::default();
+    }
+
     /// Adds scored rows: `scores[i]`, `anomalies[i]` and the scaled features
     /// `scaled[i * n_features..(i + 1) * n_features]`. Mismatched lengths record the scores only
     /// up to the shortest input, never panic.
@@ -326,6 +338,25 @@ mod tests {
         );
         // Live feature values follow the training distribution: little drift.
         assert!(stats.features[0].ks < 0.25, "ks {}", stats.features[0].ks);
+    }
+
+    #[test]
+    fn a_reopened_window_is_a_new_window() {
+        let rows = |window: &mut WindowAccumulator, offset: f64| {
+            let scores: Vec<f64> = (0..40).map(|i| i as f64 + offset).collect();
+            let scaled: Vec<f32> = scores.iter().map(|&s| (s / 100.0) as f32).collect();
+            window.record(&scores, &[true; 40], &scaled);
+            window.record_label(true, false);
+        };
+        let mut reused = WindowAccumulator::new(DateTime::UNIX_EPOCH, 1, 10, 1);
+        rows(&mut reused, 0.0);
+        let later = DateTime::UNIX_EPOCH + chrono::Duration::seconds(60);
+        reused.reopen(later, 5);
+        let mut fresh = WindowAccumulator::new(later, 1, 10, 5);
+        rows(&mut reused, 7.0);
+        rows(&mut fresh, 7.0);
+        let close = |w: &WindowAccumulator| w.close(2, later, &names()[..1], &[uniform_stats()]);
+        assert_eq!(close(&reused), close(&fresh));
     }
 
     #[test]

@@ -86,12 +86,28 @@ impl RowReservoir {
             return;
         }
         match self.sampler.next_slot() {
-            Slot::Append => self.values.extend_from_slice(row),
+            Slot::Append => {
+                if self.values.len() == self.values.capacity() {
+                    // Double, but never past the full sample: a window's buffer is then at
+                    // most `capacity` rows, not the next power of two above it.
+                    let full = self.sampler.capacity() * self.width;
+                    let more = self.values.len().max(64 * self.width);
+                    self.values
+                        .reserve_exact(more.min(full.saturating_sub(self.values.len())));
+                }
+                self.values.extend_from_slice(row)
+            }
             Slot::Replace(slot) => {
                 self.values[slot * self.width..(slot + 1) * self.width].copy_from_slice(row)
             }
             Slot::Skip => {}
         }
+    }
+
+    /// Empties the sample for a new stream (seeded with `seed`), keeping its memory.
+    pub fn reset(&mut self, seed: u64) {
+        self.values.clear();
+        self.sampler = ReservoirSampler::new(self.sampler.capacity(), seed);
     }
 
     /// Rows currently sampled.
@@ -140,6 +156,11 @@ mod tests {
         }
         assert_eq!(reservoir.len(), 100);
         assert_eq!(reservoir.seen(), 10_000);
+        assert_eq!(
+            reservoir.values.capacity(),
+            200,
+            "memory is the sample's, exactly"
+        );
         // Rows stay intact: the second value is always the negated first.
         let (firsts, seconds) = (reservoir.column(0), reservoir.column(1));
         assert!(firsts.iter().zip(&seconds).all(|(a, b)| *a == -*b));
@@ -173,6 +194,22 @@ mod tests {
             chi_square < 27.9,
             "chi-square {chi_square}, counts {per_tenth:?}"
         );
+    }
+
+    #[test]
+    fn reset_samples_anew_in_the_same_memory() {
+        let mut reused = RowReservoir::new(2, 50, 1);
+        (0..500).for_each(|i| reused.offer(&[i as f64, 0.0]));
+        let buffer = reused.values.as_ptr();
+        reused.reset(9);
+        assert!((reused.is_empty(), reused.seen()) == (true, 0));
+        let mut fresh = RowReservoir::new(2, 50, 9);
+        for i in 0..300 {
+            reused.offer(&[i as f64, 1.0]);
+            fresh.offer(&[i as f64, 1.0]);
+        }
+        assert_eq!(reused.values, fresh.values);
+        assert_eq!(reused.values.as_ptr(), buffer, "no new allocation");
     }
 
     #[test]

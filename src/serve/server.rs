@@ -15,19 +15,22 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 
 use crate::serve::api_error::ApiError;
+use crate::serve::content_encoding::decode_body;
 use crate::serve::feedback::{parse_feedback, LabelOutcome, PredictionLedger, LEDGER_CAPACITY};
+use crate::serve::invocation::InvocationQuery;
 use crate::serve::monitor::WindowStats;
 use crate::serve::prometheus::{self, Metrics, ServerGauges};
-use crate::serve::request::{body_format, parse_invocation};
+use crate::serve::request::check_threshold;
+use crate::serve::series::SeriesTable;
 use crate::serve::watcher::Watcher;
 use crate::serve::{ModelInfo, MonitorSink, Scorer, ServeConfig};
 
@@ -43,19 +46,21 @@ const ENDPOINTS: [&str; 6] = [
 
 /// Everything the handlers share.
 pub struct ServeState {
-    scorer: Arc<dyn Scorer>,
+    pub(super) scorer: Arc<dyn Scorer>,
     info: ModelInfo,
-    config: ServeConfig,
-    metrics: Metrics,
-    watcher: Watcher,
-    ledger: Mutex<PredictionLedger>,
+    pub(super) config: ServeConfig,
+    pub(super) metrics: Metrics,
+    pub(super) watcher: Watcher,
+    pub(super) ledger: Mutex<PredictionLedger>,
+    /// Streaming series: each one's last rows and what the model carries between requests.
+    pub(super) series: SeriesTable,
     workers: Arc<Semaphore>,
     admission: Arc<Semaphore>,
     admission_capacity: usize,
 }
 
-/// Runs the server until Ctrl-C, then flushes the last monitoring window to `sink`.
-/// `ready` is called with the bound address (useful with port 0) before serving starts.
+/// Runs the server until Ctrl-C, SIGTERM or SIGHUP, then flushes the last monitoring window to
+/// `sink`. `ready` is called with the bound address (useful with port 0) before serving starts.
 pub async fn serve(
     scorer: Arc<dyn Scorer>,
     info: ModelInfo,
@@ -64,13 +69,61 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let state = ServeState::new(scorer, info, config);
-    serve_with(state, sink, ready, async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No signal handler available: serve until the process is killed.
-            std::future::pending::<()>().await;
+    let stop = stop_signal()?;
+    serve_with(state, sink, ready, stop).await
+}
+
+/// Completes on the first SIGINT (Ctrl-C), SIGTERM (`kill`, systemd, container runtimes) or
+/// SIGHUP (the terminal went away): all three mean "stop serving and save what you have".
+/// The handlers are installed before serving starts, so no signal can slip past them. A
+/// hangup ignored when flow started (`nohup flow serve ...`) stays ignored.
+fn stop_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT (Ctrl-C)")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut hangup = match is_ignored(libc::SIGHUP) {
+        true => None,
+        false => Some(signal(SignalKind::hangup()).context("cannot handle SIGHUP")?),
+    };
+    Ok(async move {
+        let hangup = async {
+            match &mut hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup => {}
         }
     })
-    .await
+}
+
+/// Caps glibc's malloc arenas at `arenas` (the scoring workers and the async side). glibc
+/// gives up to 8 per core, one per thread that allocates while the others are busy, and the
+/// tensor tuning (`flow_steps::model::alloc`) keeps each arena at its peak: every blocking
+/// thread that ever ran a forward pass would hold a model's worth of buffers (1.1 GB resident
+/// after the 8-client benchmark). Must run before the server's threads first allocate.
+fn limit_allocator_arenas(arenas: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas.clamp(1, 64) as libc::c_int);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
+/// Whether `signal`'s disposition is "ignore", as `nohup` leaves SIGHUP.
+fn is_ignored(signal: libc::c_int) -> bool {
+    // SAFETY: sigaction(2) with a null new action only reads the current disposition into
+    // `current`, a zeroed plain C struct owned here.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// [`serve`] on its own multi-threaded tokio runtime, for synchronous callers such as the CLI.
@@ -137,6 +190,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
@@ -145,6 +199,8 @@ pub fn app(state: Arc<ServeState>) -> Router {
 impl ServeState {
     pub fn new(scorer: Arc<dyn Scorer>, info: ModelInfo, config: ServeConfig) -> Arc<ServeState> {
         let workers = config.effective_workers();
+        limit_allocator_arenas(workers + 1);
+        let series = SeriesTable::new(config.max_series);
         let admission_capacity = workers + config.max_queue;
         let watcher = Watcher::new(
             scorer.columns().to_vec(),
@@ -159,6 +215,7 @@ impl ServeState {
             metrics: Metrics::default(),
             watcher,
             ledger: Mutex::new(PredictionLedger::new(LEDGER_CAPACITY)),
+            series,
             workers: Arc::new(Semaphore::new(workers)),
             admission: Arc::new(Semaphore::new(admission_capacity)),
             admission_capacity,
@@ -179,118 +236,10 @@ impl ServeState {
         &self.config
     }
 
-    /// Parses, scores, monitors and encodes one `/invocations` request (blocking, CPU-bound).
-    fn score_request(
-        &self,
-        content_type: Option<&str>,
-        body: &[u8],
-        query_threshold: Option<f64>,
-    ) -> Result<Vec<u8>, ApiError> {
-        let columns = self.scorer.columns();
-        let rows = parse_invocation(
-            body_format(content_type, body)?,
-            body,
-            columns,
-            self.scorer.window(),
-        )?;
-        let threshold = rows
-            .threshold
-            .or(query_threshold)
-            .or_else(|| self.scorer.threshold());
-        let scored = self
-            .scorer
-            .score(&rows.values, rows.n_rows)
-            .map_err(|e| ApiError::internal(format!("scoring failed: {e:#}")))?;
-        let n_scored = rows.n_rows.saturating_sub(scored.first_row);
-        if scored.first_row > rows.n_rows
-            || scored.scores.len() != n_scored
-            || !(scored.top_features.is_empty() || scored.top_features.len() == n_scored)
-        {
-            return Err(ApiError::internal(format!(
-                "the model returned {} scores from row {} for {} rows",
-                scored.scores.len(),
-                scored.first_row,
-                rows.n_rows
-            )));
-        }
-        let anomalies: Vec<bool> = scored
-            .scores
-            .iter()
-            .map(|&s| threshold.is_some_and(|t| s > t))
-            .collect();
-        let first_id = self
-            .ledger
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .issue(&anomalies);
-        let scaled = self
-            .scorer
-            .scale(&rows.values[scored.first_row * columns.len()..]);
-        self.watcher.record(&scored.scores, &anomalies, &scaled);
-        let n_anomalies = anomalies.iter().filter(|&&a| a).count();
-        self.metrics.add_scored(n_scored as u64, n_anomalies as u64);
-
-        let no_features = Vec::new();
-        let predictions = (0..n_scored)
-            .map(|i| Prediction {
-                row: scored.first_row + i,
-                row_id: first_id + i as u64,
-                score: scored.scores[i],
-                anomaly: anomalies[i],
-                top_features: scored
-                    .top_features
-                    .get(i)
-                    .unwrap_or(&no_features)
-                    .iter()
-                    .take(self.config.top_k)
-                    .map(|(feature, score)| TopFeature {
-                        feature,
-                        score: *score,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let response = InvocationResponse {
-            predictions,
-            threshold,
-            first_row: scored.first_row,
-        };
-        serde_json::to_vec(&response)
-            .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))
-    }
-
     fn in_flight(&self) -> usize {
         self.admission_capacity
             .saturating_sub(self.admission.available_permits())
     }
-}
-
-#[derive(Serialize)]
-struct InvocationResponse<'a> {
-    predictions: Vec<Prediction<'a>>,
-    threshold: Option<f64>,
-    first_row: usize,
-}
-
-#[derive(Serialize)]
-struct Prediction<'a> {
-    row: usize,
-    row_id: u64,
-    score: f64,
-    anomaly: bool,
-    top_features: Vec<TopFeature<'a>>,
-}
-
-#[derive(Serialize)]
-struct TopFeature<'a> {
-    feature: &'a str,
-    score: f64,
-}
-
-/// `?threshold=t`. A `threshold` in the JSON body wins over it; both win over the bundle's.
-#[derive(Deserialize)]
-struct InvocationQuery {
-    threshold: Option<f64>,
 }
 
 async fn invocations(
@@ -301,22 +250,21 @@ async fn invocations(
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|r| ApiError::bad_request(format!("invalid query string: {}", r.body_text())))?;
-    if let Some(t) = query.threshold.filter(|t| !t.is_finite()) {
-        return Err(ApiError::bad_request(format!(
-            "invalid threshold: `{t}` is not a finite number"
-        )));
+    if let Some(threshold) = query.threshold {
+        check_threshold(threshold)?;
     }
     let body = read_body(&state, body)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let content_type = header_text(&headers, header::CONTENT_TYPE);
+    let content_encoding = header_text(&headers, header::CONTENT_ENCODING);
     let _worker = Arc::clone(&state.workers)
         .acquire_owned()
         .await
         .map_err(|_| ApiError::internal("the scoring pool is shut down"))?;
     let scoring = Arc::clone(&state);
     let encoded = tokio::task::spawn_blocking(move || {
-        scoring.score_request(content_type.as_deref(), &body, query.threshold)
+        let limit = scoring.config.max_body_bytes;
+        let body = decode_body(content_encoding.as_deref(), body, limit)?;
+        scoring.score_request(content_type.as_deref(), &body, &query)
     })
     .await
     .map_err(|e| ApiError::internal(format!("scoring crashed: {e}")))??;
@@ -332,9 +280,15 @@ struct FeedbackResponse {
 
 async fn feedback(
     State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FeedbackResponse>, ApiError> {
-    let labels = parse_feedback(&read_body(&state, body)?)?;
+    let body = decode_body(
+        header_text(&headers, header::CONTENT_ENCODING).as_deref(),
+        read_body(&state, body)?,
+        state.config.max_body_bytes,
+    )?;
+    let labels = parse_feedback(&body)?;
     let mut response = FeedbackResponse {
         accepted: 0,
         already_labelled: Vec::new(),
@@ -387,18 +341,35 @@ async fn version() -> &'static str {
 }
 
 async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
-    let window = state.watcher.latest();
-    let text = state.metrics.render(&ServerGauges {
-        model: &state.info,
+    let text = state.metrics.render(ServerGauges {
+        model: state.info.clone(),
         threshold: state.scorer.threshold(),
         in_flight: state.in_flight(),
-        window: window.as_deref(),
+        series: state.series.len(),
+        series_evicted: state.series.evicted(),
+        window: state.watcher.latest(),
     });
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
 }
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
+}
+
+/// A known path asked with the wrong method (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let allowed = match uri.path() {
+        "/invocations" | "/feedback" => "POST",
+        _ => "GET",
+    };
+    ApiError::method_not_allowed(method.as_str(), uri.path(), allowed)
+}
+
+/// A header's value as text (lossy: a non-UTF-8 value is still named in errors).
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// The buffered body, or the client's error (413 over the size limit).

@@ -19,6 +19,9 @@ pub struct Watcher {
     max_buffer: usize,
     current: Mutex<OpenWindow>,
     latest: Mutex<Option<Arc<WindowStats>>>,
+    /// The last closed window, kept to be reopened as the next one: its sample's memory is
+    /// reused, so windows do not allocate (and fragment) a fresh buffer every interval.
+    spare: Mutex<Option<WindowAccumulator>>,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,7 @@ impl Watcher {
                 accumulator,
             }),
             latest: Mutex::new(None),
+            spare: Mutex::new(None),
         }
     }
 
@@ -64,18 +68,31 @@ impl Watcher {
     /// Closes the open window at `now` and opens the next. An empty window (nothing scored
     /// or labelled) is not worth recording: it stays open and None is returned.
     pub fn close(&self, now: DateTime<Utc>) -> Option<Arc<WindowStats>> {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (index, closed) = {
             let mut open = self.open();
             if open.accumulator.is_empty() {
+                *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = spare;
                 return None;
             }
             let index = open.index;
-            let next =
-                WindowAccumulator::new(now, self.columns.len(), self.max_buffer, seed(index + 1));
+            let next = match spare {
+                Some(mut window) => {
+                    window.reopen(now, seed(index + 1));
+                    window
+                }
+                None => WindowAccumulator::new(
+                    now,
+                    self.columns.len(),
+                    self.max_buffer,
+                    seed(index + 1),
+                ),
+            };
             open.index += 1;
             (index, std::mem::replace(&mut open.accumulator, next))
         };
         let stats = Arc::new(closed.close(index, now, &self.columns, &self.train_stats));
+        *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(closed);
         let mut latest = self
             .latest
             .lock()

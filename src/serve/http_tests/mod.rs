@@ -10,9 +10,12 @@ use std::time::Duration;
 use flow_steps::data::FeatureStats;
 use serde_json::Value;
 
+mod streaming;
+
 use crate::serve::test_client::{HttpClient, HttpResponse};
 use crate::serve::{
-    serve_with, ModelInfo, MonitorSink, ScoredRows, Scorer, ServeConfig, ServeState, WindowStats,
+    serve_with, ModelInfo, MonitorSink, ScoredRows, Scorer, SeriesContext, ServeConfig, ServeState,
+    WindowStats,
 };
 
 /// Score of a row = mean of its raw values; top features = columns by value, highest first.
@@ -58,6 +61,39 @@ impl Scorer for MeanScorer {
         raw.iter().map(|&v| (v / 10.0) as f32).collect()
     }
     fn score(&self, raw: &[f64], n_rows: usize) -> anyhow::Result<ScoredRows> {
+        self.wait_at_gate();
+        let k = self.columns.len();
+        let rows: Vec<Vec<f64>> = raw
+            .chunks_exact(k)
+            .skip(WINDOW)
+            .map(<[f64]>::to_vec)
+            .collect();
+        anyhow::ensure!(rows.len() == n_rows - WINDOW, "shape");
+        Ok(self.score_rows(WINDOW, &rows))
+    }
+    fn score_next(
+        &self,
+        context: &mut SeriesContext,
+        scaled: &[f32],
+        n_rows: usize,
+    ) -> anyhow::Result<ScoredRows> {
+        self.wait_at_gate();
+        let k = self.columns.len();
+        anyhow::ensure!(scaled.len() == n_rows * k, "shape");
+        let first_row = context.first_scored(WINDOW, k).min(n_rows);
+        // Undo `scale` so streamed scores are the batch ones.
+        let rows: Vec<Vec<f64>> = scaled
+            .chunks_exact(k)
+            .skip(first_row)
+            .map(|row| row.iter().map(|&v| v as f64 * 10.0).collect())
+            .collect();
+        context.push_rows(scaled, WINDOW, k);
+        Ok(self.score_rows(first_row, &rows))
+    }
+}
+
+impl MeanScorer {
+    fn wait_at_gate(&self) {
         if let Some(gate) = &self.gate {
             gate.entered.lock().unwrap().send(()).ok();
             gate.release
@@ -66,9 +102,10 @@ impl Scorer for MeanScorer {
                 .recv_timeout(Duration::from_secs(10))
                 .ok();
         }
+    }
+
+    fn score_rows(&self, first_row: usize, rows: &[Vec<f64>]) -> ScoredRows {
         let k = self.columns.len();
-        let rows: Vec<&[f64]> = raw.chunks_exact(k).skip(WINDOW).collect();
-        anyhow::ensure!(rows.len() == n_rows - WINDOW, "shape");
         let scores = rows
             .iter()
             .map(|row| row.iter().sum::<f64>() / k as f64)
@@ -86,11 +123,11 @@ impl Scorer for MeanScorer {
                 by_value
             })
             .collect();
-        Ok(ScoredRows {
-            first_row: WINDOW,
+        ScoredRows {
+            first_row,
             scores,
             top_features,
-        })
+        }
     }
 }
 
@@ -293,7 +330,7 @@ fn scores_reports_health_metrics_and_monitors() {
     let window = server.state.close_window().unwrap();
     assert_eq!((window.count, window.anomalies), (3, 2));
     let text = client.get("/metrics").unwrap().text();
-    assert!(text.contains("flow_window_rows 3\n"), "{text}");
+    assert!(text.contains("flow_window_rows 3.0\n"), "{text}");
     assert!(text.contains("flow_window_feature_psi{feature=\"a\"}"));
 
     // Feedback for rows 0 (predicted anomaly) and 1 (predicted normal), both labelled anomalous.
@@ -451,4 +488,103 @@ fn a_full_pool_answers_503_at_once() {
     assert_eq!(first.join().unwrap().unwrap().status, 200);
     let windows = server.stop();
     assert_eq!(windows.iter().map(|w| w.count).sum::<u64>(), 1);
+}
+
+/// Issue 14's HTTP findings: a 405 is JSON like every other error; a gzip body is decoded (and
+/// a body that only claims to be gzip, or an encoding the server cannot decode, is refused);
+/// a negative threshold and a duplicated JSON key are refused, not silently taken.
+#[test]
+fn methods_encodings_thresholds_and_duplicate_keys() {
+    use std::io::Write;
+    let server = TestServer::start(MeanScorer::new(), config());
+    let mut client = server.client();
+
+    let wrong_method = client.get("/invocations").unwrap();
+    assert_eq!(wrong_method.status, 405, "{}", wrong_method.text());
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+    let error = json(&wrong_method);
+    assert_eq!(error["error_code"], "BAD_REQUEST");
+    assert!(
+        error["message"].as_str().unwrap().contains("use POST"),
+        "{error}"
+    );
+
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(SPLIT_BODY.as_bytes()).unwrap();
+    let gzipped = gzip.finish().unwrap();
+    let encoded = |encoding: &str, body: &[u8]| {
+        let mut client = server.client();
+        client
+            .request_with_headers(
+                "POST",
+                "/invocations",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("Content-Encoding", encoding),
+                ],
+                body,
+            )
+            .unwrap()
+    };
+    let plain = client
+        .post("/invocations", "application/json", SPLIT_BODY.as_bytes())
+        .unwrap();
+    let decoded = encoded("gzip", &gzipped);
+    assert_eq!(decoded.status, 200, "{}", decoded.text());
+    assert_eq!(
+        json(&decoded)["predictions"][0]["score"],
+        json(&plain)["predictions"][0]["score"]
+    );
+    let cases: [(&str, &[u8], u16, &str); 3] = [
+        ("gzip", SPLIT_BODY.as_bytes(), 400, "not valid gzip"),
+        (
+            "br",
+            SPLIT_BODY.as_bytes(),
+            415,
+            "unsupported Content-Encoding `br`",
+        ),
+        ("identity", SPLIT_BODY.as_bytes(), 200, ""),
+    ];
+    for (encoding, body, status, message) in cases {
+        let response = encoded(encoding, body);
+        assert_eq!(response.status, status, "{encoding}: {}", response.text());
+        if status != 200 {
+            let error = json(&response);
+            assert!(
+                error["message"].as_str().unwrap().contains(message),
+                "{encoding}: {error}"
+            );
+        }
+    }
+
+    let refused: [(&str, &str); 4] = [
+        (
+            "/invocations?threshold=-5",
+            r#"{"instances": [[1,1,1],[1,1,1],[1,1,1]]}"#,
+        ),
+        (
+            "/invocations",
+            r#"{"instances": [[1,1,1],[1,1,1],[1,1,1]], "threshold": -5}"#,
+        ),
+        (
+            "/invocations",
+            r#"{"instances": [[1,1,1],[1,1,1],[1,1,1]], "instances": [[2,2,2],[2,2,2],[2,2,2]]}"#,
+        ),
+        (
+            "/invocations",
+            r#"{"dataframe_records": [{"a": 1, "b": 1, "c": 1, "a": 9}, {"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}]}"#,
+        ),
+    ];
+    for (path, body) in refused {
+        let response = client
+            .post(path, "application/json", body.as_bytes())
+            .unwrap();
+        assert_eq!(response.status, 400, "{path} {body}: {}", response.text());
+        let message = json(&response)["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("negative") || message.contains("duplicate key"),
+            "{path} {body}: {message}"
+        );
+    }
+    assert!(server.stop().len() <= 1);
 }
