@@ -7,6 +7,7 @@ mod models;
 mod render;
 mod runs;
 mod serve;
+mod server;
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Show the latest monitoring windows of a `flow serve` run and flag drifting features.
     Monitor(serve::MonitorArgs),
+    /// Serve MLflow's tracking REST API over the store: scripts using the `mlflow` client log into flow.
+    Server(server::ServerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +231,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Models(command) => {
             let store = open_store(&cli.project, cli.store.as_deref())?;
             models::models(&store, command)
+        }
+        Command::Server(args) => {
+            server::server(open_store(&cli.project, cli.store.as_deref())?, args)
         }
     }
 }

@@ -30,16 +30,22 @@
 //! inserted in one transaction per batch with a cached prepared statement.
 
 mod artifacts;
+mod client_runs;
 mod digest;
 mod error;
+mod experiments;
+mod logged_artifacts;
 mod metrics;
 mod objects;
 mod queries;
+mod run_search;
 mod runs;
 mod schema;
+mod search;
 mod synthetic;
 mod tags;
 mod timestamps;
+mod tracked_runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -48,13 +54,22 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use artifacts::{Artifact, GcReport};
+pub use client_runs::{ClientBatch, NewClientRun, RunUpdate, CLIENT_ENTRY};
 pub use digest::{inputs_hash, params_hash};
 pub use error::{Result, StoreError};
+pub use experiments::{
+    Experiment, ExperimentField, ExperimentFilter, ExperimentSearch, ExperimentSubject, Lifecycle,
+    DEFAULT_EXPERIMENT_ID,
+};
+pub use logged_artifacts::{check_artifact_path, ArtifactUpload, LoggedArtifact};
 pub use metrics::Metric;
 pub use objects::ContentHash;
+pub use run_search::{RunField, RunSearch, RunSearchFilter, RunSubject};
 pub use runs::{NewRun, ReuseQuery, RunFilter, RunId, RunKey, RunRecord, RunStatus};
+pub use search::{Comparison, Op, Operand, ViewType};
 #[doc(hidden)]
 pub use synthetic::{fill_synthetic, SYNTHETIC_COMMIT};
+pub use tracked_runs::{LatestMetric, TrackedRun, RUN_NAME_TAG, USER_TAG};
 
 /// Name of the database file inside the store directory.
 pub const DB_FILE: &str = "flow.db";
