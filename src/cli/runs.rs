@@ -192,6 +192,13 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 run.params.iter().map(|(k, v)| format!("{k} = {v}")),
             );
             section(
+                "logged params",
+                store
+                    .logged_params(&run.run_id)?
+                    .into_iter()
+                    .map(|(k, v)| format!("{k} = {v}")),
+            );
+            section(
                 "upstream",
                 run.upstream
                     .iter()
@@ -203,6 +210,17 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
             section(
                 "artifacts",
                 artifacts.iter().map(|a| {
+                    format!(
+                        "{}  {}  {}",
+                        a.path,
+                        super::render::bytes(a.size),
+                        &a.hash[..12]
+                    )
+                }),
+            );
+            section(
+                "uploaded artifacts",
+                store.logged_artifacts(&run.run_id)?.into_iter().map(|a| {
                     format!(
                         "{}  {}  {}",
                         a.path,
