@@ -264,3 +264,185 @@ fn set_tag(conn: &Connection, head: &RunHead, key: &str, value: &str) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::experiments::DEFAULT_EXPERIMENT_ID;
+    use crate::store::runs::ReuseQuery;
+    use crate::store::test_support::{begin, day, temp_store};
+
+    fn client_run(store: &Store, name: &str) -> RunId {
+        let tags = BTreeMap::from([(RUN_NAME_TAG.to_string(), name.to_string())]);
+        store
+            .create_client_run(&NewClientRun {
+                experiment_id: DEFAULT_EXPERIMENT_ID,
+                name,
+                start_time: day(2),
+                tags: &tags,
+            })
+            .unwrap()
+    }
+
+    fn point(key: &str, value: f64, step: i64) -> Metric {
+        Metric {
+            key: key.to_string(),
+            value,
+            step,
+            timestamp_ms: 1_000 + step,
+        }
+    }
+
+    /// A client's run is a flow run: listed under entry `mlflow`, its name as key value,
+    /// RUNNING without an owning process, so reaping leaves it alone.
+    #[test]
+    fn a_client_run_is_a_flow_run_the_reaper_leaves_alone() {
+        let (_dir, store) = temp_store();
+        let run_id = client_run(&store, "brave-otter-1");
+        let record = store.get_run(&run_id).unwrap();
+        assert_eq!(record.entry, CLIENT_ENTRY);
+        assert_eq!(record.key_value.as_deref(), Some("brave-otter-1"));
+        assert_eq!(record.experiment, "Default");
+        assert_eq!(record.status, RunStatus::Running);
+        assert_eq!(record.pid, None);
+        assert_eq!(record.start_time, day(2));
+        assert!(store.reap_dead_runs().unwrap().is_empty());
+        let tracked = store.tracked_run(&run_id).unwrap();
+        assert!(tracked.client_driven);
+        assert_eq!(tracked.name, "brave-otter-1");
+    }
+
+    #[test]
+    fn clients_set_their_own_runs_status_but_not_the_runners() {
+        let (_dir, store) = temp_store();
+        let client = client_run(&store, "mine");
+        let finished = RunUpdate {
+            status: Some(RunStatus::Finished),
+            ..RunUpdate::default()
+        };
+        assert!(store.update_client_run(&client, &finished).unwrap());
+        let record = store.get_run(&client).unwrap();
+        assert_eq!(record.status, RunStatus::Finished);
+        assert!(record.end_time.is_some());
+
+        let step = begin(&store, "train", &BTreeMap::new(), &[], day(1));
+        let renamed = RunUpdate {
+            name: Some("train-smd"),
+            ..finished.clone()
+        };
+        assert!(!store.update_client_run(&step, &renamed).unwrap());
+        let record = store.get_run(&step).unwrap();
+        assert_eq!(
+            record.status,
+            RunStatus::Running,
+            "the runner owns its status"
+        );
+        assert!(record.pid.is_some(), "and stays its owner");
+        assert_eq!(store.tracked_run(&step).unwrap().name, "train-smd");
+    }
+
+    #[test]
+    fn params_keep_their_first_value_and_a_refused_batch_keeps_nothing() {
+        let (_dir, store) = temp_store();
+        let key_params = BTreeMap::from([("epochs".to_string(), "3".to_string())]);
+        let step = begin(&store, "train", &key_params, &[], day(1));
+        let batch = |params: &[(&str, &str)], tag: &str| ClientBatch {
+            metrics: vec![point("loss", 0.5, 0)],
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            tags: vec![("note".to_string(), tag.to_string())],
+        };
+        store
+            .log_client_batch(&step, &batch(&[("lr", "0.1"), ("epochs", "3")], "a"))
+            .unwrap();
+        for conflicting in [("lr", "0.2"), ("epochs", "4")] {
+            let error = store
+                .log_client_batch(&step, &batch(&[conflicting], "b"))
+                .unwrap_err();
+            assert!(
+                error.to_string().contains("cannot change"),
+                "{conflicting:?}: {error}"
+            );
+        }
+        let tracked = store.tracked_run(&step).unwrap();
+        assert_eq!(tracked.params["lr"], "0.1");
+        assert_eq!(tracked.params["epochs"], "3");
+        assert_eq!(tracked.tags["note"], "a", "a refused batch sets no tag");
+        assert_eq!(store.metrics(&step).unwrap().len(), 1, "nor any metric");
+    }
+
+    /// A soft-deleted run refuses logging, and the resolver never reuses it; restored, both
+    /// work again.
+    #[test]
+    fn deleted_runs_refuse_logging_and_are_not_reused() {
+        let (_dir, store) = temp_store();
+        let step = begin(&store, "train", &BTreeMap::new(), &[], day(1));
+        store.end_run(&step, RunStatus::Finished).unwrap();
+        let key = store.get_run(&step).unwrap().key();
+        let query = ReuseQuery {
+            key: &key,
+            match_data: true,
+            match_code: true,
+            run_time: None,
+        };
+        assert!(store.find_reusable(&query).unwrap().is_some());
+        store.set_run_lifecycle(&step, Lifecycle::Deleted).unwrap();
+        assert!(store.find_reusable(&query).unwrap().is_none());
+        let batch = ClientBatch {
+            metrics: vec![point("loss", 1.0, 0)],
+            ..ClientBatch::default()
+        };
+        assert!(matches!(
+            store.log_client_batch(&step, &batch),
+            Err(StoreError::Invalid { .. })
+        ));
+        store.set_run_lifecycle(&step, Lifecycle::Active).unwrap();
+        assert!(store.find_reusable(&query).unwrap().is_some());
+        store.log_client_batch(&step, &batch).unwrap();
+    }
+
+    #[test]
+    fn metric_history_pages_in_step_order() {
+        let (_dir, store) = temp_store();
+        let run_id = client_run(&store, "history");
+        let points: Vec<Metric> = [3, 0, 2, 1, 4]
+            .iter()
+            .map(|&step| point("loss", step as f64 / 10.0, step))
+            .collect();
+        store
+            .log_client_batch(
+                &run_id,
+                &ClientBatch {
+                    metrics: points,
+                    ..ClientBatch::default()
+                },
+            )
+            .unwrap();
+        let (first, more) = store.metric_history(&run_id, "loss", 0, 3).unwrap();
+        assert!(more);
+        assert_eq!(
+            first.iter().map(|p| p.step).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        let (rest, more) = store.metric_history(&run_id, "loss", 3, 3).unwrap();
+        assert!(!more);
+        assert_eq!(rest.iter().map(|p| p.step).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(rest[1].timestamp_ms, 1_004);
+        let latest = &store.tracked_run(&run_id).unwrap().metrics[0];
+        assert_eq!(
+            (latest.step, latest.value, latest.timestamp_ms),
+            (4, 0.4, 1_004)
+        );
+        assert!(
+            matches!(
+                store.metric_history(&run_id[..8], "loss", 0, 3),
+                Err(StoreError::NotFound(_))
+            ),
+            "API clients name runs by their full id"
+        );
+    }
+}

@@ -218,3 +218,89 @@ pub fn check_artifact_path(path: &str) -> Result<()> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::test_support::{begin, day, temp_store};
+
+    fn upload(store: &Store, run_id: &str, path: &str, chunks: &[&[u8]]) -> LoggedArtifact {
+        let mut upload = store.begin_artifact_upload(run_id, path).unwrap();
+        for chunk in chunks {
+            upload.write(chunk).unwrap();
+        }
+        store.finish_artifact_upload(upload).unwrap()
+    }
+
+    #[test]
+    fn uploads_are_objects_that_gc_keeps_and_a_path_can_be_replaced() {
+        let (_dir, store) = temp_store();
+        let run_id = begin(&store, "train", &BTreeMap::new(), &[], day(1));
+        let first = upload(&store, &run_id, "model/weights.bin", &[b"abc", b"def"]);
+        assert_eq!(first.size, 6);
+        assert_eq!(first.hash, blake3::hash(b"abcdef").to_hex().to_string());
+        let (file, size) = store
+            .artifact_object(&run_id, "model/weights.bin")
+            .unwrap()
+            .unwrap();
+        assert_eq!((fs::read(&file).unwrap(), size), (b"abcdef".to_vec(), 6));
+        assert_eq!(store.gc().unwrap().objects_removed, 0, "gc keeps uploads");
+
+        upload(&store, &run_id, "model/weights.bin", &[b"v2"]);
+        assert_eq!(store.logged_artifacts(&run_id).unwrap().len(), 1);
+        assert_eq!(
+            store.gc().unwrap().objects_removed,
+            1,
+            "the replaced content goes"
+        );
+        assert_eq!(store.delete_logged_artifacts(&run_id, "model").unwrap(), 1);
+        assert!(store
+            .artifact_object(&run_id, "model/weights.bin")
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn an_abandoned_upload_leaves_nothing() {
+        let (dir, store) = temp_store();
+        let run_id = begin(&store, "train", &BTreeMap::new(), &[], day(1));
+        let mut partial = store.begin_artifact_upload(&run_id, "big.bin").unwrap();
+        partial.write(b"half of it").unwrap();
+        drop(partial);
+        assert!(store.logged_artifacts(&run_id).unwrap().is_empty());
+        let staging: Vec<_> = fs::read_dir(dir.path().join(".flow/tmp"))
+            .unwrap()
+            .collect();
+        assert!(staging.is_empty(), "{staging:?}");
+    }
+
+    #[test]
+    fn uploads_never_replace_published_outputs_or_leave_the_run() {
+        let (dir, store) = temp_store();
+        let run_id = begin(&store, "train", &BTreeMap::new(), &[], day(1));
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join("model.txt"), b"published").unwrap();
+        store.publish(&run_id, &out).unwrap();
+        assert!(matches!(
+            store.begin_artifact_upload(&run_id, "model.txt"),
+            Err(StoreError::Invalid { .. })
+        ));
+        for bad in ["../escape", "/abs", "a//b", "./a", ""] {
+            assert!(
+                matches!(
+                    store.begin_artifact_upload(&run_id, bad),
+                    Err(StoreError::Invalid { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let (file, _) = store
+            .artifact_object(&run_id, "model.txt")
+            .unwrap()
+            .unwrap();
+        assert_eq!(fs::read(file).unwrap(), b"published");
+    }
+}

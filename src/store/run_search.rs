@@ -180,3 +180,183 @@ fn subject_value_sql(subject: &RunSubject, values: &mut Vec<Value>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::store::client_runs::{ClientBatch, NewClientRun};
+    use crate::store::experiments::DEFAULT_EXPERIMENT_ID;
+    use crate::store::metrics::Metric;
+    use crate::store::search::Operand;
+    use crate::store::test_support::{begin, day, temp_store};
+    use crate::store::tracked_runs::RUN_NAME_TAG;
+
+    /// Four client runs `r0..r3` (f1 = i/10, lr = 0.1 or 0.01, family tag on even ones,
+    /// started a day apart) and one runner step `train/SMD` with key param `lr = 0.1`.
+    fn fixture() -> (tempfile::TempDir, Store, Vec<String>) {
+        let (dir, store) = temp_store();
+        let mut ids = Vec::new();
+        for index in 0..4u32 {
+            let name = format!("r{index}");
+            let mut tags = BTreeMap::from([(RUN_NAME_TAG.to_string(), name.clone())]);
+            if index % 2 == 0 {
+                tags.insert("family".to_string(), "gat".to_string());
+            }
+            let run_id = store
+                .create_client_run(&NewClientRun {
+                    experiment_id: DEFAULT_EXPERIMENT_ID,
+                    name: &name,
+                    start_time: day(1 + index),
+                    tags: &tags,
+                })
+                .unwrap();
+            let lr = if index < 2 { "0.1" } else { "0.01" };
+            store
+                .log_client_batch(
+                    &run_id,
+                    &ClientBatch {
+                        metrics: vec![Metric {
+                            key: "f1".into(),
+                            value: f64::from(index) / 10.0,
+                            step: 0,
+                            timestamp_ms: 0,
+                        }],
+                        params: vec![("lr".into(), lr.into())],
+                        tags: Vec::new(),
+                    },
+                )
+                .unwrap();
+            ids.push(run_id);
+        }
+        let key_params = BTreeMap::from([("lr".to_string(), "0.1".to_string())]);
+        ids.push(begin(&store, "train", &key_params, &[], day(20)));
+        (dir, store, ids)
+    }
+
+    fn search(
+        store: &Store,
+        filters: Vec<RunSearchFilter>,
+        order: Vec<(RunSubject, bool)>,
+    ) -> Vec<String> {
+        let (runs, more) = store
+            .search_tracked_runs(&RunSearch {
+                experiment_ids: vec![DEFAULT_EXPERIMENT_ID],
+                filters,
+                order,
+                limit: 100,
+                ..RunSearch::default()
+            })
+            .unwrap();
+        assert!(!more);
+        runs.into_iter().map(|run| run.name).collect()
+    }
+
+    fn filter(subject: RunSubject, op: Op, operand: Operand) -> RunSearchFilter {
+        RunSearchFilter {
+            subject,
+            comparison: Comparison { op, operand },
+        }
+    }
+
+    #[test]
+    fn filters_on_metrics_params_tags_and_fields() {
+        let (_dir, store, _) = fixture();
+        let metric =
+            |op, value| filter(RunSubject::Metric("f1".into()), op, Operand::Number(value));
+        assert_eq!(
+            search(&store, vec![metric(Op::Ge, 0.2)], vec![]),
+            vec!["r3", "r2"]
+        );
+        assert_eq!(
+            search(
+                &store,
+                vec![metric(Op::Gt, 0.0), metric(Op::Lt, 0.3)],
+                vec![]
+            ),
+            vec!["r2", "r1"]
+        );
+        let lr = filter(
+            RunSubject::Param("lr".into()),
+            Op::Eq,
+            Operand::Text("0.1".into()),
+        );
+        assert_eq!(
+            search(&store, vec![lr], vec![]),
+            vec!["train/SMD", "r1", "r0"],
+            "key params and logged params both count"
+        );
+        let untagged = filter(RunSubject::Tag("family".into()), Op::IsNull, Operand::None);
+        assert_eq!(
+            search(&store, vec![untagged], vec![]),
+            vec!["train/SMD", "r3", "r1"]
+        );
+        let named = filter(
+            RunSubject::Field(RunField::RunName),
+            Op::Like,
+            Operand::Text("r%".into()),
+        );
+        let finished = filter(
+            RunSubject::Field(RunField::Status),
+            Op::Eq,
+            Operand::Text("RUNNING".into()),
+        );
+        assert_eq!(search(&store, vec![named, finished], vec![]).len(), 4);
+    }
+
+    #[test]
+    fn order_puts_missing_values_last_and_pages_cover_every_run_once() {
+        let (_dir, store, _) = fixture();
+        let by_f1 = |ascending| vec![(RunSubject::Metric("f1".into()), ascending)];
+        assert_eq!(
+            search(&store, vec![], by_f1(false)),
+            vec!["r3", "r2", "r1", "r0", "train/SMD"]
+        );
+        assert_eq!(
+            search(&store, vec![], by_f1(true)),
+            vec!["r0", "r1", "r2", "r3", "train/SMD"]
+        );
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (page, more) = store
+                .search_tracked_runs(&RunSearch {
+                    experiment_ids: vec![DEFAULT_EXPERIMENT_ID],
+                    order: by_f1(true),
+                    offset,
+                    limit: 2,
+                    ..RunSearch::default()
+                })
+                .unwrap();
+            seen.extend(page.into_iter().map(|run| run.name));
+            offset += 2;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, vec!["r0", "r1", "r2", "r3", "train/SMD"]);
+    }
+
+    #[test]
+    fn a_search_returns_each_runs_full_record() {
+        let (_dir, store, ids) = fixture();
+        let by_id = filter(
+            RunSubject::Field(RunField::RunId),
+            Op::In,
+            Operand::List(vec![ids[2].clone()]),
+        );
+        let (runs, _) = store
+            .search_tracked_runs(&RunSearch {
+                experiment_ids: vec![DEFAULT_EXPERIMENT_ID],
+                filters: vec![by_id],
+                limit: 10,
+                ..RunSearch::default()
+            })
+            .unwrap();
+        assert_eq!(runs, vec![store.tracked_run(&ids[2]).unwrap()]);
+        assert_eq!(runs[0].params["lr"], "0.01");
+        assert_eq!(runs[0].tags["family"], "gat");
+        assert_eq!(runs[0].metrics[0].value, 0.2);
+    }
+}

@@ -206,8 +206,13 @@ fn parse_clause(
         }
     };
     position += 1;
+    // `position` is now the first token after the comparator; `next` the one after the clause.
+    let mut next = position + 1;
     let operand = match op {
-        Op::IsNull | Op::IsNotNull => Operand::None,
+        Op::IsNull | Op::IsNotNull => {
+            next = position;
+            Operand::None
+        }
         Op::In | Op::NotIn => {
             if tokens.get(position) != Some(&Token::Open) {
                 return Err(SyntaxError(format!(
@@ -242,6 +247,7 @@ fn parse_clause(
                     }
                 }
             }
+            next = position + 1;
             Operand::List(items)
         }
         _ => match tokens.get(position).ok_or_else(incomplete)? {
@@ -265,7 +271,7 @@ fn parse_clause(
         key,
         comparison: Comparison { op, operand },
     };
-    Ok((clause, position + 1))
+    Ok((clause, next))
 }
 
 /// `<identifier> [ASC|DESC]` → entity, key, ascending (the default).
