@@ -77,8 +77,19 @@ impl Store {
                 format!("?{}", values.len())
             })
             .collect();
+        // A filter on a metric, param or tag names few rows through its (key, value) index;
+        // SQLite, without statistics, would rather walk the experiment's runs and test each.
+        // A unary `+` takes the experiment column out of index choice, so the filter drives.
+        let filter_drives = search.filters.iter().any(|filter| {
+            !matches!(filter.subject, RunSubject::Field(_)) && filter.comparison.op != Op::IsNull
+        });
+        let experiment_column = if filter_drives {
+            "+r.experiment_id"
+        } else {
+            "r.experiment_id"
+        };
         let mut conditions = vec![
-            format!("r.experiment_id IN ({})", experiments.join(", ")),
+            format!("{experiment_column} IN ({})", experiments.join(", ")),
             search.view.condition("r.lifecycle_stage"),
         ];
         for filter in &search.filters {

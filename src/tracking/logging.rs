@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::Response;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::store::{ClientBatch, Metric};
 use crate::tracking::error::ApiError;
@@ -133,7 +134,7 @@ pub async fn log_batch(
 pub async fn get_history(
     State(state): State<Arc<TrackingState>>,
     QueryFields(fields): QueryFields,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let run_id = fields.run_id()?;
     let key = fields.required_string("metric_key")?;
     let offset = page_token::decode(fields.string("page_token")?.as_deref())?;
@@ -148,17 +149,19 @@ pub async fn get_history(
             )))
         }
     };
-    let run = run_id.clone();
-    let (points, more) = state
-        .with_store(move |store| Ok(store.metric_history(&run, &key, offset, limit)?))
+    let body = state
+        .with_store(move |store| {
+            let (points, more) = store.metric_history(&run_id, &key, offset, limit)?;
+            wire::to_body(&wire::HistoryPage {
+                metrics: points
+                    .iter()
+                    .map(|point| wire::history_point(&run_id, point))
+                    .collect(),
+                next_page_token: more.then(|| page_token::encode(offset.saturating_add(limit))),
+            })
+        })
         .await?;
-    let mut response = json!({
-        "metrics": points.iter().map(|point| wire::metric(&run_id, point)).collect::<Vec<_>>(),
-    });
-    if more {
-        response["next_page_token"] = json!(page_token::encode(offset.saturating_add(limit)));
-    }
-    Ok(Json(response))
+    Ok(wire::json_response(body))
 }
 
 async fn log(

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -129,7 +130,7 @@ pub async fn restore(
 pub async fn search(
     State(state): State<Arc<TrackingState>>,
     BodyFields(fields): BodyFields,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let experiment_ids = fields
         .strings("experiment_ids")?
         .iter()
@@ -151,14 +152,16 @@ pub async fn search(
         offset,
         limit,
     };
-    let (runs, more) = state
-        .with_store(move |store| Ok(store.search_tracked_runs(&search)?))
+    let body = state
+        .with_store(move |store| {
+            let (runs, more) = store.search_tracked_runs(&search)?;
+            wire::to_body(&wire::RunsPage {
+                runs: runs.iter().map(wire::run).collect(),
+                next_page_token: more.then(|| page_token::encode(offset + limit)),
+            })
+        })
         .await?;
-    let mut response = json!({ "runs": runs.iter().map(wire::run).collect::<Vec<_>>() });
-    if more {
-        response["next_page_token"] = json!(page_token::encode(offset + limit));
-    }
-    Ok(Json(response))
+    Ok(wire::json_response(body))
 }
 
 async fn set_lifecycle(
