@@ -60,6 +60,9 @@ out=$W/figures
   "$client" "$driver" clone mlflow "$W/mlflow.db" "$RUNS_N"
   run flow $flow_port search "$RUNS_N"
   run mlflow $mlflow_port search "$RUNS_N"
+  run client $flow_port client-search "$RUNS_N"
+  run flow $flow_port http "$RATE_SECONDS" "$RUNS_N"
+  run mlflow $mlflow_port http "$RATE_SECONDS" "$RUNS_N"
   echo "bench flow.server_rss_mb $(rss $flow_sid) MB"
   echo "bench mlflow.server_rss_mb $(rss $mlflow_sid) MB"
 } | tee "$out"
@@ -69,7 +72,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", a / b}'; }
 echo "ratio log_batch flow/mlflow $(ratio "$(value flow.log_batch_per_s)" "$(value mlflow.log_batch_per_s)")x"
 echo "ratio log_batch flow/client_only $(ratio "$(value flow.log_batch_per_s)" "$(value client.client_only_log_batch_per_s)")"
 echo "ratio log_metric flow/mlflow $(ratio "$(value flow.log_metric_per_s)" "$(value mlflow.log_metric_per_s)")x"
+echo "ratio http_log_batch flow/mlflow $(ratio "$(value flow.http_log_batch_per_s)" "$(value mlflow.http_log_batch_per_s)")x"
 for query in search_one_of_n_ms search_100_by_metric_ms search_first_1000_ms; do
-  echo "ratio $query mlflow/flow $(ratio "$(value mlflow.$query)" "$(value flow.$query)")x"
+  echo "ratio $query mlflow/flow $(ratio "$(value mlflow.$query)" "$(value flow.$query)")x" \
+    "(client alone $(value client.client_only_$query) ms; over raw HTTP" \
+    "$(ratio "$(value mlflow.http_$query)" "$(value flow.http_$query)")x)"
 done
 echo "ratio rss mlflow/flow $(ratio "$(value mlflow.server_rss_mb)" "$(value flow.server_rss_mb)")x"

@@ -10,7 +10,12 @@ server (MLFLOW_TRACKING_URI). Prints `bench <name> <value> <unit>` lines.
                          in the server's own database (KIND flow or mlflow): every row as
                          that server wrote it for the first run, in seconds instead of the
                          minutes N runs take through the client on a loaded machine
-  search N               search_runs latencies over those runs (median of 5 after a warm-up)
+  search N               search_runs latencies over those runs (median of 15 after a warm-up)
+  http SECONDS N         the same log_batch body and searches over raw HTTP (one kept-alive
+                         connection, no client library): the server's own speed
+  client-search N        the client's own cost of each search: its answer fetched once from
+                         the server, then search_runs timed with the HTTP exchange replaced
+                         by parsing that answer (what any server's latency adds to)
 """
 
 import statistics
@@ -126,19 +131,28 @@ def clone(kind, db_path, count):
     print(f"# {kind}: {runs} runs in its database")
 
 
-def search(count):
-    import mlflow
-    from mlflow import MlflowClient
-
-    experiment = MlflowClient().get_experiment_by_name("search").experiment_id
-    queries = {
+def queries(count):
+    """name -> (filter, order_by, expected number of runs)."""
+    return {
         "search_one_of_n_ms": (f"params.lr = '{count // 2}'", None, 1),
-        "search_100_by_metric_ms": (f"metrics.m < 100", ["metrics.m DESC"], 100),
+        "search_100_by_metric_ms": ("metrics.m < 100", ["metrics.m DESC"], 100),
         "search_first_1000_ms": ("", None, min(count, 1000)),
     }
-    for name, (filter_string, order_by, expected) in queries.items():
+
+
+def search_experiment():
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_experiment_by_name("search").experiment_id
+
+
+def search(count):
+    import mlflow
+
+    experiment = search_experiment()
+    for name, (filter_string, order_by, expected) in queries(count).items():
         times = []
-        for _ in range(6):
+        for _ in range(16):
             started = time.time()
             found = mlflow.search_runs(
                 experiment_ids=[experiment], filter_string=filter_string, order_by=order_by,
@@ -147,6 +161,81 @@ def search(count):
             times.append((time.time() - started) * 1000)
             assert len(found) == expected, (name, len(found))
         print(f"bench {name} {statistics.median(times[1:]):.1f} ms")
+
+
+def http(seconds, count):
+    import json
+    import os
+
+    import requests
+
+    from mlflow import MlflowClient
+
+    base = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow"
+    session = requests.Session()
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment(f"http-{time.time()}")).info.run_id
+    logged, started = 0, time.time()
+    while time.time() - started < seconds:
+        body = json.dumps({"run_id": run_id, "metrics": [
+            {"key": "m", "value": float(i), "timestamp": 1_700_000_000_000, "step": logged + i} for i in range(1000)
+        ]})
+        response = session.post(base + "/runs/log-batch", data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 200, response.text
+        logged += 1000
+    print(f"bench http_log_batch_per_s {logged / (time.time() - started):.0f} metrics/s")
+    experiment = search_experiment()
+    for name, (filter_string, order_by, expected) in queries(count).items():
+        body = json.dumps({"experiment_ids": [experiment], "filter": filter_string,
+                           "order_by": order_by or [], "max_results": 1000})
+        times = []
+        for _ in range(16):
+            started = time.time()
+            response = session.post(base + "/runs/search", data=body, headers={"Content-Type": "application/json"})
+            response.content
+            times.append((time.time() - started) * 1000)
+            assert response.status_code == 200 and len(response.json().get("runs", [])) == expected, name
+        print(f"bench http_{name} {statistics.median(times[1:]):.1f} ms")
+
+
+def client_search(count):
+    import json
+
+    import mlflow
+    import mlflow.store.tracking.rest_store as rest_store
+    from google.protobuf.json_format import MessageToDict
+    from mlflow.utils.proto_json_utils import parse_dict
+
+    experiment = search_experiment()
+    real_call = rest_store.call_endpoint
+    for name, (filter_string, order_by, expected) in queries(count).items():
+        answers = []
+
+        def recording(host_creds, endpoint, method, json_body, response_proto, **kwargs):
+            answer = real_call(host_creds, endpoint, method, json_body, response_proto, **kwargs)
+            answers.append(MessageToDict(answer, preserving_proto_field_name=True))
+            return answer
+
+        def canned(host_creds, endpoint, method, json_body, response_proto, **kwargs):
+            json.loads(json_body)
+            parse_dict(answers[-1], response_proto)
+            return response_proto
+
+        def timed_search():
+            return mlflow.search_runs(experiment_ids=[experiment], filter_string=filter_string,
+                                      order_by=order_by, max_results=1000, output_format="list")
+
+        rest_store.call_endpoint = recording
+        timed_search()
+        rest_store.call_endpoint = canned
+        times = []
+        for _ in range(16):
+            started = time.time()
+            found = timed_search()
+            times.append((time.time() - started) * 1000)
+            assert len(found) == expected, (name, len(found))
+        rest_store.call_endpoint = real_call
+        print(f"bench client_only_{name} {statistics.median(times[1:]):.1f} ms")
 
 
 if __name__ == "__main__":
@@ -161,5 +250,9 @@ if __name__ == "__main__":
         clone(args[0], args[1], int(args[2]))
     elif mode == "search":
         search(int(args[0]))
+    elif mode == "http":
+        http(float(args[0]), int(args[1]))
+    elif mode == "client-search":
+        client_search(int(args[0]))
     else:
         sys.exit(f"unknown mode {mode}")

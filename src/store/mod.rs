@@ -28,6 +28,14 @@
 //! The resolver's questions are answered by one index each (see schema.rs); reuse
 //! compares params and upstream runs through stored digests (digest.rs). Metrics are
 //! inserted in one transaction per batch with a cached prepared statement.
+//!
+//! # MLflow's tracking API
+//!
+//! `flow server` reads and writes the same tables: experiments get ids, tags and soft
+//! deletion (experiments.rs), runs an API client creates are flow runs without an owning
+//! process (client_runs.rs), searches are bound SQL over `(key, value)` indexes
+//! (run_search.rs), and uploads are objects recorded beside, not among, published outputs
+//! (logged_artifacts.rs). The statements are plain SQL but for SQLite's LIKE (search.rs).
 
 mod artifacts;
 mod client_runs;
