@@ -137,6 +137,26 @@ fn the_mlflow_client_suite_passes_against_flow_server() {
             shown.stdout
         );
     }
+    let other = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["key"] == "sweep-02")
+        .unwrap_or_else(|| panic!("no run named sweep-02 in {runs}"));
+    let compared = flow(
+        &store,
+        &["compare", run_id, other["run_id"].as_str().unwrap()],
+    );
+    assert_eq!(compared.code, 0, "{}", compared.stderr);
+    let lr_line = compared
+        .stdout
+        .lines()
+        .find(|line| line.contains("param.lr"))
+        .unwrap_or_else(|| panic!("no param.lr in:\n{}", compared.stdout));
+    assert!(
+        lr_line.starts_with('*') && lr_line.contains("0.001") && lr_line.contains("0.01 "),
+        "{lr_line}"
+    );
 }
 
 /// A step whose command uses the client logs into the step's own run (MLFLOW_RUN_ID);

@@ -227,7 +227,7 @@ impl Store {
     }
 }
 
-/// The experiment's id and lifecycle, or ExperimentNotFound.
+/// The experiment's name and lifecycle, or ExperimentNotFound.
 pub(crate) fn require_experiment(conn: &Connection, id: i64) -> Result<(String, Lifecycle)> {
     let found: Option<(String, String)> = conn
         .prepare_cached("SELECT name, lifecycle_stage FROM experiments WHERE id = ?1")?
