@@ -26,7 +26,6 @@ use crate::store::error::{Result, StoreError};
 use crate::store::experiments::{require_experiment, Lifecycle};
 use crate::store::metrics::Metric;
 use crate::store::runs::{insert_run, NewRun, RunId, RunKey, RunStatus};
-use crate::store::search::page_values;
 use crate::store::timestamps::{now, to_micros};
 use crate::store::tracked_runs::{run_head, RunHead, RUN_NAME_TAG};
 use crate::store::Store;
@@ -190,7 +189,8 @@ impl Store {
     ) -> Result<(Vec<Metric>, bool)> {
         let conn = self.connection();
         let head = run_head(&conn, run_id)?;
-        let (limit_value, offset_value) = page_values(offset, limit.saturating_add(1));
+        let limit_value = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let offset_value = i64::try_from(offset).unwrap_or(i64::MAX);
         let mut points: Vec<Metric> = conn
             .prepare_cached(
                 "SELECT value, step, timestamp FROM metrics WHERE run = ?1 AND key = ?2

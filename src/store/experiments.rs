@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::error::{Result, StoreError};
-use crate::store::search::{page_values, Comparison, Op, ViewType};
+use crate::store::search::{page_of_ids, Comparison, Op, ViewType};
 use crate::store::timestamps::{from_micros, now, to_micros};
 use crate::store::Store;
 
@@ -149,23 +149,16 @@ impl Store {
             order.push("e.created_at DESC".to_string());
         }
         order.push("e.id ASC".to_string());
-        let (limit, offset) = page_values(search.offset, search.limit.saturating_add(1));
-        values.push(Value::Integer(limit));
-        values.push(Value::Integer(offset));
-        let sql = format!(
-            "SELECT e.id FROM experiments e WHERE {} ORDER BY {} LIMIT ?{} OFFSET ?{}",
-            conditions.join(" AND "),
-            order.join(", "),
-            values.len() - 1,
-            values.len()
-        );
         let conn = self.connection();
-        let mut ids: Vec<i64> = conn
-            .prepare(&sql)?
-            .query_map(params_from_iter(values), |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let more = ids.len() > search.limit;
-        ids.truncate(search.limit);
+        let (ids, more) = page_of_ids(
+            &conn,
+            "SELECT e.id FROM experiments e",
+            &conditions,
+            &order,
+            values,
+            search.offset,
+            search.limit,
+        )?;
         let mut experiments = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(experiment) = read_experiment(&conn, id)? {

@@ -9,11 +9,10 @@
 //! loaded in bulk (tracked_runs.rs). Offsets page through a stable order: the requested
 //! keys, then start time (newest first) and run id, as MLflow breaks ties.
 
-use rusqlite::params_from_iter;
 use rusqlite::types::Value;
 
 use crate::store::error::Result;
-use crate::store::search::{page_values, Comparison, Op, ViewType};
+use crate::store::search::{page_of_ids, Comparison, Op, ViewType};
 use crate::store::tracked_runs::{load_tracked, TrackedRun, RUN_NAME_SQL, USER_SQL};
 use crate::store::Store;
 
@@ -102,23 +101,16 @@ impl Store {
             order.push(format!("({expr}) IS NULL, {expr} {direction}"));
         }
         order.push("r.start_time DESC, r.run_id ASC".to_string());
-        let (limit, offset) = page_values(search.offset, search.limit.saturating_add(1));
-        values.push(Value::Integer(limit));
-        values.push(Value::Integer(offset));
-        let sql = format!(
-            "SELECT r.id FROM runs r WHERE {} ORDER BY {} LIMIT ?{} OFFSET ?{}",
-            conditions.join(" AND "),
-            order.join(", "),
-            values.len() - 1,
-            values.len()
-        );
         let conn = self.connection();
-        let mut rowids: Vec<i64> = conn
-            .prepare(&sql)?
-            .query_map(params_from_iter(values), |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let more = rowids.len() > search.limit;
-        rowids.truncate(search.limit);
+        let (rowids, more) = page_of_ids(
+            &conn,
+            "SELECT r.id FROM runs r",
+            &conditions,
+            &order,
+            values,
+            search.offset,
+            search.limit,
+        )?;
         Ok((load_tracked(&conn, &rowids)?, more))
     }
 }

@@ -7,6 +7,9 @@
 //! PostgreSQL would keep LIKE and ILIKE as they are.
 
 use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection};
+
+use crate::store::error::Result;
 
 /// The comparators of MLflow's search syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,26 @@ pub enum ViewType {
     All,
 }
 
+impl Op {
+    /// The comparator as MLflow's syntax (and SQL) spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Like => "LIKE",
+            Op::ILike => "ILIKE",
+            Op::In => "IN",
+            Op::NotIn => "NOT IN",
+            Op::IsNull => "IS NULL",
+            Op::IsNotNull => "IS NOT NULL",
+        }
+    }
+}
+
 impl Comparison {
     /// `expr <op> ?N` with the operand bound as the next parameters in `values`.
     /// `IS NULL` and `IS NOT NULL` are the caller's to express (they test whether a row
@@ -76,17 +99,10 @@ impl Comparison {
             }
         };
         let op = match self.op {
-            Op::Eq => "=",
-            Op::Ne => "!=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
             Op::Like => "GLOB",
             Op::ILike => "LIKE",
-            Op::In => "IN",
-            Op::NotIn => "NOT IN",
             Op::IsNull | Op::IsNotNull => return "1 = 1".to_string(),
+            other => other.as_str(),
         };
         format!("{expr} {op} {operand}")
     }
@@ -119,12 +135,36 @@ fn like_to_glob(pattern: &str) -> String {
     glob
 }
 
-/// SQL's LIMIT/OFFSET values from a page request.
-pub(crate) fn page_values(offset: usize, limit: usize) -> (i64, i64) {
-    (
-        i64::try_from(limit).unwrap_or(i64::MAX),
-        i64::try_from(offset).unwrap_or(i64::MAX),
-    )
+/// One page of ids from `SELECT <id> FROM <from> WHERE <conditions> ORDER BY <order>`, one
+/// row past the page read to learn whether more follow. `values` are the parameters
+/// already bound in `conditions` and `order`.
+pub(crate) fn page_of_ids(
+    conn: &Connection,
+    select: &str,
+    conditions: &[String],
+    order: &[String],
+    mut values: Vec<Value>,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<i64>, bool)> {
+    values.push(Value::Integer(
+        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    values.push(Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let sql = format!(
+        "{select} WHERE {} ORDER BY {} LIMIT ?{} OFFSET ?{}",
+        conditions.join(" AND "),
+        order.join(", "),
+        values.len() - 1,
+        values.len()
+    );
+    let mut ids: Vec<i64> = conn
+        .prepare(&sql)?
+        .query_map(params_from_iter(values), |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    Ok((ids, more))
 }
 
 #[cfg(test)]

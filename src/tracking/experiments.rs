@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use crate::store::{ExperimentSearch, Lifecycle, ViewType, DEFAULT_EXPERIMENT_ID};
 use crate::tracking::error::ApiError;
 use crate::tracking::request::Fields;
+use crate::tracking::search_request::{next_page_token, SearchRequest};
 use crate::tracking::{
-    empty, experiment_id, filter, page_token, validate, wire, BodyFields, QueryFields,
-    TrackingState,
+    empty, experiment_id, filter, validate, wire, BodyFields, QueryFields, TrackingState,
 };
 
 pub async fn create(
@@ -80,18 +80,16 @@ pub async fn search_get(
 }
 
 async fn search_with(state: Arc<TrackingState>, fields: Fields) -> Result<Json<Value>, ApiError> {
-    let limit = validate::max_results(fields.int("max_results")?)?;
-    let offset = page_token::decode(fields.string("page_token")?.as_deref())?;
-    let filters = filter::experiment_filters(&fields.string("filter")?.unwrap_or_default())?;
-    let order = fields
-        .strings("order_by")?
-        .iter()
-        .map(|clause| filter::experiment_order(clause))
-        .collect::<Result<Vec<_>, _>>()?;
+    let request = SearchRequest::parse(
+        &fields,
+        filter::experiment_filters,
+        filter::experiment_order,
+    )?;
+    let (offset, limit) = (request.offset, request.limit);
     let search = ExperimentSearch {
         view: view_type(&fields, "view_type")?,
-        filters,
-        order,
+        filters: request.filters,
+        order: request.order,
         offset,
         limit,
     };
@@ -101,8 +99,8 @@ async fn search_with(state: Arc<TrackingState>, fields: Fields) -> Result<Json<V
     let mut response = json!({
         "experiments": experiments.iter().map(wire::experiment).collect::<Vec<_>>(),
     });
-    if more {
-        response["next_page_token"] = json!(page_token::encode(offset + limit));
+    if let Some(token) = next_page_token(offset, limit, more) {
+        response["next_page_token"] = json!(token);
     }
     Ok(Json(response))
 }

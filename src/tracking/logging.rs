@@ -13,6 +13,7 @@ use crate::store::{ClientBatch, Metric};
 use crate::tracking::error::ApiError;
 use crate::tracking::request::Fields;
 use crate::tracking::runs::tag_pair;
+use crate::tracking::search_request::next_page_token;
 use crate::tracking::{empty, page_token, validate, wire, BodyFields, QueryFields, TrackingState};
 
 pub async fn log_metric(
@@ -157,7 +158,7 @@ pub async fn get_history(
                     .iter()
                     .map(|point| wire::history_point(&run_id, point))
                     .collect(),
-                next_page_token: more.then(|| page_token::encode(offset.saturating_add(limit))),
+                next_page_token: next_page_token(offset, limit, more),
             })
         })
         .await?;

@@ -30,6 +30,7 @@ mod names;
 mod page_token;
 mod request;
 mod runs;
+mod search_request;
 mod validate;
 mod wire;
 

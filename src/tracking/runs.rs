@@ -20,9 +20,9 @@ use crate::tracking::error::ApiError;
 use crate::tracking::experiments::view_type;
 use crate::tracking::names::random_run_name;
 use crate::tracking::request::Fields;
+use crate::tracking::search_request::{next_page_token, SearchRequest};
 use crate::tracking::{
-    empty, experiment_id, filter, page_token, validate, wire, BodyFields, QueryFields,
-    TrackingState,
+    empty, experiment_id, filter, validate, wire, BodyFields, QueryFields, TrackingState,
 };
 
 pub async fn create(
@@ -136,19 +136,13 @@ pub async fn search(
         .iter()
         .map(|id| experiment_id(id))
         .collect::<Result<Vec<_>, _>>()?;
-    let limit = validate::max_results(fields.int("max_results")?)?;
-    let offset = page_token::decode(fields.string("page_token")?.as_deref())?;
-    let filters = filter::run_filters(&fields.string("filter")?.unwrap_or_default())?;
-    let order = fields
-        .strings("order_by")?
-        .iter()
-        .map(|clause| filter::run_order(clause))
-        .collect::<Result<Vec<_>, _>>()?;
+    let request = SearchRequest::parse(&fields, filter::run_filters, filter::run_order)?;
+    let (offset, limit) = (request.offset, request.limit);
     let search = RunSearch {
         experiment_ids,
         view: view_type(&fields, "run_view_type")?,
-        filters,
-        order,
+        filters: request.filters,
+        order: request.order,
         offset,
         limit,
     };
@@ -157,7 +151,7 @@ pub async fn search(
             let (runs, more) = store.search_tracked_runs(&search)?;
             wire::to_body(&wire::RunsPage {
                 runs: runs.iter().map(wire::run).collect(),
-                next_page_token: more.then(|| page_token::encode(offset + limit)),
+                next_page_token: next_page_token(offset, limit, more),
             })
         })
         .await?;
