@@ -14,3 +14,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+
+# --- flow server's client suite (tests/tracking.rs): the real `mlflow` client, pinned in
+# tests/tracking/requirements.txt, in a venv outside the repository. FLOW_TEST_VENV moves it.
+venv=${FLOW_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/flow-test-venv}
+requirements="$(dirname "$0")/../tests/tracking/requirements.txt"
+pinned=$(sed -n 's/^mlflow-skinny==//p' "$requirements")
+if ! "$venv/bin/python" -c "import mlflow.version, sys; sys.exit(mlflow.version.VERSION != '$pinned')" 2>/dev/null; then
+  if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q python3 python3-venv
+  fi
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+fi
+# --- end of flow server's block

@@ -7,6 +7,7 @@ mod models;
 mod render;
 mod runs;
 mod serve;
+mod server;
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,8 @@ pub enum Command {
         /// The step's command file.
         script: PathBuf,
     },
+    /// Serve MLflow's tracking REST API over the store: scripts using the `mlflow` client log into flow.
+    Server(server::ServerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +285,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
             models::models(&store, command)
         }
         Command::Guard { parent, script } => Ok(exec::run_guard(parent, &script)),
+        Command::Server(args) => {
+            server::server(open_store(&cli.project, cli.store.as_deref())?, args)
+        }
     }
 }
 

@@ -192,6 +192,13 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 run.params.iter().map(|(k, v)| format!("{k} = {v}")),
             );
             section(
+                "logged params",
+                store
+                    .logged_params(&run.run_id)?
+                    .into_iter()
+                    .map(|(k, v)| format!("{k} = {v}")),
+            );
+            section(
                 "upstream",
                 run.upstream
                     .iter()
@@ -203,6 +210,17 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
             section(
                 "artifacts",
                 artifacts.iter().map(|a| {
+                    format!(
+                        "{}  {}  {}",
+                        a.path,
+                        super::render::bytes(a.size),
+                        &a.hash[..12]
+                    )
+                }),
+            );
+            section(
+                "uploaded artifacts",
+                store.logged_artifacts(&run.run_id)?.into_iter().map(|a| {
                     format!(
                         "{}  {}  {}",
                         a.path,
@@ -280,15 +298,23 @@ pub fn compare(store: &Store, left: &str, right: &str) -> Result<i32> {
         store.latest_metrics(&a.run_id)?,
         store.latest_metrics(&b.run_id)?,
     );
+    // Key params, then the params each run logged itself (through `flow log` or the
+    // tracking API), which is where runs logged by an mlflow client keep theirs.
+    let params = |run: &RunRecord| -> Result<BTreeMap<String, String>> {
+        let mut params = run.params.clone();
+        params.extend(store.logged_params(&run.run_id)?);
+        Ok(params)
+    };
+    let (pa, pb) = (params(&a)?, params(&b)?);
     println!("{:<24} {:<20} {:<20}", "", &a.run_id[..12], &b.run_id[..12]);
     println!("{:<24} {:<20} {:<20}", "entry", a.entry, b.entry);
-    let mut keys: Vec<&String> = a.params.keys().chain(b.params.keys()).collect();
+    let mut keys: Vec<&String> = pa.keys().chain(pb.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
         let (x, y) = (
-            a.params.get(key).map(String::as_str).unwrap_or("-"),
-            b.params.get(key).map(String::as_str).unwrap_or("-"),
+            pa.get(key).map(String::as_str).unwrap_or("-"),
+            pb.get(key).map(String::as_str).unwrap_or("-"),
         );
         let mark = if x != y { "*" } else { " " };
         println!("{mark}{:<23} {:<20} {:<20}", format!("param.{key}"), x, y);

@@ -184,6 +184,7 @@ impl Store {
             let referenced: HashSet<String> = conn
                 .prepare(
                     "SELECT hash FROM artifacts
+                     UNION SELECT hash FROM logged_artifacts
                      UNION SELECT manifest_hash FROM runs WHERE manifest_hash IS NOT NULL",
                 )?
                 .query_map([], |row| row.get(0))?

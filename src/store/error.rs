@@ -14,6 +14,12 @@ pub enum StoreError {
     /// No run id starts with the given prefix.
     #[error("no run matches `{0}`")]
     NotFound(String),
+    /// No experiment has this id or name.
+    #[error("no experiment `{0}`")]
+    ExperimentNotFound(String),
+    /// A name that must be unique (an experiment's) is taken.
+    #[error("{what} `{name}` already exists")]
+    AlreadyExists { what: &'static str, name: String },
     /// Several run ids start with the given prefix (at most ten are listed).
     #[error("run prefix `{prefix}` is ambiguous, it matches: {}", candidates.join(", "))]
     Ambiguous {

@@ -42,8 +42,10 @@ impl Store {
                 insert_one.raw_execute()?;
             }
             let mut advance = tx.prepare_cached(
-                "INSERT INTO latest_metrics (run, key, step, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (run, key) DO UPDATE SET step = excluded.step, value = excluded.value
+                "INSERT INTO latest_metrics (run, key, step, value, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run, key) DO UPDATE SET step = excluded.step,
+                     value = excluded.value, timestamp = excluded.timestamp
                  WHERE excluded.step >= latest_metrics.step",
             )?;
             for point in latest_per_key(metrics) {
@@ -51,7 +53,8 @@ impl Store {
                     rowid,
                     point.key,
                     point.step,
-                    stored_value(point.value)
+                    stored_value(point.value),
+                    point.timestamp_ms
                 ])?;
             }
         }

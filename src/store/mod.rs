@@ -28,19 +28,33 @@
 //! The resolver's questions are answered by one index each (see schema.rs); reuse
 //! compares params and upstream runs through stored digests (digest.rs). Metrics are
 //! inserted in one transaction per batch with a cached prepared statement.
+//!
+//! # MLflow's tracking API
+//!
+//! `flow server` reads and writes the same tables: experiments get ids, tags and soft
+//! deletion (experiments.rs), runs an API client creates are flow runs without an owning
+//! process (client_runs.rs), searches are bound SQL over `(key, value)` indexes
+//! (run_search.rs), and uploads are objects recorded beside, not among, published outputs
+//! (logged_artifacts.rs). The statements are plain SQL but for SQLite's LIKE (search.rs).
 
 mod artifacts;
 mod claims;
+mod client_runs;
 mod digest;
 mod error;
+mod experiments;
+mod logged_artifacts;
 mod metrics;
 mod objects;
 mod queries;
+mod run_search;
 mod runs;
 mod schema;
+mod search;
 mod synthetic;
 mod tags;
 mod timestamps;
+mod tracked_runs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -50,13 +64,22 @@ use rusqlite::Connection;
 
 pub use artifacts::{Artifact, GcReport};
 pub use claims::{Claim, LEASE};
+pub use client_runs::{ClientBatch, NewClientRun, RunUpdate, CLIENT_ENTRY};
 pub use digest::{inputs_hash, params_hash};
 pub use error::{Result, StoreError};
+pub use experiments::{
+    Experiment, ExperimentField, ExperimentFilter, ExperimentSearch, ExperimentSubject, Lifecycle,
+    DEFAULT_EXPERIMENT_ID,
+};
+pub use logged_artifacts::{check_artifact_path, ArtifactUpload, LoggedArtifact};
 pub use metrics::Metric;
 pub use objects::ContentHash;
+pub use run_search::{RunField, RunSearch, RunSearchFilter, RunSubject};
 pub use runs::{NewRun, ReuseQuery, RunFilter, RunId, RunKey, RunRecord, RunStatus};
+pub use search::{Comparison, Op, Operand, ViewType};
 #[doc(hidden)]
 pub use synthetic::{fill_synthetic, SYNTHETIC_COMMIT};
+pub use tracked_runs::{LatestMetric, TrackedRun, RUN_NAME_TAG, USER_TAG};
 
 /// Name of the database file inside the store directory.
 pub const DB_FILE: &str = "flow.db";

@@ -278,6 +278,7 @@ fn reuse_sql(with_data_version: bool) -> String {
              JOIN experiments e ON e.id = r.experiment_id
          WHERE r.entry = ?1 AND r.key_value IS ?2 AND r.params_hash = ?3
            AND r.inputs_hash = ?4 {data_version} AND r.status = ?9
+           AND r.lifecycle_stage = 'active'
            AND r.run_time >= ?6 AND r.run_time < ?7
            AND (?8 IS NULL OR r.code_version = ?8)
          ORDER BY r.run_time DESC, r.id DESC LIMIT 1"

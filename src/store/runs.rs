@@ -228,6 +228,10 @@ impl Store {
                 .collect::<rusqlite::Result<_>>()?;
             let mut reaped = Vec::new();
             for (rowid, run_id, pid, started, host, heartbeat) in running {
+                if pid.is_none() && heartbeat.is_none() {
+                    // A run an API client created: it sets its own status (tracking/).
+                    continue;
+                }
                 let alive = if host == self.host {
                     // A run without a pid was written by a tool that owns no process.
                     pid.is_none_or(|pid| (Owner { pid, started }).alive())

@@ -6,7 +6,7 @@
 //! entry instead. Times are integers (microseconds since the Unix epoch, UTC) so range
 //! queries and ordering use indexes.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::error::{Result, StoreError};
 
@@ -270,7 +270,95 @@ pub(crate) fn migrations() -> Vec<Migration> {
             -- once this is older than the lease (claims.rs).
             ALTER TABLE runs ADD COLUMN heartbeat INTEGER;",
         ),
+        sql_migration(
+            "-- What MLflow's tracking API (`flow server`) needs beyond flow's own columns.
+            -- Experiments and runs are soft-deleted as in MLflow: `deleted` ones are hidden
+            -- from the API's default views and can be restored.
+            ALTER TABLE experiments ADD COLUMN lifecycle_stage TEXT NOT NULL DEFAULT 'active'
+                CHECK (lifecycle_stage IN ('active', 'deleted'));
+            -- Last rename, deletion or restore (µs); NULL until the first.
+            ALTER TABLE experiments ADD COLUMN last_update_time INTEGER;
+            CREATE TABLE experiment_tags (
+                experiment INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+                key TEXT NOT NULL,
+                -- Last write wins.
+                value TEXT NOT NULL,
+                PRIMARY KEY (experiment, key)
+            ) WITHOUT ROWID;
+            ALTER TABLE runs ADD COLUMN lifecycle_stage TEXT NOT NULL DEFAULT 'active'
+                CHECK (lifecycle_stage IN ('active', 'deleted'));
+            -- The API client that created the run and sets its status (`mlflow`); NULL for
+            -- runs flow's runner started, whose status only the runner sets.
+            ALTER TABLE runs ADD COLUMN client TEXT;
+            -- When the latest point was logged (ms), as MLflow reports it beside the value;
+            -- NULL in rows written before this column existed.
+            ALTER TABLE latest_metrics ADD COLUMN timestamp INTEGER;
+            CREATE TABLE logged_artifacts (
+                -- Run the file was uploaded to through the artifacts proxy while it ran;
+                -- kept apart from `artifacts`, the outputs the runner publishes once.
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                -- Logical path under the run's artifact root, `/`-separated.
+                path TEXT NOT NULL,
+                -- blake3 hex: the object's name under objects/.
+                hash TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                PRIMARY KEY (run, path)
+            ) WITHOUT ROWID;
+            -- gc: referenced objects.
+            CREATE INDEX logged_artifacts_by_hash ON logged_artifacts (hash);
+            -- search_runs: filters on params, tags and metrics start from the matching rows.
+            CREATE INDEX params_by_key ON params (key, value);
+            CREATE INDEX logged_params_by_key ON logged_params (key, value);
+            CREATE INDEX tags_by_key ON tags (key, value);
+            CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);
+            -- search_runs: the runs of some experiments, newest first.
+            CREATE INDEX runs_by_experiment ON runs (experiment_id, start_time);",
+        ),
+        Box::new(default_experiment_is_zero),
     ]
+}
+
+/// MLflow clients log into experiment `0` unless told otherwise, and `flow run` into
+/// `Default`: this makes them one experiment. A `Default` created earlier under another id
+/// is renumbered with its runs; a store without one gets it. Plain SQL, no deferred keys.
+fn default_experiment_is_zero(conn: &Connection) -> rusqlite::Result<()> {
+    let zero_taken: i64 =
+        conn.query_row("SELECT count(*) FROM experiments WHERE id = 0", [], |row| {
+            row.get(0)
+        })?;
+    if zero_taken > 0 {
+        return Ok(());
+    }
+    let default: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT id, created_at FROM experiments WHERE name = 'Default'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    match default {
+        None => {
+            let now = chrono::Utc::now().timestamp_micros();
+            conn.execute(
+                "INSERT INTO experiments (id, name, created_at) VALUES (0, 'Default', ?1)",
+                [now],
+            )?;
+        }
+        Some((id, created_at)) => {
+            // A temporary name keeps `name` unique while both rows exist.
+            conn.execute(
+                "INSERT INTO experiments (id, name, created_at) VALUES (0, ?1, ?2)",
+                params![format!("Default (moving from {id})"), created_at],
+            )?;
+            conn.execute(
+                "UPDATE runs SET experiment_id = 0 WHERE experiment_id = ?1",
+                [id],
+            )?;
+            conn.execute("DELETE FROM experiments WHERE id = ?1", [id])?;
+            conn.execute("UPDATE experiments SET name = 'Default' WHERE id = 0", [])?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,7 +397,7 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 12);
+        assert_eq!(tables, 14);
     }
 
     /// A store written before `latest_metrics` existed gets it filled from its points.
@@ -347,5 +435,56 @@ mod tests {
             latest,
             vec![("f1".to_string(), 0.8, 2), ("loss".to_string(), 0.3, 2)]
         );
+    }
+
+    /// A store whose `Default` experiment predates the tracking API keeps its runs in it,
+    /// now under id 0, where MLflow clients log by default.
+    #[test]
+    fn default_experiment_moves_to_id_zero_with_its_runs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        let all = migrations();
+        let before_tracking = 12;
+        migrate(&mut conn, &all[..before_tracking]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO experiments (id, name, created_at) VALUES (1, 'other', 5), (2, 'Default', 7);
+             INSERT INTO runs (run_id, experiment_id, entry, run_time, start_time, status,
+                 params_hash, inputs_hash, data_version, code_version, code_dirty, command, host)
+             VALUES ('a', 2, 'train', 0, 0, 'FINISHED', '', '', '', '', 0, '', 'h'),
+                    ('b', 1, 'train', 0, 0, 'FINISHED', '', '', '', '', 0, '', 'h');",
+        )
+        .unwrap();
+        migrate(&mut conn, &all).unwrap();
+        let experiments: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT id, name, created_at FROM experiments ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            experiments,
+            vec![(0, "Default".to_string(), 7), (1, "other".to_string(), 5)]
+        );
+        let runs: Vec<(String, i64)> = conn
+            .prepare("SELECT run_id, experiment_id FROM runs ORDER BY run_id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(runs, vec![("a".to_string(), 0), ("b".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_fresh_store_has_the_default_experiment_at_zero() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &migrations()).unwrap();
+        let name: String = conn
+            .query_row("SELECT name FROM experiments WHERE id = 0", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(name, "Default");
     }
 }

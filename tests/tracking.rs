@@ -1,0 +1,219 @@
+//! `flow server` driven by the real `mlflow` client: the Python suite in tests/tracking/
+//! runs with the venv that scripts/setup.sh creates, against a server on a free loopback
+//! port; then flow's own commands read what the client logged.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{outcome, Outcome, TestProject};
+
+/// A running `flow server`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// The child is waited for by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn start_server(store: &Path) -> Server {
+    let mut child = Command::new(common::flow_binary())
+        .args(["server", "--port", "0", "--store"])
+        .arg(store)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("flow server starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "flow server did not start");
+        let line = lines.next().expect("flow server exited early").unwrap();
+        if let Some(rest) = line.split("on http://").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_string();
+            std::thread::spawn(move || for _ in lines {});
+            return Server {
+                child,
+                url: format!("http://{address}"),
+            };
+        }
+    }
+}
+
+/// The python of the venv scripts/setup.sh creates (`FLOW_TEST_VENV` overrides where).
+fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("FLOW_TEST_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("flow-test-venv"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/flow-test-venv"))
+        })
+        .expect("HOME is set");
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "no test venv at `{}`: run `bash scripts/setup.sh` (it installs the pinned mlflow client)",
+        venv.display()
+    );
+    python
+}
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tracking")
+}
+
+/// Runs a script of tests/tracking with the venv python, pointed at `server`.
+fn python(server: &Server, script: &str, cwd: &Path) -> Outcome {
+    let output = Command::new(venv_python())
+        .arg(suite_dir().join(script))
+        .current_dir(cwd)
+        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("DO_NOT_TRACK", "true")
+        .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        .output()
+        .expect("python runs");
+    outcome(output)
+}
+
+fn flow(store: &Path, args: &[&str]) -> Outcome {
+    let output = Command::new(common::flow_binary())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("flow runs");
+    outcome(output)
+}
+
+/// Everything a training script logs through the client comes back exactly (params,
+/// metrics, batches, histories, tags, artifacts, searches), bad requests get MLflow's
+/// error codes, and flow's own `runs list` and `runs show` see the same runs.
+#[test]
+fn the_mlflow_client_suite_passes_against_flow_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let server = start_server(&store);
+    let suite = python(&server, "client_suite.py", dir.path());
+    assert_eq!(
+        suite.code, 0,
+        "client suite failed:\n{}\n{}",
+        suite.stdout, suite.stderr
+    );
+    assert!(suite.stdout.contains("suite: all"), "{}", suite.stdout);
+
+    let listed = flow(&store, &["runs", "list", "--json", "--limit", "100"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let runs = listed.json();
+    let trained = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["key"] == "train-smd")
+        .unwrap_or_else(|| panic!("no run named train-smd in {runs}"));
+    assert_eq!(trained["entry"], "mlflow");
+    assert_eq!(trained["status"], "FINISHED");
+    assert_eq!(trained["experiment"], "suite-training");
+    assert_eq!(trained["metrics"]["f1"], 0.8034);
+    let run_id = trained["run_id"].as_str().unwrap();
+    let shown = flow(&store, &["runs", "show", run_id]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    for line in ["lr = 0.001", "stage = candidate", "model/weights.bin"] {
+        assert!(
+            shown.stdout.contains(line),
+            "`{line}` missing:\n{}",
+            shown.stdout
+        );
+    }
+    let other = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["key"] == "sweep-02")
+        .unwrap_or_else(|| panic!("no run named sweep-02 in {runs}"));
+    let compared = flow(
+        &store,
+        &["compare", run_id, other["run_id"].as_str().unwrap()],
+    );
+    assert_eq!(compared.code, 0, "{}", compared.stderr);
+    let lr_line = compared
+        .stdout
+        .lines()
+        .find(|line| line.contains("param.lr"))
+        .unwrap_or_else(|| panic!("no param.lr in:\n{}", compared.stdout));
+    assert!(
+        lr_line.starts_with('*') && lr_line.contains("0.001") && lr_line.contains("0.01 "),
+        "{lr_line}"
+    );
+}
+
+/// A step whose command uses the client logs into the step's own run (MLFLOW_RUN_ID);
+/// the client's end_run leaves the status to the runner, which sets it from the exit code.
+#[test]
+fn a_step_logs_into_its_own_run_and_the_runner_keeps_its_status() {
+    let python = venv_python();
+    let step = suite_dir().join("step.py");
+    let mlproject = format!(
+        "name: tracked\nentry_points:\n  train:\n    command: \"MLFLOW_RUN_ID=$FLOW_RUN_ID {} {} 0\"\n  broken:\n    command: \"MLFLOW_RUN_ID=$FLOW_RUN_ID {} {} 3\"\n",
+        python.display(),
+        step.display(),
+        python.display(),
+        step.display()
+    );
+    let project = TestProject::new(&[("MLproject.yaml", &mlproject), (".gitignore", ".flow/\n")]);
+    let server = start_server(&project.path().join(".flow"));
+    let env = [
+        ("MLFLOW_TRACKING_URI", server.url.as_str()),
+        ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("DO_NOT_TRACK", "true"),
+    ];
+
+    let trained = project.flow_env(&["run", "-e", "train", "--json"], &env);
+    assert_eq!(trained.code, 0, "{}\n{}", trained.stdout, trained.stderr);
+    assert!(
+        trained.stderr.contains("status after end_run: RUNNING"),
+        "{}",
+        trained.stderr
+    );
+    let run_id = trained.run_id("train");
+    let shown = project.flow(&["runs", "show", &run_id]);
+    assert!(
+        shown.stdout.contains("status     FINISHED"),
+        "{}",
+        shown.stdout
+    );
+    for line in [
+        "val_loss = 0.3333",
+        "hidden = 64",
+        "logged_by = mlflow",
+        "model.txt",
+    ] {
+        assert!(
+            shown.stdout.contains(line),
+            "`{line}` missing:\n{}",
+            shown.stdout
+        );
+    }
+
+    let broken = project.flow_env(&["run", "-e", "broken", "--json"], &env);
+    assert_ne!(broken.code, 0, "{}", broken.stderr);
+    let broken_id = broken.run_id("broken");
+    let shown = project.flow(&["runs", "show", &broken_id]);
+    assert!(
+        shown.stdout.contains("status     FAILED"),
+        "the client's FINISHED must not win over the exit status:\n{}",
+        shown.stdout
+    );
+}
