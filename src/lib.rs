@@ -1,7 +1,7 @@
 //! flow: a declarative pipeline runner for machine-learning work.
 //!
 //! Imports flow one way:
-//! `cli -> {exec, lineage, registry, serve} -> resolve -> {dag, params, store, version} -> spec`.
+//! `cli -> {exec, lineage, registry, serve, ui} -> resolve -> {dag, params, store, version} -> spec`.
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod cli;
@@ -15,4 +15,5 @@ pub mod serve;
 pub mod spec;
 pub mod store;
 pub mod suggest;
+pub mod ui;
 pub mod version;

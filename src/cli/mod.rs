@@ -7,6 +7,7 @@ mod models;
 mod render;
 mod runs;
 mod serve;
+mod ui;
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Show the latest monitoring windows of a `flow serve` run and flag drifting features.
     Monitor(serve::MonitorArgs),
+    /// Serve the web dashboard: runs, curves, artifacts, lineage, comparisons, models.
+    Ui(ui::UiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +231,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Models(command) => {
             let store = open_store(&cli.project, cli.store.as_deref())?;
             models::models(&store, command)
+        }
+        Command::Ui(args) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            ui::ui(store, &cli.project, cli.store.as_deref(), args)
         }
     }
 }

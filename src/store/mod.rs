@@ -40,6 +40,7 @@ mod schema;
 mod synthetic;
 mod tags;
 mod timestamps;
+pub mod ui_queries;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
