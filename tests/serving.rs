@@ -8,30 +8,7 @@ use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestProject;
-
-/// The repository's MLproject.yaml and bundled data, in a fresh git repository.
-fn shipped_project() -> TestProject {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
-    std::fs::copy(repo.join("MLproject.yaml"), p.path().join("MLproject.yaml")).unwrap();
-    copy_dir(&repo.join("data"), &p.path().join("data"));
-    p.commit("project");
-    p
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::{shipped_project, TestProject};
 
 /// 150 raw rows of 55 features with a header, deterministic.
 fn raw_csv() -> String {

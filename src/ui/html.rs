@@ -78,7 +78,7 @@ pub fn layout(title: &str, csrf: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"flow-csrf\" content=\"{csrf}\">\
+         <meta name=\"flow-csrf\" content=\"{csrf}\"><link rel=\"icon\" href=\"data:,\">\
          <title>{title} · flow</title>\
          <link rel=\"stylesheet\" href=\"/static/style.css\">\
          <script src=\"/static/chart.js\" defer></script>\

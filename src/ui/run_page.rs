@@ -378,11 +378,13 @@ fn render(state: &UiState, run: &RunRecord) -> Result<String, UiError> {
     out.push_str("</section></div>");
 
     out.push_str("<section><h2>Metrics</h2>");
-    let curves: Vec<&str> = latest
+    // Losses first: they are what a training run is opened for.
+    let mut curves: Vec<&str> = latest
         .iter()
         .filter(|point| point.step > 0)
         .map(|point| point.key.as_str())
         .collect();
+    curves.sort_by_key(|key| !key.contains("loss"));
     if latest.is_empty() {
         out.push_str("<p class=\"empty\" id=\"metrics\">none</p>");
     } else {

@@ -480,7 +480,7 @@ fn render(
             out,
             "<td class=\"params\" title=\"{all}\">{shown}</td></tr>",
             all = escape(&params.join("\n")),
-            shown = escape(&abbreviate(&params.join(" "), 60)),
+            shown = escape(&abbreviate(&params.join(" "), 48)),
         );
     }
     out.push_str("</tbody></table></form>");

@@ -186,3 +186,26 @@ pub fn pipeline() -> TestProject {
         (".gitignore", ".flow/\n"),
     ])
 }
+
+/// The repository's MLproject.yaml and bundled data, in a fresh git repository.
+pub fn shipped_project() -> TestProject {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
+    std::fs::copy(repo.join("MLproject.yaml"), p.path().join("MLproject.yaml")).unwrap();
+    copy_dir(&repo.join("data"), &p.path().join("data"));
+    p.commit("project");
+    p
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -109,12 +109,23 @@
         d += (pen ? "L" : "M") + sx(x).toFixed(1) + "," + sy(y).toFixed(1);
         pen = true;
       }
-      el("path", { d, class: "line", stroke: s.color || COLORS[i % COLORS.length] }, plot);
+      const color = s.color || COLORS[i % COLORS.length];
+      el("path", { d, class: "line", stroke: color }, plot);
+      // Few points (an epoch curve, a single value): mark each one.
+      if (s.points.length <= 60) {
+        for (const [x, y] of s.points) {
+          if (y !== null && isFinite(y)) el("circle", { cx: sx(x), cy: sy(y), r: 2.5, fill: color }, plot);
+        }
+      }
     });
-    for (const level of options.levels || []) {
+    // Threshold lines; their labels stack downwards when the lines are close together.
+    let labelY = -Infinity;
+    const levels = (options.levels || []).filter((l) => isFinite(l.value)).sort((a, b) => b.value - a.value);
+    for (const level of levels) {
       const color = LEVEL_COLORS[level.label] || "#555";
       el("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: sy(level.value), y2: sy(level.value), class: "level", stroke: color }, plot);
-      el("text", { x: width - MARGIN.right - 4, y: sy(level.value) - 4, class: "level-label", fill: color, "text-anchor": "end" }, svg)
+      labelY = Math.max(sy(level.value) - 4, labelY + 12);
+      el("text", { x: width - MARGIN.right - 4, y: labelY, class: "level-label", fill: color, "text-anchor": "end" }, svg)
         .textContent = `${level.label} ${format(level.value)}`;
     }
     el("rect", { x: MARGIN.left, y: MARGIN.top, width: plotW, height: plotH, class: "frame" }, svg);
