@@ -181,8 +181,20 @@ fn seed_long_metric_run(store: &Store) -> String {
     run
 }
 
+/// A screenshot of the whole page: the viewport grows to the page's height first, so
+/// charts drawn when scrolled into view are drawn too.
 fn shot(browser: &mut Browser, name: &str) {
+    let height = browser
+        .eval("document.documentElement.scrollHeight")
+        .as_u64()
+        .unwrap_or(900);
+    browser.resize(1400, height.clamp(900, 6000) as u32);
+    browser.wait_for(
+        "[...document.querySelectorAll('.chart[data-series]')].every(c => ['drawn', 'error'].includes(c.dataset.state))",
+        &format!("every chart of the `{name}` page"),
+    );
     browser.screenshot(&screenshot_dir().join(format!("{name}.png")));
+    browser.resize(1400, 900);
 }
 
 fn assert_no_console_errors(browser: &Browser, page: &str) {
@@ -361,13 +373,12 @@ fn dashboard_pages_work_in_chromium() {
             .unwrap()
             > 0
     );
-    assert_eq!(
+    assert!(
         browser
             .eval("document.querySelectorAll('#methods tbody tr').length")
             .as_u64()
             .unwrap()
-            >= 3,
-        true
+            >= 3
     );
     browser.wait_for(
         "document.getElementById('loss-chart').dataset.state === 'drawn'",

@@ -570,8 +570,8 @@ mod tests {
         .unwrap();
         assert_eq!(segments.len(), 1);
         assert_eq!((segments[0].start, segments[0].end), (2700, 2771));
-        assert_eq!(segments[0].detected["epsilon"], true);
-        assert_eq!(segments[0].detected["pot"], false);
+        assert!(segments[0].detected["epsilon"]);
+        assert!(!segments[0].detected["pot"]);
 
         let features = parse_segment_features(
             "segment,feature,row,actual,forecast,reconstruction\n0,f1,10,0.5,0.4,0.6\n0,f1,11,0.7,0.6,NaN\n1,f2,90,1,1,1\n",

@@ -84,8 +84,11 @@ fn load(store: &Store, ids: &[String]) -> Result<Vec<Column>, UiError> {
         .collect()
 }
 
-/// `entry.param` for the run and every run upstream of it, plus `entry.key` values.
-fn lineage_params(store: &Store, run: &RunRecord) -> Result<BTreeMap<String, String>, UiError> {
+/// `entry.param` for the run and every run upstream of it (what `flow compare` shows too).
+pub fn lineage_params(
+    store: &Store,
+    run: &RunRecord,
+) -> crate::store::Result<BTreeMap<String, String>> {
     let mut params = BTreeMap::new();
     let mut seen = BTreeSet::new();
     let mut queue = vec![run.clone()];

@@ -53,7 +53,9 @@ use crate::resolve::Plan;
 use crate::spec::Project;
 use crate::store::Store;
 
+pub use compare_page::lineage_params;
 pub use error::UiError;
+pub use html::number as format_number;
 
 /// What the Plan page needs from the layer that knows how to resolve (the CLI owns the
 /// project directory and the registry's model URIs).

@@ -19,7 +19,7 @@ use crate::ui::{blocking, UiState};
 
 /// `GET /api/flow/models`: every model with its versions.
 pub async fn api_models(State(state): State<Arc<UiState>>) -> Result<Json<Value>, ApiError> {
-    let models = blocking(&state, |state| grouped(state)).await?;
+    let models = blocking(&state, grouped).await?;
     let models: Vec<Value> = models
         .into_iter()
         .map(|(name, versions)| json!({ "name": name, "versions": versions }))

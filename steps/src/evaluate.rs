@@ -12,6 +12,7 @@
 
 pub(crate) mod figures;
 mod files;
+mod segment_features;
 mod settings;
 
 use std::fmt::Write as _;
@@ -226,6 +227,15 @@ pub fn run(ctx: &StepContext, args: &EvaluateArgs) -> Result<()> {
         &test.total,
         &labels,
         test_parts,
+        window,
+    )?;
+    segment_features::write_segment_features_csv(
+        &ctx.output_path("segment_features.csv")?,
+        &labels,
+        &test.per_feature,
+        &test_scores,
+        &bundle.manifest.preprocessor.columns,
+        &bundle.target_dims(),
         window,
     )?;
     let summary = json!({

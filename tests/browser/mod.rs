@@ -215,7 +215,10 @@ impl Browser {
              const r = e.getBoundingClientRect(); window.__flowMarker = 1; return [r.left + r.width / 2, r.top + r.height / 2]; }})()",
             s = json!(selector)
         ));
-        let Some([x, y]) = point.as_array().map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()]) else {
+        let Some([x, y]) = point
+            .as_array()
+            .map(|p| [p[0].as_f64().unwrap(), p[1].as_f64().unwrap()])
+        else {
             panic!("no element matches `{selector}`");
         };
         for kind in ["mousePressed", "mouseReleased"] {
@@ -248,6 +251,14 @@ impl Browser {
                 json!({"type": kind, "x": x, "y": y, "button": "left", "buttons": buttons, "clickCount": 1}),
             );
         }
+    }
+
+    /// Makes the viewport `width` x `height` CSS pixels.
+    pub fn resize(&mut self, width: u32, height: u32) {
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
     }
 
     /// Saves a PNG of the whole page (not only the viewport) to `path`.
