@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{shipped_project, TestProject};
+use common::{shipped_project, Server, TestProject};
 
 /// 150 raw rows of 55 features with a header, deterministic.
 fn raw_csv() -> String {
@@ -37,61 +34,19 @@ fn raw_csv() -> String {
     text
 }
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// The child is waited for by `Server`'s Drop, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
 fn start_server(p: &TestProject, uri: &str) -> Server {
-    let mut child = p
-        .command(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited early").unwrap();
-        if let Some(rest) = line.split("on http://").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            std::thread::spawn(move || for _ in lines {});
-            return Server { child, address };
-        }
-    }
+    p.start_server(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
 }
 
 /// One HTTP/1.1 request; returns (status, body).
 fn http(address: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    common::http(
+        address,
+        method,
+        path,
+        &[("Content-Type", content_type)],
+        body,
     )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn scores(body: &str) -> Vec<(u64, f64)> {

@@ -8,93 +8,23 @@ mod browser;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
 
 use browser::{screenshot_dir, Browser};
-use common::{pipeline, shipped_project, TestProject};
+use common::{http, pipeline, shipped_project, Server, TestProject};
 use flow::store::{Metric, NewRun, RunKey, RunStatus, Store};
 
-/// A `flow ui` process on an ephemeral loopback port.
-struct Dashboard {
-    child: Child,
-    address: String,
+fn url(dashboard: &Server, path: &str) -> String {
+    format!("http://{}{path}", dashboard.address)
 }
 
-impl Drop for Dashboard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dashboard {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-}
-
-// The child is waited for by `Dashboard`'s Drop, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn start_dashboard(p: &TestProject, extra: &[&str]) -> Dashboard {
+fn start_dashboard(p: &TestProject, extra: &[&str]) -> Server {
     let mut args = vec!["ui", "--port", "0"];
     args.extend_from_slice(extra);
-    let mut child = p
-        .command(&args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "flow ui did not start");
-        let line = lines.next().expect("flow ui exited early").unwrap();
-        if let Some(rest) = line.split("on http://").nth(1) {
-            let address = rest
-                .trim_end_matches(|c: char| !c.is_ascii_digit())
-                .to_string();
-            std::thread::spawn(move || for _ in lines {});
-            return Dashboard { child, address };
-        }
-    }
-}
-
-/// One HTTP/1.1 request: (status, body).
-fn http(
-    address: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).to_string();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    p.start_server(&args)
 }
 
 fn json_body(body: &str) -> Value {
@@ -237,7 +167,7 @@ fn dashboard_pages_work_in_chromium() {
     let mut browser = Browser::launch(1400, 900);
 
     // Runs: the table, sorting by a metric column, filtering, a bad filter, live status.
-    browser.goto(&dashboard.url("/"));
+    browser.goto(&url(&dashboard, "/"));
     let rows = browser.eval("document.querySelectorAll('#runs-table tbody tr').length");
     assert_eq!(rows, json!(13), "5 + 5 pipeline runs, serve, long, running");
     assert_eq!(
@@ -274,7 +204,7 @@ fn dashboard_pages_work_in_chromium() {
         error.as_str().unwrap().contains("expected a value"),
         "{error}"
     );
-    browser.goto(&dashboard.url("/"));
+    browser.goto(&url(&dashboard, "/"));
     store.end_run(&running, RunStatus::Finished).unwrap();
     browser.wait_for(
         &format!("document.querySelector('.status[data-run=\"{running}\"]').dataset.status === 'FINISHED'"),
@@ -284,7 +214,7 @@ fn dashboard_pages_work_in_chromium() {
 
     // A run: params, curves, artifacts, lineage; a lineage node opens its run.
     let train = msl.run_id("train");
-    browser.goto(&dashboard.url(&format!("/runs/{train}")));
+    browser.goto(&url(&dashboard, &format!("/runs/{train}")));
     assert_eq!(
         browser.eval("document.querySelector('#params').textContent.includes('epochs')"),
         json!(true)
@@ -315,15 +245,16 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "run");
 
     // Artifacts: a CSV previewed as a table, a PNG inline.
-    browser.goto(&dashboard.url(&format!("/runs/{evaluate_msl}")));
+    browser.goto(&url(&dashboard, &format!("/runs/{evaluate_msl}")));
     browser.click_and_wait("#artifacts a.artifact[href$='segments.csv']");
     assert_eq!(
         browser.eval("document.querySelector('#preview-table thead th').textContent"),
         json!("start")
     );
-    browser.goto(&dashboard.url(&format!(
-        "/runs/{evaluate_msl}/artifacts/view?path=plots/scores.png"
-    )));
+    browser.goto(&url(
+        &dashboard,
+        &format!("/runs/{evaluate_msl}/artifacts/view?path=plots/scores.png"),
+    ));
     browser.wait_for(
         "document.getElementById('preview-image').complete",
         "the PNG",
@@ -339,7 +270,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "artifacts");
 
     // Compare two evaluate runs from the runs table: the dataset difference shows.
-    browser.goto(&dashboard.url("/?filter=entry%20%3D%20evaluate"));
+    browser.goto(&url(&dashboard, "/?filter=entry%20%3D%20evaluate"));
     browser.eval("document.querySelectorAll('#runs-table input[name=run]').forEach(box => box.checked = true)");
     browser.click_and_wait("#compare-button");
     let differing = browser.eval(
@@ -357,7 +288,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "compare");
 
     // Anomaly debugging: thresholds over the score, segments, zoom, the segment picker.
-    browser.goto(&dashboard.url(&format!("/runs/{evaluate_msl}/anomaly")));
+    browser.goto(&url(&dashboard, &format!("/runs/{evaluate_msl}/anomaly")));
     browser.wait_for(
         "document.getElementById('score-chart').dataset.state === 'drawn'",
         "the score chart",
@@ -411,7 +342,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "anomaly");
 
     // Models: promote version 2 to Production from the page, then give it an alias.
-    browser.goto(&dashboard.url("/models"));
+    browser.goto(&url(&dashboard, "/models"));
     browser.eval(
         "document.querySelector('tr[data-version=\"2\"] .stage-select').value = 'Production'",
     );
@@ -434,7 +365,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "models");
 
     // Monitoring windows of the serve run.
-    browser.goto(&dashboard.url(&format!("/runs/{serve}/monitoring")));
+    browser.goto(&url(&dashboard, &format!("/runs/{serve}/monitoring")));
     browser.wait_for(
         "document.getElementById('psi-chart').dataset.state === 'drawn'",
         "the PSI chart",
@@ -451,7 +382,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "monitoring");
 
     // Plan: the whole pipeline is reused; a changed parameter executes train and below.
-    browser.goto(&dashboard.url("/plan"));
+    browser.goto(&url(&dashboard, "/plan"));
     browser.eval("document.getElementById('plan-entry').value = 'main'; document.getElementById('plan-params').value = 'window=10\\nepochs=3\\nmax_windows=256'");
     browser.click_and_wait("#plan-form button[type=submit]");
     let decisions = browser.eval("[...document.querySelectorAll('#plan tbody tr')].map(r => r.dataset.step + ':' + r.querySelector('.decision').textContent.split(' ')[0])");
@@ -473,7 +404,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "plan");
 
     // A 1,000,000-point metric: drawn from a reduced series, extremes kept.
-    browser.goto(&dashboard.url(&format!("/runs/{long}")));
+    browser.goto(&url(&dashboard, &format!("/runs/{long}")));
     browser.wait_for(
         "document.querySelector('#curve-step_loss .chart').dataset.state === 'drawn'",
         "the long curve",
@@ -493,7 +424,7 @@ fn dashboard_pages_work_in_chromium() {
     assert_no_console_errors(&browser, "long metric");
 
     // Unknown runs answer a page that says so.
-    browser.goto(&dashboard.url("/runs/0123456789abcdef"));
+    browser.goto(&url(&dashboard, "/runs/0123456789abcdef"));
     assert!(browser
         .eval("document.getElementById('error').textContent")
         .as_str()

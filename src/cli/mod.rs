@@ -211,7 +211,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 "removed {} object{}, freed {}",
                 report.objects_removed,
                 if report.objects_removed == 1 { "" } else { "s" },
-                render::bytes(report.bytes_freed)
+                crate::ui::format_bytes(report.bytes_freed)
             );
             Ok(0)
         }
@@ -269,7 +269,7 @@ fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&render::plan_json(&plan))?
+            serde_json::to_string_pretty(&crate::ui::plan_json(&plan))?
         );
     } else {
         print!("{}", render::plan_text(&plan));

@@ -1,7 +1,5 @@
 //! Turning plans, reports and errors into text.
 
-use serde_json::{json, Value};
-
 use crate::exec::{rfc3339, RunReport};
 use crate::resolve::{short_commit, Decision, Plan, TimeSelector};
 
@@ -115,48 +113,4 @@ pub fn plan_text(plan: &Plan) -> String {
         }
     }
     out
-}
-
-pub fn plan_json(plan: &Plan) -> Value {
-    let steps: Vec<Value> = plan
-        .steps
-        .iter()
-        .map(|step| {
-            let (action, run_id, reason) = match &step.decision {
-                Decision::Reuse(run) => ("reuse", Some(run.run_id.clone()), None),
-                Decision::Execute(reason) => ("execute", None, Some(reason.to_string())),
-                Decision::Target => ("target", None, None),
-            };
-            json!({
-                "entry": step.entry,
-                "action": action,
-                "run_id": run_id,
-                "reason": reason,
-                "key": step.key_value,
-                "params": step.params,
-                "data_version": step.data_version,
-                "rejected": step.rejected.iter().map(|r| json!({
-                    "run_id": r.run.run_id,
-                    "run_time": rfc3339(r.run.run_time),
-                    "reasons": r.reasons.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({"entry": plan.entry, "code_version": plan.code.id(), "steps": steps})
-}
-
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -219,7 +219,7 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                     format!(
                         "{}  {}  {}",
                         a.path,
-                        super::render::bytes(a.size),
+                        crate::ui::format_bytes(a.size),
                         &a.hash[..12]
                     )
                 }),

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::store::ui_queries::LatestPoint;
 use crate::store::{Artifact, RunRecord};
 use crate::ui::error::{ApiError, PageError, UiError};
-use crate::ui::html::{escape, layout, run_link, short_id, url_encode};
+use crate::ui::html::{bytes, escape, layout, run_link, short_id, url_encode};
 use crate::ui::{blocking, UiState};
 
 /// Rows of a CSV shown in a preview, and bytes of a text file.
@@ -311,22 +311,6 @@ pub fn split_csv(line: &str) -> Vec<String> {
     }
     fields.push(field);
     fields
-}
-
-/// `1.5 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ mod plan_page;
 mod run_page;
 mod runs_page;
 mod security;
+mod series_cache;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +56,8 @@ use crate::store::Store;
 
 pub use compare_page::lineage_params;
 pub use error::UiError;
-pub use html::number as format_number;
+pub use html::{bytes as format_bytes, number as format_number};
+pub use plan_page::plan_json;
 
 /// What the Plan page needs from the layer that knows how to resolve (the CLI owns the
 /// project directory and the registry's model URIs).
@@ -81,6 +83,8 @@ pub struct UiState {
     config: UiConfig,
     /// The token pages embed and writes must send back.
     csrf_token: String,
+    /// Points of ended runs' curves, for zooming without reading them again.
+    series: series_cache::SeriesCache,
 }
 
 impl UiState {
@@ -89,6 +93,7 @@ impl UiState {
             store,
             config,
             csrf_token: security::new_token(),
+            series: series_cache::SeriesCache::default(),
         })
     }
 

@@ -70,7 +70,8 @@ fn plan(state: &UiState, entry: &str, params: &[String]) -> Result<Plan, UiError
     })
 }
 
-/// The plan as JSON: per step its decision, reason, key, params and rejected candidates.
+/// The plan as JSON — what `flow plan --json` prints and `GET /api/flow/plan` answers:
+/// per step its decision, reason, key, params, data version and rejected candidates.
 pub fn plan_json(plan: &Plan) -> Value {
     let steps: Vec<Value> = plan
         .steps
@@ -88,6 +89,7 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "reason": reason,
                 "key": step.key_value,
                 "params": step.params,
+                "data_version": step.data_version,
                 "rejected": step.rejected.iter().map(|rejection| json!({
                     "run_id": rejection.run.run_id,
                     "run_time": rfc3339(rejection.run.run_time),

@@ -101,7 +101,12 @@ pub async fn api_metric(
     };
     let value = blocking(&state, move |state| {
         let run = state.store.get_run(&id)?;
-        let points = state.store.metric_points(&run.run_id, &key)?;
+        let read = || state.store.metric_points(&run.run_id, &key);
+        let points = if run.status == RunStatus::Running {
+            std::sync::Arc::new(read()?)
+        } else {
+            state.series.get_or_load(&run.run_id, &key, read)?
+        };
         if points.is_empty() {
             return Err(UiError::not_found(format!(
                 "run {} has no metric `{key}`",

@@ -29,7 +29,6 @@ pub fn write_segment_features_csv(
 ) -> Result<()> {
     let n_target = scores.n_target.max(1);
     let n_scored = labels.len().min(scores.actual.len() / n_target);
-    let context = (2 * window).clamp(20, 500);
     let value = |values: &[f32], index: usize| -> String {
         let value = values.get(index).copied().unwrap_or(f32::NAN);
         if value.is_finite() {
@@ -58,6 +57,8 @@ pub fn write_segment_features_csv(
                     })
                     .collect();
                 ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                // Enough rows around the segment to see it begin and end.
+                let context = (2 * window).max(segment.len() / 2).clamp(20, 500);
                 let lo = segment.start.saturating_sub(context);
                 let hi = (segment.end + context).min(n_scored);
                 for &(feature, _) in ranked.iter().take(FEATURES_PER_SEGMENT) {
