@@ -40,7 +40,7 @@ pub struct Cli {
 const EXAMPLES: &str = "Examples:
   flow run -e main                          run the whole pipeline, reusing what exists
   flow run -e train -P epochs=3             params reach every step that declares them
-  flow run -e train -P load.dataset=M-3     or exactly one step (M-3: a channel of the bundled sample)
+  flow run -e train -P load.dataset=M-3     or exactly one step (M-3: a channel in data/)
   flow plan -e main                         what would be reused or executed, and why
   flow lineage <run>                        where a result came from
   flow runs list --entry train --sort metric.val_loss";

@@ -16,6 +16,7 @@ pub struct UiArgs {
     /// Interface to bind (loopback unless told otherwise).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
     #[arg(long, default_value_t = 5050)]
     pub port: u16,
     /// Refuse every change from the pages (model stages and aliases).
