@@ -16,7 +16,7 @@ use crate::resolve::short_commit;
 use crate::store::{RunRecord, Store};
 use crate::ui::error::{ApiError, PageError, UiError};
 use crate::ui::html::{escape, layout, number, run_link, short_id, url_decode, url_encode};
-use crate::ui::runs_page::metrics_json;
+use crate::ui::run_row::metrics_json;
 use crate::ui::{blocking, UiState};
 
 /// At most this many runs in one comparison (columns stay readable).

@@ -23,7 +23,7 @@ use crate::ui::html::{
     escape, key_value_table, layout, number, run_link, short_id, status_badge, time, url_encode,
 };
 use crate::ui::lineage_graph::{lineage_svg, LineageGraph};
-use crate::ui::runs_page::{progress_bar, run_json};
+use crate::ui::run_row::{progress_bar, run_json};
 use crate::ui::{blocking, UiState};
 
 /// Buckets a curve is reduced to unless the request asks otherwise (about one per pixel
