@@ -30,3 +30,11 @@ if ! "$venv/bin/python" -c "import mlflow.version, sys; sys.exit(mlflow.version.
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
 fi
 # --- end of flow server's block
+# --- browser tests (tests/ui_browser.rs): Debian's Chromium, driven over the DevTools pipe.
+# Tests never download a browser of their own; they fail (never skip) without this one.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+fi
+# --- end browser tests

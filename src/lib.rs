@@ -1,7 +1,7 @@
 //! flow: a declarative pipeline runner for machine-learning work.
 //!
 //! Imports flow one way:
-//! `cli -> {exec, lineage, registry, serve, tracking} -> resolve -> {dag, params, store, version} -> {shell, spec}`.
+//! `cli -> {exec, lineage, registry, serve, tracking, ui} -> resolve -> {dag, params, store, version} -> {shell, spec}`.
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod cli;
@@ -18,4 +18,5 @@ pub mod spec;
 pub mod store;
 pub mod suggest;
 pub mod tracking;
+pub mod ui;
 pub mod version;

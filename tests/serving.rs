@@ -3,35 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestProject;
-
-/// The repository's MLproject.yaml and bundled data, in a fresh git repository.
-fn shipped_project() -> TestProject {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
-    std::fs::copy(repo.join("MLproject.yaml"), p.path().join("MLproject.yaml")).unwrap();
-    copy_dir(&repo.join("data"), &p.path().join("data"));
-    p.commit("project");
-    p
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::{shipped_project, Server, TestProject};
 
 /// 150 raw rows of 55 features with a header, deterministic.
 fn raw_csv() -> String {
@@ -60,65 +34,19 @@ fn raw_csv() -> String {
     text
 }
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server(p: &TestProject, uri: &str) -> Server {
-    spawn_server(p.command(&["serve", uri, "--port", "0", "--monitor-every", "1h"]))
-}
-
-/// Starts a `flow serve` command and waits for the address it announces.
-// The child is waited for by `Server`'s Drop, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn spawn_server(mut command: std::process::Command) -> Server {
-    let mut child = command
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "server did not start");
-        let line = lines.next().expect("server exited early").unwrap();
-        if let Some(rest) = line.split("on http://").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            std::thread::spawn(move || for _ in lines {});
-            return Server { child, address };
-        }
-    }
+    p.start_server(&["serve", uri, "--port", "0", "--monitor-every", "1h"])
 }
 
 /// One HTTP/1.1 request; returns (status, body).
 fn http(address: &str, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    common::http(
+        address,
+        method,
+        path,
+        &[("Content-Type", content_type)],
+        body,
     )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn scores(body: &str) -> Vec<(u64, f64)> {
@@ -439,7 +367,7 @@ fn an_ignored_hangup_stays_ignored() {
             Ok(())
         });
     }
-    let mut server = spawn_server(command);
+    let mut server = common::spawn_server(command);
     // SAFETY: kill(2) on our own child process; no memory is touched.
     unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(500));

@@ -8,6 +8,7 @@ mod render;
 mod runs;
 mod serve;
 mod server;
+mod ui;
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +42,7 @@ pub struct Cli {
 const EXAMPLES: &str = "Examples:
   flow run -e main                          run the whole pipeline, reusing what exists
   flow run -e train -P epochs=3             params reach every step that declares them
-  flow run -e train -P load.dataset=M-6     or exactly one step
+  flow run -e train -P load.dataset=M-3     or exactly one step (M-3: a channel in data/)
   flow plan -e main                         what would be reused or executed, and why
   flow lineage <run>                        where a result came from
   flow runs list --entry train --sort metric.val_loss";
@@ -93,6 +94,8 @@ pub enum Command {
     },
     /// Serve MLflow's tracking REST API over the store: scripts using the `mlflow` client log into flow.
     Server(server::ServerArgs),
+    /// Serve the web dashboard: runs, curves, artifacts, lineage, comparisons, models.
+    Ui(ui::UiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -263,7 +266,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 "removed {} object{}, freed {}",
                 report.objects_removed,
                 if report.objects_removed == 1 { "" } else { "s" },
-                render::bytes(report.bytes_freed)
+                crate::ui::format_bytes(report.bytes_freed)
             );
             Ok(0)
         }
@@ -287,6 +290,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Guard { parent, script } => Ok(exec::run_guard(parent, &script)),
         Command::Server(args) => {
             server::server(open_store(&cli.project, cli.store.as_deref())?, args)
+        }
+        Command::Ui(args) => {
+            let store = open_store(&cli.project, cli.store.as_deref())?;
+            ui::ui(store, &cli.project, cli.store.as_deref(), args)
         }
     }
 }
@@ -372,7 +379,7 @@ fn plan(project_dir: &Path, store_dir: Option<&Path>, args: PlanArgs) -> Result<
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&render::plan_json(&plan))?
+            serde_json::to_string_pretty(&crate::ui::plan_json(&plan))?
         );
     } else {
         print!("{}", render::plan_text(&plan));

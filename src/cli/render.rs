@@ -1,7 +1,5 @@
 //! Turning plans, reports and errors into text.
 
-use serde_json::{json, Value};
-
 use crate::exec::{rfc3339, RunReport};
 use crate::resolve::{short_commit, Decision, ExecuteReason, Node, Plan, TimeSelector};
 
@@ -279,57 +277,5 @@ fn explain(out: &mut String, node: &Node, indent: &str) {
                 reasons.join("; ")
             }
         ));
-    }
-}
-
-pub fn plan_json(plan: &Plan) -> Value {
-    let steps: Vec<Value> = plan
-        .nodes
-        .iter()
-        .map(|node| {
-            let (action, run_id, reason) = match &node.decision {
-                Decision::Reuse(run) => ("reuse", Some(run.run_id.clone()), None),
-                Decision::Execute(reason) => ("execute", None, Some(reason.to_string())),
-                Decision::Wait(run) => ("wait", Some(run.run_id.clone()), None),
-                Decision::Target => ("target", None, None),
-            };
-            json!({
-                "entry": node.entry,
-                "member": node.member,
-                "action": action,
-                "run_id": run_id,
-                "reason": reason,
-                "key": node.key.key_value,
-                "params": node.key.params,
-                "data_version": (!node.key.data_version.is_empty()).then_some(&node.key.data_version),
-                "upstream": node.upstream,
-                "rejected": node.rejected.iter().map(|r| json!({
-                    "run_id": r.run.run_id,
-                    "run_time": rfc3339(r.run.run_time),
-                    "reasons": r.reasons.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let axes: Vec<Value> = plan
-        .axes
-        .iter()
-        .map(|(param, members)| json!({"param": param, "members": members}))
-        .collect();
-    json!({"entry": plan.entry, "code_version": plan.code.id(), "fan_out": axes, "steps": steps})
-}
-
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

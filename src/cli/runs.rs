@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use serde_json::json;
+use terminal_size::Width;
 
 use crate::exec::{append_metric, rfc3339};
 use crate::resolve::short_commit;
 use crate::store::{RunFilter, RunRecord, RunStatus, Store};
+use crate::ui::{format_number, lineage_params};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -127,33 +130,43 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!(
-                    "{:<12}  {:<10}  {:<14} {:<9} {:<24} METRICS",
-                    "RUN", "ENTRY", "KEY", "STATUS", "RUN_TIME"
-                );
+                let with_members = rows.iter().any(|(run, _)| run.member.is_some());
+                let mut header = vec!["RUN", "ENTRY", "KEY"];
+                if with_members {
+                    header.push("MEMBER");
+                }
+                header.extend(["STATUS", "RUN_TIME", "METRICS"]);
+                let metrics_column = header.len() - 1;
+                let mut table = new_table(header, &[metrics_column]);
                 for (run, metrics) in &rows {
                     let shown: Vec<String> = match &sort_metric {
                         Some(key) => metrics
                             .get(key)
-                            .map(|v| format!("{key}={v:.4}"))
+                            .map(|v| format!("{key}={}", format_number(*v)))
                             .into_iter()
                             .collect(),
                         None => metrics
                             .iter()
                             .take(3)
-                            .map(|(k, v)| format!("{k}={v:.4}"))
+                            .map(|(k, v)| format!("{k}={}", format_number(*v)))
                             .collect(),
                     };
-                    println!(
-                        "{:<12}  {:<10}  {:<14} {:<9} {:<24} {}",
-                        &run.run_id[..12],
-                        run.entry,
-                        run.key_value.as_deref().unwrap_or("-"),
+                    let mut cells = vec![
+                        run.run_id[..12].to_string(),
+                        run.entry.clone(),
+                        run.key_value.clone().unwrap_or_else(|| "-".into()),
+                    ];
+                    if with_members {
+                        cells.push(run.member.clone().unwrap_or_else(|| "-".into()));
+                    }
+                    cells.extend([
                         run.status.to_string(),
-                        rfc3339(run.run_time),
-                        shown.join(" ")
-                    );
+                        run.run_time.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        shown.join(" "),
+                    ]);
+                    table.add_row(cells);
                 }
+                print_table(&table);
             }
             Ok(0)
         }
@@ -213,7 +226,7 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                     format!(
                         "{}  {}  {}",
                         a.path,
-                        super::render::bytes(a.size),
+                        crate::ui::format_bytes(a.size),
                         &a.hash[..12]
                     )
                 }),
@@ -224,7 +237,7 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                     format!(
                         "{}  {}  {}",
                         a.path,
-                        super::render::bytes(a.size),
+                        crate::ui::format_bytes(a.size),
                         &a.hash[..12]
                     )
                 }),
@@ -292,32 +305,51 @@ fn run_json(
     value
 }
 
+/// Two runs side by side: what they were computed from (key, member, data and code
+/// version, and the params of every run upstream, so two evaluate runs of different
+/// datasets show it), then their metrics; `*` marks a difference.
 pub fn compare(store: &Store, left: &str, right: &str) -> Result<i32> {
     let (a, b) = (store.get_run(left)?, store.get_run(right)?);
     let (ma, mb) = (
         store.latest_metrics(&a.run_id)?,
         store.latest_metrics(&b.run_id)?,
     );
-    // Key params, then the params each run logged itself (through `flow log` or the
-    // tracking API), which is where runs logged by an mlflow client keep theirs.
-    let params = |run: &RunRecord| -> Result<BTreeMap<String, String>> {
-        let mut params = run.params.clone();
-        params.extend(store.logged_params(&run.run_id)?);
-        Ok(params)
+    let (pa, pb) = (lineage_params(store, &a)?, lineage_params(store, &b)?);
+    let mut table = new_table(vec!["", "", &a.run_id[..12], &b.run_id[..12]], &[2, 3]);
+    let mut row = |name: String, x: String, y: String| {
+        let mark = if x != y { "*" } else { "" };
+        table.add_row(vec![mark.to_string(), name, x, y]);
     };
-    let (pa, pb) = (params(&a)?, params(&b)?);
-    println!("{:<24} {:<20} {:<20}", "", &a.run_id[..12], &b.run_id[..12]);
-    println!("{:<24} {:<20} {:<20}", "entry", a.entry, b.entry);
+    let text = |value: Option<&String>| value.cloned().unwrap_or_else(|| "-".into());
+    row("entry".into(), a.entry.clone(), b.entry.clone());
+    row(
+        "key".into(),
+        text(a.key_value.as_ref()),
+        text(b.key_value.as_ref()),
+    );
+    if a.member.is_some() || b.member.is_some() {
+        row(
+            "member".into(),
+            text(a.member.as_ref()),
+            text(b.member.as_ref()),
+        );
+    }
+    row("status".into(), a.status.to_string(), b.status.to_string());
+    row(
+        "code".into(),
+        short_commit(&a.code_version),
+        short_commit(&b.code_version),
+    );
+    row(
+        "data".into(),
+        a.data_version.chars().take(12).collect(),
+        b.data_version.chars().take(12).collect(),
+    );
     let mut keys: Vec<&String> = pa.keys().chain(pb.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
-        let (x, y) = (
-            pa.get(key).map(String::as_str).unwrap_or("-"),
-            pb.get(key).map(String::as_str).unwrap_or("-"),
-        );
-        let mark = if x != y { "*" } else { " " };
-        println!("{mark}{:<23} {:<20} {:<20}", format!("param.{key}"), x, y);
+        row(format!("param.{key}"), text(pa.get(key)), text(pb.get(key)));
     }
     let mut keys: Vec<&String> = ma.keys().chain(mb.keys()).collect();
     keys.sort();
@@ -325,17 +357,42 @@ pub fn compare(store: &Store, left: &str, right: &str) -> Result<i32> {
     for key in keys {
         let show = |m: &BTreeMap<String, f64>| {
             m.get(key)
-                .map(|v| format!("{v:.6}"))
+                .map(|v| format_number(*v))
                 .unwrap_or_else(|| "-".into())
         };
-        println!(
-            " {:<23} {:<20} {:<20}",
-            format!("metric.{key}"),
-            show(&ma),
-            show(&mb)
-        );
+        row(format!("metric.{key}"), show(&ma), show(&mb));
     }
+    print_table(&table);
     Ok(0)
+}
+
+/// Prints a table without the padding that would trail each line.
+fn print_table(table: &Table) {
+    for line in table.lines() {
+        println!("{}", line.trim_end());
+    }
+}
+
+/// A borderless table of `header` that fits the terminal: only the columns in `wrapping`
+/// wrap their long cells, the others (ids, times) stay whole. Piped output is never
+/// wrapped, so `grep` sees whole rows.
+fn new_table(header: Vec<&str>, wrapping: &[usize]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_header(header);
+    if let Some((Width(width), _)) = terminal_size::terminal_size() {
+        table
+            .set_width(width)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    for (index, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if !wrapping.contains(&index) {
+            column.set_constraint(ColumnConstraint::ContentWidth);
+        }
+    }
+    table
 }
 
 /// `flow log ...` inside a step: the runner's environment says which run and store.

@@ -55,6 +55,7 @@ mod synthetic;
 mod tags;
 mod timestamps;
 mod tracked_runs;
+pub mod ui_queries;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

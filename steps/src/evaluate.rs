@@ -18,6 +18,7 @@ pub(crate) mod figures;
 mod files;
 mod judging;
 pub mod parts;
+mod segment_features;
 mod settings;
 
 use std::path::Path;

@@ -2,8 +2,11 @@
 //! Each test binary uses a different part of it.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub struct TestProject {
     pub dir: tempfile::TempDir,
@@ -185,4 +188,109 @@ pub fn pipeline() -> TestProject {
         ("data/b.txt", "z\n"),
         (".gitignore", ".flow/\n"),
     ])
+}
+
+/// The repository's MLproject.yaml and bundled data, in a fresh git repository.
+pub fn shipped_project() -> TestProject {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = TestProject::new(&[(".gitignore", ".flow/\n")]);
+    std::fs::copy(repo.join("MLproject.yaml"), p.path().join("MLproject.yaml")).unwrap();
+    copy_dir(&repo.join("data"), &p.path().join("data"));
+    p.commit("project");
+    p
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A `flow serve` or `flow ui` process on an ephemeral port, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `127.0.0.1:<port>`, read from the line the server prints when it listens.
+    pub address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestProject {
+    /// Starts `flow ARGS` (a server given `--port 0`) and waits for its "on http://" line.
+    pub fn start_server(&self, args: &[&str]) -> Server {
+        spawn_server(self.command(args))
+    }
+}
+
+/// Starts a server command and waits for the address it announces ("on http://...").
+// The child is waited for by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server(mut command: Command) -> Server {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the server did not start");
+        let line = lines.next().expect("the server exited early").unwrap();
+        if let Some(rest) = line.split("on http://").nth(1) {
+            let address = rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string();
+            std::thread::spawn(move || for _ in lines {});
+            return Server { child, address };
+        }
+    }
+}
+
+/// One HTTP/1.1 request with extra `headers`; returns (status, body).
+pub fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -25,7 +25,7 @@ fn methods(report: &Report) -> Vec<(&'static str, f64)> {
 }
 
 /// Creates `path`, writes `header` and then what `body` writes, naming the file in any error.
-fn write_table(
+pub(super) fn write_table(
     path: &Path,
     header: &str,
     body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,

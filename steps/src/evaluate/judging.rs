@@ -9,7 +9,10 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use super::parts::{self, degenerate_parts, fit_mask, DegeneratePart};
-use super::{figures, files, interpretation_truths, EvaluateArgs, Inputs, Scored, ThresholdMethod};
+use super::{
+    figures, files, interpretation_truths, segment_features, EvaluateArgs, Inputs, Scored,
+    ThresholdMethod,
+};
 use crate::bundle::Thresholds;
 use crate::context::StepContext;
 use crate::thresholds::interpretation::hit_rate;
@@ -208,6 +211,15 @@ pub(crate) fn write_outputs(
         &scored.test.total,
         &scored.labels,
         test_parts,
+        window,
+    )?;
+    segment_features::write_segment_features_csv(
+        &ctx.output_path("segment_features.csv")?,
+        &scored.labels,
+        &scored.test.per_feature,
+        &scored.test_scores,
+        &scored.columns,
+        &scored.target_dims,
         window,
     )?;
     let mut summary = json!({
