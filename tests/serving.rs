@@ -123,7 +123,8 @@ fn pipeline_registry_and_serving() {
 
     // The predict step on a CSV of raw rows, for comparison with the server. Before
     // anything is registered it uses its chain's bundle; with a Production version of
-    // `anomaly-detector` (MLproject's default model URI) it uses that and records it.
+    // `anomaly-MSL` (MLproject's default model URI, `anomaly-{dataset}`: one model per
+    // dataset) it uses that and records it; another dataset's model is never taken.
     p.write("rows.csv", &raw_csv());
     let unregistered = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
     let show = p
@@ -137,16 +138,23 @@ fn pipeline_registry_and_serving() {
             .all(|u| u["entry"] != "model"),
         "{show}"
     );
-    assert_eq!(
-        p.flow(&["models", "register", "anomaly-detector", &evaluate])
-            .code,
-        0
+    for name in ["anomaly-MSL", "anomaly-machine-1-1"] {
+        assert_eq!(p.flow(&["models", "register", name, &evaluate]).code, 0);
+        assert_eq!(
+            p.flow(&["models", "stage", name, "1", "Production"]).code,
+            0
+        );
+    }
+    let plan = p.flow(
+        &[
+            &["plan"][..],
+            &tiny[..],
+            &["-e", "predict", "-P", "data=rows.csv"],
+        ]
+        .concat(),
     );
-    assert_eq!(
-        p.flow(&["models", "stage", "anomaly-detector", "1", "Production"])
-            .code,
-        0
-    );
+    assert!(plan.stdout.contains("anomaly-MSL"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("machine-1-1"), "{}", plan.stdout);
     let predicted = p.run_ok(&[&tiny[..], &["-e", "predict", "-P", "data=rows.csv"]].concat());
     assert_ne!(
         predicted.run_id("predict"),

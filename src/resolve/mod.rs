@@ -346,11 +346,24 @@ impl Resolver<'_> {
             run_time: node.selector.window(),
         };
         let found = self.store.find_reusable(&query)?;
+        // Members of one fan-out share a key value; another member's run is no candidate.
+        let other_member = |run: &RunRecord| {
+            matches!((&run.member, &node.member), (Some(theirs), Some(ours)) if theirs != ours)
+                || node.member_parts.iter().any(|part| {
+                    run.params
+                        .get(&part.param)
+                        .is_some_and(|value| *value != part.value)
+                })
+        };
         let recent = self.store.recent_runs(
             &node.entry,
             node.key.key_value.as_deref(),
-            EXPLAINED_CANDIDATES,
+            EXPLAINED_CANDIDATES * 8,
         )?;
+        let recent = recent
+            .into_iter()
+            .filter(|run| !other_member(run))
+            .take(EXPLAINED_CANDIDATES);
         for run in recent {
             if let Some(chosen) = &found {
                 if run.run_id == chosen.run_id || run.run_time <= chosen.run_time {
