@@ -4,50 +4,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::{outcome, Outcome, TestProject};
+use common::{outcome, Outcome, Server, TestProject};
 
-/// A running `flow server`, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// The child is waited for by `Server`'s Drop, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
+/// A `flow server` on a free loopback port over `store`, killed on drop.
 fn start_server(store: &Path) -> Server {
-    let mut child = Command::new(common::flow_binary())
+    let mut command = Command::new(common::flow_binary());
+    command
         .args(["server", "--port", "0", "--store"])
-        .arg(store)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("flow server starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "flow server did not start");
-        let line = lines.next().expect("flow server exited early").unwrap();
-        if let Some(rest) = line.split("on http://").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_string();
-            std::thread::spawn(move || for _ in lines {});
-            return Server {
-                child,
-                url: format!("http://{address}"),
-            };
-        }
-    }
+        .arg(store);
+    common::spawn_server(command)
+}
+
+/// The server's base URL, as `MLFLOW_TRACKING_URI` takes it.
+fn url(server: &Server) -> String {
+    format!("http://{}", server.address)
 }
 
 /// The python of the venv scripts/setup.sh creates (`FLOW_TEST_VENV` overrides where).
@@ -79,7 +52,7 @@ fn python(server: &Server, script: &str, cwd: &Path) -> Outcome {
     let output = Command::new(venv_python())
         .arg(suite_dir().join(script))
         .current_dir(cwd)
-        .env("MLFLOW_TRACKING_URI", &server.url)
+        .env("MLFLOW_TRACKING_URI", &url(&server))
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .env("DO_NOT_TRACK", "true")
         .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -157,14 +130,16 @@ fn the_mlflow_client_suite_passes_against_flow_server() {
     assert_eq!(fields, ["*", "param.lr", "0.001", "0.01"], "{lr_line}");
 }
 
-/// A step whose command uses the client logs into the step's own run (MLFLOW_RUN_ID);
-/// the client's end_run leaves the status to the runner, which sets it from the exit code.
+/// A step whose command uses the client logs into the step's own run: with
+/// `FLOW_TRACKING_URI` set, the runner gives each step `MLFLOW_TRACKING_URI` and its own
+/// `MLFLOW_RUN_ID`; the client's end_run leaves the status to the runner, which sets it
+/// from the exit code.
 #[test]
 fn a_step_logs_into_its_own_run_and_the_runner_keeps_its_status() {
     let python = venv_python();
     let step = suite_dir().join("step.py");
     let mlproject = format!(
-        "name: tracked\nentry_points:\n  train:\n    command: \"MLFLOW_RUN_ID=$FLOW_RUN_ID {} {} 0\"\n  broken:\n    command: \"MLFLOW_RUN_ID=$FLOW_RUN_ID {} {} 3\"\n",
+        "name: tracked\nentry_points:\n  train:\n    command: \"{} {} 0\"\n  broken:\n    command: \"{} {} 3\"\n",
         python.display(),
         step.display(),
         python.display(),
@@ -172,8 +147,9 @@ fn a_step_logs_into_its_own_run_and_the_runner_keeps_its_status() {
     );
     let project = TestProject::new(&[("MLproject.yaml", &mlproject), (".gitignore", ".flow/\n")]);
     let server = start_server(&project.path().join(".flow"));
+    let tracking_uri = url(&server);
     let env = [
-        ("MLFLOW_TRACKING_URI", server.url.as_str()),
+        ("FLOW_TRACKING_URI", tracking_uri.as_str()),
         ("MLFLOW_DISABLE_TELEMETRY", "true"),
         ("DO_NOT_TRACK", "true"),
     ];
@@ -214,4 +190,33 @@ fn a_step_logs_into_its_own_run_and_the_runner_keeps_its_status() {
         "the client's FINISHED must not win over the exit status:\n{}",
         shown.stdout
     );
+}
+
+/// One server, one port: the tracking API and the dashboard answer side by side, as
+/// `mlflow server` serves both; `--no-ui` leaves the API alone.
+#[test]
+fn flow_server_serves_the_api_and_the_dashboard() {
+    let project = TestProject::new(&[(".gitignore", ".flow/\n")]);
+    let store = project.path().join(".flow");
+    let server = start_server(&store);
+    let (status, body) = common::http(
+        &server.address,
+        "GET",
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default",
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = common::http(&server.address, "GET", "/api/flow/runs", &[], "");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = common::http(&server.address, "GET", "/", &[], "");
+    assert!(status == 200 && body.contains("<html"), "{status} {body}");
+    drop(server);
+    let mut command = Command::new(common::flow_binary());
+    command
+        .args(["server", "--port", "0", "--no-ui", "--store"])
+        .arg(&store);
+    let api_only = common::spawn_server(command);
+    let (status, _) = common::http(&api_only.address, "GET", "/api/flow/runs", &[], "");
+    assert_eq!(status, 404);
 }

@@ -288,9 +288,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             models::models(&store, command)
         }
         Command::Guard { parent, script } => Ok(exec::run_guard(parent, &script)),
-        Command::Server(args) => {
-            server::server(open_store(&cli.project, cli.store.as_deref())?, args)
-        }
+        Command::Server(args) => server::server(
+            open_store(&cli.project, cli.store.as_deref())?,
+            &cli.project,
+            args,
+        ),
         Command::Ui(args) => {
             let store = open_store(&cli.project, cli.store.as_deref())?;
             ui::ui(store, &cli.project, cli.store.as_deref(), args)

@@ -1,12 +1,15 @@
-//! `flow server`: MLflow's tracking REST API over the store, until Ctrl-C or SIGTERM.
+//! `flow server`: MLflow's tracking REST API and the dashboard (`flow ui`) over one store,
+//! one port, as `mlflow server` serves both; until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::store::Store;
 use crate::tracking::{self, TrackingState};
+use crate::ui;
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -16,10 +19,28 @@ pub struct ServerArgs {
     /// Port to listen on (0: any free port, printed on start).
     #[arg(long, default_value_t = 5000)]
     pub port: u16,
+    /// Serve the API alone, without the dashboard.
+    #[arg(long)]
+    pub no_ui: bool,
+    /// Refuse every change from the dashboard's pages (the API still logs).
+    #[arg(long)]
+    pub read_only_ui: bool,
 }
 
-pub fn server(store: Store, args: ServerArgs) -> Result<i32> {
+pub fn server(store: Store, project_dir: &Path, args: ServerArgs) -> Result<i32> {
     let store_dir = store.dir().to_path_buf();
+    let mut router = tracking::router(TrackingState::new(store));
+    if !args.no_ui {
+        // A second handle: the dashboard's reads never wait on the API's writes' mutex.
+        let dashboard = Store::open(&store_dir)
+            .with_context(|| format!("cannot open the store at `{}`", store_dir.display()))?;
+        router = router.merge(ui::router(super::ui::state(
+            dashboard,
+            project_dir,
+            Some(&store_dir),
+            args.read_only_ui,
+        )));
+    }
     let listener = std::net::TcpListener::bind((args.host.as_str(), args.port))
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     listener
@@ -34,14 +55,15 @@ pub fn server(store: Store, args: ServerArgs) -> Result<i32> {
         .build()
         .context("cannot start the server's async runtime")?;
     eprintln!(
-        "flow server: MLflow tracking API on http://{address} over the store `{}`",
+        "flow server: MLflow tracking API{} on http://{address} over the store `{}`",
+        if args.no_ui { "" } else { " and the dashboard" },
         store_dir.display()
     );
     eprintln!("  export MLFLOW_TRACKING_URI=http://{address}");
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("cannot register the listening socket")?;
-        axum::serve(listener, tracking::router(TrackingState::new(store)))
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .with_context(|| format!("the HTTP server on {address} failed"))

@@ -53,18 +53,22 @@ impl Planner for ProjectPlanner {
     }
 }
 
-pub fn ui(store: Store, project_dir: &Path, store_dir: Option<&Path>, args: UiArgs) -> Result<i32> {
+/// The dashboard's state over `store`, planning in `project_dir` (shared with `flow server`).
+pub fn state(
+    store: Store,
+    project_dir: &Path,
+    store_dir: Option<&Path>,
+    read_only: bool,
+) -> Arc<UiState> {
     let planner: Option<Arc<dyn Planner>> = Some(Arc::new(ProjectPlanner {
         project_dir: project_dir.to_path_buf(),
         store_dir: store_dir.map(Path::to_path_buf),
     }));
-    let state = UiState::new(
-        store,
-        UiConfig {
-            read_only: args.read_only,
-            planner,
-        },
-    );
+    UiState::new(store, UiConfig { read_only, planner })
+}
+
+pub fn ui(store: Store, project_dir: &Path, store_dir: Option<&Path>, args: UiArgs) -> Result<i32> {
+    let state = state(store, project_dir, store_dir, args.read_only);
     ui::serve_blocking(state, &args.host, args.port, |address| {
         eprintln!(
             "flow ui: serving the dashboard on http://{address}/{} (Ctrl-C stops)",
