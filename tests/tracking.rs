@@ -52,7 +52,7 @@ fn python(server: &Server, script: &str, cwd: &Path) -> Outcome {
     let output = Command::new(venv_python())
         .arg(suite_dir().join(script))
         .current_dir(cwd)
-        .env("MLFLOW_TRACKING_URI", &url(&server))
+        .env("MLFLOW_TRACKING_URI", url(server))
         .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .env("DO_NOT_TRACK", "true")
         .env("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
