@@ -195,8 +195,7 @@ enum Expected {
 
 fn oracle(case: &Case, by_step: &[Vec<RunRecord>]) -> Vec<Expected> {
     let mut decided: Vec<Expected> = Vec::new();
-    for step in 0..case.deps.len() {
-        let parents = &case.deps[step];
+    for (step, parents) in case.deps.iter().enumerate() {
         if parents
             .iter()
             .any(|&p| !matches!(decided[p], Expected::Reuse(_)))
