@@ -321,15 +321,20 @@ pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<Bo
         }
         bound.steps.insert(step.clone(), params);
     }
-    for index in 0..bound.bindings.len() {
-        let binding = &bound.bindings[index];
-        check_types(
-            project,
-            &bound.steps,
-            index,
-            &binding.param,
-            &binding.values,
-        )?;
+    // Every value must fit the type of every step reading it: one pass over the steps
+    // (a plan may hold 10,000 steps, each with its own default bindings).
+    for (step, params) in &bound.steps {
+        for (param, &index) in params {
+            let parameter = &project.entries[step].parameters[param];
+            for value in &bound.bindings[index].values {
+                parameter
+                    .canonical(value)
+                    .map_err(|error| ParamError::Type {
+                        step: step.clone(),
+                        error,
+                    })?;
+            }
+        }
     }
     Ok(bound)
 }

@@ -202,14 +202,17 @@ pub fn plan_text(plan: &Plan) -> String {
             list_some(values)
         ));
     }
-    let mut entries: Vec<&str> = Vec::new();
+    // The nodes of each step, steps in plan order (one pass: plans may hold 10,000 nodes).
+    let mut steps: Vec<(&str, Vec<&Node>)> = Vec::new();
+    let mut position: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for node in &plan.nodes {
-        if !entries.contains(&node.entry.as_str()) {
-            entries.push(&node.entry);
-        }
+        let at = *position.entry(&node.entry).or_insert_with(|| {
+            steps.push((&node.entry, Vec::new()));
+            steps.len() - 1
+        });
+        steps[at].1.push(node);
     }
-    for entry in entries {
-        let nodes: Vec<&Node> = plan.nodes_of(entry).collect();
+    for (entry, nodes) in steps {
         let fanned = nodes.len() > 1 || nodes.iter().any(|n| n.member.is_some());
         if !fanned {
             let node = nodes[0];

@@ -117,6 +117,9 @@ pub fn member_parts(
     bound: &Bound,
     assignment: &[(usize, usize)],
 ) -> Vec<MemberPart> {
+    if assignment.is_empty() {
+        return Vec::new();
+    }
     let keys: BTreeSet<&str> = project
         .entries
         .values()

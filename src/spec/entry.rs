@@ -93,9 +93,7 @@ impl Entry {
             gather: Gather::None,
             resources: Resources::default(),
             code: Vec::new(),
-            line: doc
-                .locate(&["entry_points", name])
-                .map_or(0, |(line, _)| line),
+            line: doc.entry_line(name).unwrap_or(0),
         };
         for (field, value) in fields {
             let wrong = |doc: &Document, message: String| {

@@ -120,6 +120,7 @@ impl Project {
             text,
             path,
             warnings: Vec::new(),
+            entry_lines: std::cell::OnceCell::new(),
         };
         if let Some((line, column)) = text::too_deep(text) {
             return Err(doc.error_at(
@@ -205,9 +206,19 @@ pub(crate) struct Document<'a> {
     text: &'a str,
     path: &'a Path,
     warnings: Vec<SpecWarning>,
+    /// Where each entry point's name stands, found once for all of them.
+    entry_lines: std::cell::OnceCell<std::collections::HashMap<String, (usize, usize)>>,
 }
 
 impl Document<'_> {
+    /// The 1-based line of entry point `name`'s key.
+    fn entry_line(&self, name: &str) -> Option<usize> {
+        self.entry_lines
+            .get_or_init(|| text::child_keys(self.text, &["entry_points"]))
+            .get(name)
+            .map(|(line, _)| *line)
+    }
+
     /// The line and column of a key path, or of its nearest located parent.
     fn locate(&self, keys: &[&str]) -> Option<(usize, usize)> {
         text::locate_nearest(self.text, keys)

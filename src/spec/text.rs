@@ -1,6 +1,8 @@
 //! The spec as text: what is checked before the YAML parser sees it, and the positions
 //! that errors found after parsing point at.
 
+use std::collections::HashMap;
+
 /// Deepest nesting of flow collections (`[...]`, `{...}`) a spec may have. The YAML
 /// parser's time grows with the square of this depth (100,000 levels took 31 s), so deeper
 /// text is refused before parsing; real specs nest two or three levels.
@@ -47,6 +49,35 @@ pub fn locate_key(text: &str, keys: &[&str]) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// The keys directly under the mapping key `parent`, with their 1-based line and column,
+/// in one pass (locating each child on its own would read the file once per child).
+pub fn child_keys(text: &str, parent: &[&str]) -> HashMap<String, (usize, usize)> {
+    let mut found = HashMap::new();
+    let Some((parent_line, parent_column)) = locate_key(text, parent) else {
+        return found;
+    };
+    let parent_indent = parent_column - 1;
+    let mut child_indent = None;
+    for (idx, line) in text.lines().enumerate().skip(parent_line) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent <= parent_indent {
+            break;
+        }
+        if indent == *child_indent.get_or_insert(indent) {
+            if let Some(key) = mapping_key(trimmed) {
+                found
+                    .entry(key.to_string())
+                    .or_insert((idx + 1, indent + 1));
+            }
+        }
+    }
+    found
 }
 
 /// [`locate_key`] of `keys`, or of the longest prefix of them that is found: an error
@@ -186,6 +217,16 @@ mod tests {
         ] {
             assert_eq!(too_deep(&text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn child_keys_are_found_in_one_pass() {
+        let text =
+            "name: x\nentry_points:\n  a:\n    command: y\n  \"b\":\n    command: z\nother: 1\n";
+        let children = child_keys(text, &["entry_points"]);
+        assert_eq!(children.len(), 2);
+        assert_eq!(children["a"], (3, 3));
+        assert_eq!(children["b"], (5, 3));
     }
 
     #[test]
