@@ -1,6 +1,8 @@
 //! End-to-end runner timings through the real (release) binary:
 //! - `flow run -e main` on a 5-step project when every step is reused (goal: < 20 ms),
-//! - `flow plan -e main` with 100,000 runs in the store (goal: < 50 ms).
+//! - `flow plan -e main` with 100,000 runs in the store (goal: < 50 ms), alone and fanned
+//!   out over 28 members (`-P dataset=m1,...,m28`, goal: <= 50 ms),
+//! - `flow plan` of a 10,000-step chain (goal: <= 1 s).
 //!
 //! `cargo bench --bench runner` prints `bench <name> <value> <unit>` lines.
 
@@ -92,6 +94,29 @@ fn main() {
     println!("bench plan_100k_runs_median_ms {:.2} ms", ms(plan.0));
     let noop = sample(flow, root, &["run", "-e", "main"], 30);
     println!("bench noop_run_100k_runs_median_ms {:.2} ms", ms(noop.0));
+    let machines: Vec<String> = (1..=28).map(|i| format!("machine-{i}")).collect();
+    let fan_out = format!("dataset={}", machines.join(","));
+    let plan = sample(flow, root, &["plan", "-e", "main", "-P", &fan_out], 30);
+    println!("bench plan_28_members_100k_runs_median_ms {:.2} ms", ms(plan.0));
+
+    let chain = tempfile::tempdir().expect("temp dir");
+    std::fs::write(chain.path().join("MLproject.yaml"), chain_project(10_000)).unwrap();
+    let plan = sample(flow, chain.path(), &["plan", "-e", "s9999"], 5);
+    println!("bench plan_10000_step_chain_median_ms {:.1} ms", ms(plan.0));
+}
+
+/// A project whose step `s{i}` depends on `s{i-1}`: planning must stay near-linear.
+fn chain_project(steps: usize) -> String {
+    let mut text = String::from("name: chain\nentry_points:\n");
+    for i in 0..steps {
+        text.push_str(&format!(
+            "  s{i}:\n    parameters: {{x: {{type: int, default: 1}}}}\n    command: \"true\"\n"
+        ));
+        if i > 0 {
+            text.push_str(&format!("    depends_on: [s{}]\n", i - 1));
+        }
+    }
+    text
 }
 
 fn run(flow: &str, dir: &Path, args: &[&str]) -> Duration {
