@@ -140,6 +140,15 @@ impl Scores {
     }
 }
 
+/// What one window's forward pass says: see [`Bundle::forward_window`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowOutput {
+    /// [n_target]: the row after the window.
+    pub forecast: Option<Vec<f32>>,
+    /// [n_target]: the window's own last row.
+    pub last_reconstruction: Option<Vec<f32>>,
+}
+
 /// A loaded bundle, ready to score.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -365,6 +374,37 @@ impl Bundle {
             forecast,
             reconstruction,
             actual,
+        })
+    }
+
+    /// One window of scaled rows (row-major [W, K]) -> its forecast of the row after it and
+    /// its reconstruction of its own last row, each [n_target] (`None` when the mode has no
+    /// such head). Row t's score combines the forecast of the window ending at t - 1 with
+    /// the reconstruction of the window ending at t, so a stream that keeps each window's
+    /// forecast for the next row scores a new row with this one forward pass, where
+    /// [`Bundle::score_scaled`] on W + 1 rows runs two.
+    pub fn forward_window(&self, rows: &[f32]) -> Result<WindowOutput> {
+        let (window, n_features) = (self.manifest.model.window, self.manifest.model.n_features);
+        if rows.len() != window * n_features {
+            bail!(
+                "a window is {window} rows x {n_features} columns = {} values, got {}",
+                window * n_features,
+                rows.len()
+            );
+        }
+        let xs = Tensor::from_slice(rows, (1, window, n_features), &self.device)?;
+        let out = self.model.forward(&xs, false)?;
+        let forecast = out
+            .forecast
+            .map(|f| f.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        let last_reconstruction = out
+            .reconstruction
+            .map(|r| r.narrow(1, window - 1, 1)?.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        Ok(WindowOutput {
+            forecast,
+            last_reconstruction,
         })
     }
 

@@ -167,6 +167,30 @@ fn manifests_without_a_dataset_read_as_unknown() {
 }
 
 #[test]
+fn one_window_forward_gives_what_batch_scoring_uses() {
+    let bundle = bundle(vec![0, 2]);
+    let raw = raw_series(12);
+    let scaled = bundle.manifest.preprocessor.transform(&raw);
+    let scores = bundle.score_scaled(&scaled, 12).unwrap();
+    // Window j = rows j..j+W forecasts row j+W (scored index j) and reconstructs row
+    // j+W-1 (scored index j-1).
+    for j in 1..12 - W {
+        let out = bundle.forward_window(&scaled[j * K..(j + W) * K]).unwrap();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5);
+        assert!(close(
+            &out.forecast.unwrap(),
+            &scores.forecast[j * 2..][..2]
+        ));
+        assert!(close(
+            &out.last_reconstruction.unwrap(),
+            &scores.reconstruction[(j - 1) * 2..][..2]
+        ));
+    }
+    let err = bundle.forward_window(&scaled[..K]).unwrap_err().to_string();
+    assert!(err.contains("5 rows x 3 columns"), "{err}");
+}
+
+#[test]
 fn active_threshold_prefers_chosen_then_epsilon_then_pot() {
     let mut t = Thresholds {
         pot: Some(1.0),

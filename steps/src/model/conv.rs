@@ -4,6 +4,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::dense::Dense;
 use super::init::torch_default;
 
 #[derive(Debug, Clone)]
@@ -29,8 +30,8 @@ impl ConvLayer {
         })
     }
 
-    /// [B, W, K] -> [B, W, K]. Computed as one matmul over the unfolded windows
-    /// ([B*W, k*K] x [k*K, K]), whose backward pass is two more matmuls.
+    /// [B, W, K] -> [B, W, K]. Computed as one dense layer over the unfolded windows
+    /// ([B*W, k*K] x [k*K, K]), whose backward pass is two more products.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (batch, window, n_features) = xs.dims3()?;
         let pad = (self.kernel_size - 1) / 2;
@@ -38,18 +39,15 @@ impl ConvLayer {
         let taps: Vec<Tensor> = (0..self.kernel_size)
             .map(|shift| padded.narrow(1, shift, window))
             .collect::<Result<_>>()?;
-        let unfolded =
-            Tensor::cat(&taps, 2)?.reshape((batch * window, self.kernel_size * n_features))?;
-        // Row shift*K + c_in, column c_out holds weight[c_out, c_in, shift].
+        let unfolded = Tensor::cat(&taps, 2)?;
+        // Row c_out, column shift*K + c_in holds weight[c_out, c_in, shift].
         let kernel = self
             .weight
-            .permute((2, 1, 0))?
-            .reshape((self.kernel_size * n_features, n_features))?;
-        unfolded
-            .matmul(&kernel)?
-            .broadcast_add(&self.bias)?
-            .relu()?
-            .reshape((batch, window, n_features))
+            .permute((0, 2, 1))?
+            .reshape((n_features, self.kernel_size * n_features))?;
+        let out = Dense::apply(&unfolded, &kernel, &self.bias, true)?;
+        debug_assert_eq!(out.dims(), [batch, window, n_features]);
+        Ok(out)
     }
 }
 

@@ -8,12 +8,14 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::VarMap;
 
 use super::init::{seeded_var_builder, SplitMix64};
 use super::{Config, MtadGat};
+
+mod step;
+pub use step::{StepOutcome, Trainer};
 
 /// Settings of one training run (the model's own settings live in [`Config`]).
 #[derive(Debug, Clone)]
@@ -111,11 +113,10 @@ pub fn fit(
     )
     .context("cannot build the MTAD-GAT network")?;
     model.reseed_dropout(opts.seed.wrapping_add(1));
-    let vars = sorted_vars(&varmap)?;
     let mut lr = opts.lr;
-    let mut optimizer = adam(&vars, lr)?;
+    let mut trainer = Trainer::new(&model, &varmap, lr, opts.clip_norm)?;
     let mut rng = SplitMix64::new(opts.seed ^ 0x5348_5546_464C_4521);
-    let mut last_good = snapshot(&vars)?;
+    let mut last_good = snapshot(trainer.vars())?;
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
     let mut rollbacks = 0;
     let mut global_batch = 0;
@@ -129,56 +130,42 @@ pub fn fit(
         for (batch_no, batch) in order.chunks(opts.batch_size).enumerate() {
             global_batch += 1;
             let (xs, ys, xs_target) = windows.batch(batch, &device)?;
-            let out = model.forward(&xs, true)?;
-            let (loss, fc_loss, rec_loss) = losses(&out, &ys, &xs_target)?;
-            let mut loss_value = loss.to_scalar::<f32>()? as f64;
-            if opts.inject_nan_at.contains(&global_batch) {
-                loss_value = f64::NAN;
-            }
-            let grads = if loss_value.is_finite() {
-                Some(loss.backward()?)
-            } else {
-                None
-            };
-            let norm = match &grads {
-                Some(grads) => grad_norm(&vars, grads)?,
-                None => f64::NAN,
-            };
-            let Some(mut grads) = grads.filter(|_| norm.is_finite()) else {
-                rollbacks += 1;
-                if rollbacks > MAX_ROLLBACKS {
-                    bail!("training diverged: {rollbacks} non-finite losses or gradients; last learning rate {lr:e}");
+            let poison = opts.inject_nan_at.contains(&global_batch);
+            match trainer.step(&xs, &ys, &xs_target, poison)? {
+                StepOutcome::Updated {
+                    loss,
+                    forecast_loss,
+                    recon_loss,
+                    grad_norm,
+                    clipped,
+                } => {
+                    max_grad_norm = max_grad_norm.max(grad_norm);
+                    clipped_batches += usize::from(clipped);
+                    sums.add(forecast_loss, recon_loss, batch.len());
+                    observer.batch(epoch, batch_no + 1, n_batches, loss);
                 }
-                restore(&vars, &last_good)?;
-                lr /= 2.0;
-                optimizer = adam(&vars, lr)?;
-                observer.event(&format!(
-                    "epoch {epoch}, batch {}: non-finite {} -> rolled back to the last good weights, learning rate halved to {lr:e}",
-                    batch_no + 1,
-                    if loss_value.is_finite() { "gradient" } else { "loss" }
-                ));
-                continue;
-            };
-            max_grad_norm = max_grad_norm.max(norm);
-            if opts.clip_norm > 0.0 && norm > opts.clip_norm {
-                clipped_batches += 1;
-                let factor = opts.clip_norm / (norm + 1e-6);
-                for (_, var) in &vars {
-                    if let Some(g) = grads.remove(var.as_tensor()) {
-                        grads.insert(var.as_tensor(), (g * factor)?);
+                StepOutcome::NonFinite { loss_finite } => {
+                    rollbacks += 1;
+                    if rollbacks > MAX_ROLLBACKS {
+                        bail!("training diverged: {rollbacks} non-finite losses or gradients; last learning rate {lr:e}");
                     }
+                    restore(trainer.vars(), &last_good)?;
+                    lr /= 2.0;
+                    trainer.restart_optimizer(lr);
+                    observer.event(&format!(
+                        "epoch {epoch}, batch {}: non-finite {} -> rolled back to the last good weights, learning rate halved to {lr:e}",
+                        batch_no + 1,
+                        if loss_finite { "gradient" } else { "loss" }
+                    ));
                 }
             }
-            optimizer.step(&grads)?;
-            sums.add(fc_loss, rec_loss, batch.len());
-            observer.batch(epoch, batch_no + 1, n_batches, loss_value);
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
-        if !all_finite(&vars)? {
+        if !all_finite(trainer.vars())? {
             rollbacks += 1;
-            restore(&vars, &last_good)?;
+            restore(trainer.vars(), &last_good)?;
             lr /= 2.0;
-            optimizer = adam(&vars, lr)?;
+            trainer.restart_optimizer(lr);
             observer.event(&format!(
                 "epoch {epoch}: non-finite weights -> rolled back, learning rate halved to {lr:e}"
             ));
@@ -187,7 +174,7 @@ pub fn fit(
             }
             continue;
         }
-        last_good = snapshot(&vars)?;
+        last_good = snapshot(trainer.vars())?;
         let (forecast_loss, recon_loss) = sums.epoch_losses();
         let train_loss = forecast_loss + recon_loss;
         let val_loss = match val_idx.is_empty() {
@@ -195,7 +182,7 @@ pub fn fit(
             false => evaluate(&model, &windows, &val_idx, opts.batch_size, &device)?,
         };
         if val_loss.is_finite() && best.as_ref().is_none_or(|(b, _, _)| val_loss < *b) {
-            best = Some((val_loss, epoch, snapshot(&vars)?));
+            best = Some((val_loss, epoch, snapshot(trainer.vars())?));
         }
         observer.epoch(&EpochReport {
             epoch,
@@ -426,18 +413,6 @@ impl LossSums {
     }
 }
 
-fn adam(vars: &[(String, Var)], lr: f64) -> Result<AdamW> {
-    let params = ParamsAdamW {
-        lr,
-        weight_decay: 0.0,
-        ..ParamsAdamW::default()
-    };
-    Ok(AdamW::new(
-        vars.iter().map(|(_, v)| v.clone()).collect(),
-        params,
-    )?)
-}
-
 /// Variables in name order, so reductions over them run in a fixed order.
 fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let data = varmap
@@ -447,16 +422,6 @@ fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(vars)
-}
-
-fn grad_norm(vars: &[(String, Var)], grads: &GradStore) -> Result<f64> {
-    let mut sum = 0.0;
-    for (_, var) in vars {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            sum += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        }
-    }
-    Ok(sum.sqrt())
 }
 
 fn all_finite(vars: &[(String, Var)]) -> Result<bool> {

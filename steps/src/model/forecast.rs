@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
+use super::dense::DenseLayer;
 use super::init::SeededDropout;
 use super::linear;
 
 #[derive(Debug, Clone)]
 pub struct ForecastHead {
-    layers: Vec<Linear>,
+    layers: Vec<DenseLayer>,
     dropout: f64,
     rng: Arc<SeededDropout>,
 }
@@ -48,7 +49,7 @@ impl ForecastHead {
         for layer in hidden {
             xs = self
                 .rng
-                .apply(&layer.forward(&xs)?.relu()?, self.dropout, train)?;
+                .apply(&layer.forward_relu(&xs)?, self.dropout, train)?;
         }
         output.forward(&xs)
     }

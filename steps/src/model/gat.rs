@@ -1,6 +1,7 @@
-//! One graph-attention layer over a complete graph, used twice: feature-oriented (nodes are
-//! the K features, each a vector of W values) and time-oriented (nodes are the W timestamps,
-//! each a vector of K values). Mirrors ML4ITS `FeatureAttentionLayer`/`TemporalAttentionLayer`.
+//! One graph-attention layer over a complete graph, used twice on the [W, K] window:
+//! feature-oriented (nodes are the K features, each a vector of W values) and time-oriented
+//! (nodes are the W timestamps, each a vector of K values). Mirrors ML4ITS
+//! `FeatureAttentionLayer`/`TemporalAttentionLayer`.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::gat_kernel::Gatv2Logits;
+use super::gat_op::Gatv2Attention;
 use super::init::{torch_default, xavier_uniform, SeededDropout};
 use super::softmax::BiasSoftmax;
 
@@ -22,15 +23,24 @@ pub enum GatKind {
     Gat,
 }
 
+/// Which way a layer reads the [W, K] window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    /// Nodes are the K features, each a vector of W values.
+    Feature,
+    /// Nodes are the W timestamps, each a vector of K values.
+    Time,
+}
+
 #[derive(Debug, Clone)]
 pub struct GraphAttention {
     kind: GatKind,
+    orientation: Orientation,
     lin_weight: Tensor,
     lin_bias: Tensor,
     a: Tensor,
     /// Learned [N, N] bias added to the logits.
     bias: Tensor,
-    node_dim: usize,
     embed: usize,
     alpha: f64,
     dropout: f64,
@@ -38,16 +48,23 @@ pub struct GraphAttention {
 }
 
 impl GraphAttention {
-    /// `nodes` nodes of dimension `node_dim`. Keys: `lin.weight`, `lin.bias`, `a`, `bias`.
+    /// A layer over windows of `window` rows and `n_features` columns. Keys: `lin.weight`,
+    /// `lin.bias`, `a`, `bias`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: GatKind,
-        nodes: usize,
-        node_dim: usize,
+        orientation: Orientation,
+        window: usize,
+        n_features: usize,
         alpha: f64,
         dropout: f64,
         rng: Arc<SeededDropout>,
         vb: VarBuilder,
     ) -> Result<GraphAttention> {
+        let (nodes, node_dim) = match orientation {
+            Orientation::Feature => (n_features, window),
+            Orientation::Time => (window, n_features),
+        };
         // GATv2 concatenates before the linear map, so both its input and output double.
         let (lin_in, embed, a_dim) = match kind {
             GatKind::Gatv2 => (2 * node_dim, 2 * node_dim, 2 * node_dim),
@@ -56,11 +73,11 @@ impl GraphAttention {
         let lin = vb.pp("lin");
         Ok(GraphAttention {
             kind,
+            orientation,
             lin_weight: lin.get_with_hints((embed, lin_in), "weight", torch_default(lin_in))?,
             lin_bias: lin.get_with_hints(embed, "bias", torch_default(lin_in))?,
             a: vb.get_with_hints((a_dim, 1), "a", xavier_uniform(1, a_dim, 1.414))?,
             bias: vb.get_with_hints((nodes, nodes), "bias", candle_nn::init::ZERO)?,
-            node_dim,
             embed,
             alpha,
             dropout,
@@ -68,46 +85,60 @@ impl GraphAttention {
         })
     }
 
-    /// Nodes [B, N, node_dim] -> sigmoid(attention @ nodes) [B, N, node_dim].
-    pub fn forward(&self, nodes: &Tensor, train: bool) -> Result<Tensor> {
-        let attention = BiasSoftmax::apply(&self.logits(nodes)?, &self.bias)?;
-        let attention = self.rng.apply(&attention, self.dropout, train)?;
-        candle_nn::ops::sigmoid(&attention.matmul(&nodes.contiguous()?)?)
-    }
-
-    /// Unnormalised scores e [B, N, N].
-    fn logits(&self, nodes: &Tensor) -> Result<Tensor> {
-        let (batch, n, dim) = nodes.dims3()?;
-        let flat = nodes.reshape((batch * n, dim))?;
-        let project = |weight: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
-            let out = flat.matmul(&weight.t()?)?;
-            let out = match bias {
-                Some(bias) => out.broadcast_add(bias)?,
-                None => out,
-            };
-            out.reshape((batch, n, self.embed))
-        };
+    /// Windows [B, W, K] -> sigmoid(attention @ nodes), in the same [B, W, K] layout.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mask = self.rng.next_mask(self.dropout, train)?;
+        let nodes_are_columns = self.orientation == Orientation::Feature;
         match self.kind {
             GatKind::Gatv2 => {
-                // L [v_i || v_j] + b = (L1 v_i + b) + L2 v_j.
-                let p = project(
-                    &self.lin_weight.narrow(1, 0, self.node_dim)?,
-                    Some(&self.lin_bias),
+                let params = Tensor::cat(
+                    &[
+                        &self.lin_bias,
+                        &self.a.flatten_all()?,
+                        &self.bias.flatten_all()?,
+                    ],
+                    0,
                 )?;
-                let q = project(
-                    &self.lin_weight.narrow(1, self.node_dim, self.node_dim)?,
-                    None,
-                )?;
-                Gatv2Logits::apply(&p, &q, &self.a, self.alpha)
+                Gatv2Attention::apply(
+                    x,
+                    &self.lin_weight,
+                    &params,
+                    nodes_are_columns,
+                    self.alpha,
+                    mask,
+                )
             }
             GatKind::Gat => {
-                let wx = project(&self.lin_weight, Some(&self.lin_bias))?;
-                let source = wx.broadcast_matmul(&self.a.narrow(0, 0, self.embed)?)?;
-                let target = wx.broadcast_matmul(&self.a.narrow(0, self.embed, self.embed)?)?;
-                let pairs = source.broadcast_add(&target.transpose(1, 2)?)?;
-                candle_nn::ops::leaky_relu(&pairs, self.alpha)
+                let nodes = match nodes_are_columns {
+                    true => x.transpose(1, 2)?.contiguous()?,
+                    false => x.contiguous()?,
+                };
+                let attention = BiasSoftmax::apply(&self.gat_logits(&nodes)?, &self.bias)?;
+                let attention = match mask {
+                    Some(mask) => mask.apply(&attention)?,
+                    None => attention,
+                };
+                let out = candle_nn::ops::sigmoid(&attention.matmul(&nodes)?)?;
+                match nodes_are_columns {
+                    true => out.transpose(1, 2),
+                    false => Ok(out),
+                }
             }
         }
+    }
+
+    /// GAT's unnormalised scores e [B, N, N] of nodes [B, N, node_dim].
+    fn gat_logits(&self, nodes: &Tensor) -> Result<Tensor> {
+        let (batch, n, dim) = nodes.dims3()?;
+        let wx = nodes
+            .reshape((batch * n, dim))?
+            .matmul(&self.lin_weight.t()?)?
+            .broadcast_add(&self.lin_bias)?
+            .reshape((batch, n, self.embed))?;
+        let source = wx.broadcast_matmul(&self.a.narrow(0, 0, self.embed)?)?;
+        let target = wx.broadcast_matmul(&self.a.narrow(0, self.embed, self.embed)?)?;
+        let pairs = source.broadcast_add(&target.transpose(1, 2)?)?;
+        candle_nn::ops::leaky_relu(&pairs, self.alpha)
     }
 }
 
@@ -115,66 +146,38 @@ impl GraphAttention {
 mod tests {
     use super::*;
     use crate::model::init::seeded_var_builder;
-    use crate::model::linalg::max_abs_diff;
     use candle_core::Device;
     use candle_nn::VarMap;
 
-    /// ML4ITS's formulation: build [v_i || v_j] for every pair, then lin, LeakyReLU, a.
-    fn naive_gatv2_logits(layer: &GraphAttention, nodes: &Tensor) -> Tensor {
-        let (b, n, d) = nodes.dims3().unwrap();
-        let left = nodes
-            .unsqueeze(2)
-            .unwrap()
-            .broadcast_as((b, n, n, d))
-            .unwrap();
-        let right = nodes
-            .unsqueeze(1)
-            .unwrap()
-            .broadcast_as((b, n, n, d))
-            .unwrap();
-        let pairs = Tensor::cat(&[left, right], 3).unwrap();
-        let pairs = pairs.reshape((b * n * n, 2 * d)).unwrap();
-        let lin = pairs
-            .matmul(&layer.lin_weight.t().unwrap())
-            .unwrap()
-            .broadcast_add(&layer.lin_bias)
-            .unwrap();
-        let act = candle_nn::ops::leaky_relu(&lin, layer.alpha).unwrap();
-        act.matmul(&layer.a).unwrap().reshape((b, n, n)).unwrap()
-    }
-
     #[test]
-    fn both_kinds_keep_shapes_and_gatv2_matches_the_concatenated_form() {
+    fn both_kinds_and_orientations_keep_the_window_layout() {
         let device = Device::Cpu;
-        let nodes = Tensor::randn(0f32, 1.0, (2, 4, 6), &device).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 6, 4), &device).unwrap();
         for kind in [GatKind::Gatv2, GatKind::Gat] {
-            let varmap = VarMap::new();
-            let rng = Arc::new(SeededDropout::new(0));
-            let layer = GraphAttention::new(
-                kind,
-                4,
-                6,
-                0.2,
-                0.3,
-                rng,
-                seeded_var_builder(&varmap, 1, &device),
-            )
-            .unwrap();
-            let out = layer.forward(&nodes, true).unwrap();
-            assert_eq!(out.dims(), &[2, 4, 6]);
-            let out = layer
-                .forward(&nodes, false)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
+            for orientation in [Orientation::Feature, Orientation::Time] {
+                let varmap = VarMap::new();
+                let rng = Arc::new(SeededDropout::new(0));
+                let layer = GraphAttention::new(
+                    kind,
+                    orientation,
+                    6,
+                    4,
+                    0.2,
+                    0.3,
+                    rng,
+                    seeded_var_builder(&varmap, 1, &device),
+                )
                 .unwrap();
-            assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
-            if kind == GatKind::Gatv2 {
-                let fused = layer.logits(&nodes).unwrap();
-                let naive = naive_gatv2_logits(&layer, &nodes);
-                let diff = max_abs_diff(&fused, &naive);
-                assert!(diff < 1e-5, "logits differ by {diff}");
+                let out = layer.forward(&x, true).unwrap();
+                assert_eq!(out.dims(), &[2, 6, 4]);
+                let out = layer
+                    .forward(&x, false)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
             }
         }
     }

@@ -1,408 +1,252 @@
-//! Fused GATv2 attention logits, forward and backward, without the pairwise tensor.
+//! GATv2's pairwise attention logits for one graph, forward and backward, without the
+//! pairwise tensor.
 //!
 //! GATv2 scores a pair of nodes as e_ij = a^T LeakyReLU(L [v_i || v_j] + b). Since
 //! L [v_i || v_j] + b = (L1 v_i + b) + L2 v_j = P_i + Q_j, the per-node projections P and Q
-//! are ordinary matmuls; this op computes e_ij = sum_d a_d LeakyReLU(P_id + Q_jd) directly.
-//! The naive form materialises [B, N, N, E] (for MSL's feature graph 256*55*55*110 floats,
-//! 340 MB, plus its gradient); here memory is [B, N, N] and the batch runs over rayon.
+//! are ordinary matmuls, and e_ij = sum_d a_d LeakyReLU(P_id + Q_jd). The naive form
+//! materialises [B, N, N, E] (for MSL's feature graph 256*55*55*200 floats, 620 MB, plus its
+//! gradient); these kernels work on one graph's [N, E] projections and [N, N] logits.
+//!
+//! With LeakyReLU(s) = alpha s + (1 - alpha) relu(s) the linear part separates:
+//! e_ij = alpha (a.P_i + a.Q_j) + sum_d (1 - alpha) a_d relu(P_id + Q_jd), so the pairwise
+//! loop is an add, a max and a multiply-add per lane, for any alpha.
+//!
+//! Rows of P and Q are `stride` floats apart, `stride` a multiple of 16 whose lanes past the
+//! embedding are zero (and `a` zero there too): they add relu(0) * 0 to the logits, and the
+//! kernels never run a scalar tail.
 
-use std::borrow::Cow;
+use super::simd::{self, multiversion};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+/// Lanes the rows are padded to: one AVX-512 register.
+pub const LANES: usize = 16;
 
-/// Arguments `p` [B, N, E], `q` [B, N, E], `a` [E]; result e [B, N, N].
-pub struct Gatv2Logits {
-    pub alpha: f32,
+/// The padded row length for an embedding of `embed` values.
+pub fn padded(embed: usize) -> usize {
+    embed.next_multiple_of(LANES)
 }
 
-impl Gatv2Logits {
-    pub fn apply(p: &Tensor, q: &Tensor, a: &Tensor, alpha: f64) -> Result<Tensor> {
-        p.contiguous()?.apply_op3(
-            &q.contiguous()?,
-            &a.contiguous()?.flatten_all()?,
-            Gatv2Logits {
-                alpha: alpha as f32,
-            },
-        )
-    }
-}
-
-/// The f32 values of a contiguous argument of this op.
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    super::linalg::contiguous_f32(storage, layout, "gatv2-logits", what)
-}
-
-impl CustomOp3 for Gatv2Logits {
-    fn name(&self) -> &'static str {
-        "gatv2-logits"
-    }
-
-    fn cpu_fwd(
-        &self,
-        p_storage: &CpuStorage,
-        p_layout: &Layout,
-        q_storage: &CpuStorage,
-        q_layout: &Layout,
-        a_storage: &CpuStorage,
-        a_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (batch, nodes, embed) = p_layout.shape().dims3()?;
-        if q_layout.shape().dims() != [batch, nodes, embed] || a_layout.shape().dims() != [embed] {
-            candle_core::bail!(
-                "gatv2-logits: expected p, q [{batch}, {nodes}, {embed}] and a [{embed}], got q {:?}, a {:?}",
-                q_layout.shape(),
-                a_layout.shape()
-            )
-        }
-        let padded = padded_embed(embed);
-        let p = pad_rows(contiguous(p_storage, p_layout, "p")?, embed, padded);
-        let q = pad_rows(contiguous(q_storage, q_layout, "q")?, embed, padded);
-        let a = pad_rows(contiguous(a_storage, a_layout, "a")?, embed, padded);
-        let mut e = vec![0f32; batch * nodes * nodes];
-        if nodes > 0 {
-            e.par_chunks_mut(nodes * nodes)
-                .enumerate()
-                .for_each(|(b, e)| {
-                    let p = &p[b * nodes * padded..][..nodes * padded];
-                    let q = &q[b * nodes * padded..][..nodes * padded];
-                    kernels::forward(p, q, &a, self.alpha, nodes, padded, e);
-                });
-        }
-        Ok((CpuStorage::F32(e), Shape::from((batch, nodes, nodes))))
-    }
-
-    fn bwd(
-        &self,
-        p: &Tensor,
-        q: &Tensor,
-        a: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (batch, nodes, embed) = p.dims3()?;
-        let padded = padded_embed(embed);
-        let (p_vec, q_vec, a_vec) = (
-            p.flatten_all()?.to_vec1::<f32>()?,
-            q.flatten_all()?.to_vec1::<f32>()?,
-            a.to_vec1::<f32>()?,
-        );
-        let p_data = pad_rows(&p_vec, embed, padded);
-        let q_data = pad_rows(&q_vec, embed, padded);
-        let a_data = pad_rows(&a_vec, embed, padded);
-        let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut dp = vec![0f32; batch * nodes * padded];
-        let mut dq = vec![0f32; batch * nodes * padded];
-        let mut da_per_batch = vec![0f32; batch * padded];
-        if nodes > 0 && embed > 0 {
-            dp.par_chunks_mut(nodes * padded)
-                .zip(dq.par_chunks_mut(nodes * padded))
-                .zip(da_per_batch.par_chunks_mut(padded))
-                .enumerate()
-                .for_each(|(b, ((dp, dq), da))| {
-                    let p = &p_data[b * nodes * padded..][..nodes * padded];
-                    let q = &q_data[b * nodes * padded..][..nodes * padded];
-                    let g = &g[b * nodes * nodes..][..nodes * nodes];
-                    kernels::backward(p, q, &a_data, g, self.alpha, nodes, padded, dp, dq, da);
-                });
-        }
-        // Sum the per-batch partials in a fixed order so results do not depend on threads.
-        let mut da = vec![0f32; padded];
-        for row in da_per_batch.chunks_exact(padded.max(1)) {
-            da.iter_mut().zip(row).for_each(|(acc, v)| *acc += v);
-        }
-        let (dp, dq, da) = (
-            unpad_rows(dp, embed, padded),
-            unpad_rows(dq, embed, padded),
-            unpad_rows(da, embed, padded),
-        );
-        let device = p.device();
-        Ok((
-            Some(Tensor::from_vec(dp, p.shape(), device)?),
-            Some(Tensor::from_vec(dq, q.shape(), device)?),
-            Some(Tensor::from_vec(da, a.shape(), device)?),
-        ))
-    }
-}
-
-/// The embedding rounded up to whole 8-lane vectors: zero lanes add LeakyReLU(0) * 0 = 0 to
-/// the logits, and their gradients are dropped, so the kernels never run a scalar tail.
-fn padded_embed(embed: usize) -> usize {
-    embed.next_multiple_of(8)
-}
-
-/// Rows of `embed` values, each zero-extended to `padded`.
-fn pad_rows(data: &[f32], embed: usize, padded: usize) -> Cow<'_, [f32]> {
-    if embed == padded {
-        return Cow::Borrowed(data);
-    }
-    let mut out = vec![0f32; data.len() / embed * padded];
-    for (out, row) in out.chunks_exact_mut(padded).zip(data.chunks_exact(embed)) {
-        out[..embed].copy_from_slice(row);
-    }
-    Cow::Owned(out)
-}
-
-/// The inverse of [`pad_rows`].
-fn unpad_rows(data: Vec<f32>, embed: usize, padded: usize) -> Vec<f32> {
-    if embed == padded {
-        return data;
-    }
-    data.chunks_exact(padded)
-        .flat_map(|row| &row[..embed])
-        .copied()
-        .collect()
-}
-
-/// The inner loops, written so LLVM vectorises them over the embedding dimension; on x86-64
-/// they are compiled a second time for AVX2+FMA and picked at run time.
-mod kernels {
-    #[inline(always)]
-    fn forward_generic(
-        p: &[f32],
-        q: &[f32],
-        a: &[f32],
-        alpha: f32,
-        nodes: usize,
-        embed: usize,
-        e: &mut [f32],
-    ) {
-        const LANES: usize = 8;
+multiversion! {
+    /// e[i * nodes + j] = sum_d a_d LeakyReLU(p_id + q_jd) for every pair of `nodes` nodes.
+    pub fn logits(p: &[f32], q: &[f32], a: &[f32], alpha: f32, nodes: usize, stride: usize, e: &mut [f32]) {
+        let a = &a[..stride];
+        let relu_a: Vec<f32> = a.iter().map(|a| (1.0 - alpha) * a).collect();
+        let linear = |rows: &[f32], node: usize| alpha * simd::dot(&rows[node * stride..][..stride], a);
+        let q_linear: Vec<f32> = (0..nodes).map(|j| linear(q, j)).collect();
         for i in 0..nodes {
-            let p_i = &p[i * embed..][..embed];
+            let p_i = &p[i * stride..][..stride];
+            let p_linear = linear(p, i);
+            let e_i = &mut e[i * nodes..][..nodes];
             for j in 0..nodes {
-                let q_j = &q[j * embed..][..embed];
+                let q_j = &q[j * stride..][..stride];
                 let mut acc = [0f32; LANES];
-                let mut chunks = p_i
+                for ((pc, qc), ac) in p_i
                     .chunks_exact(LANES)
                     .zip(q_j.chunks_exact(LANES))
-                    .zip(a.chunks_exact(LANES));
-                for ((pc, qc), ac) in &mut chunks {
+                    .zip(relu_a.chunks_exact(LANES))
+                {
                     for l in 0..LANES {
-                        let s = pc[l] + qc[l];
-                        let slope = if s > 0.0 { 1.0 } else { alpha };
-                        acc[l] += ac[l] * s * slope;
+                        acc[l] += ac[l] * (pc[l] + qc[l]).max(0.0);
                     }
                 }
-                let mut total: f32 = acc.iter().sum();
-                let tail = embed - embed % LANES;
-                for d in tail..embed {
-                    let s = p_i[d] + q_j[d];
-                    total += a[d] * if s > 0.0 { s } else { alpha * s };
-                }
-                e[i * nodes + j] = total;
+                e_i[j] = p_linear + q_linear[j] + simd::sum(&acc);
             }
         }
     }
+}
 
-    /// The gradients factor as dP_id = a_d sum_j g_ij slope_ijd, dQ_jd = a_d sum_i g_ij
-    /// slope_ijd and da_d = sum_ij g_ij slope_ijd s_ijd (slope = 1 or alpha, s = P_id + Q_jd).
-    /// The embedding is walked in tiles of up to 32 lanes so that node i's dP and da partial
-    /// sums stay in registers across all j; only dQ_j goes through memory. `a` is applied once
-    /// at the end instead of per pair.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn backward_generic(
+multiversion! {
+    /// Given g = dLoss/de [nodes, nodes], writes dP and dQ ([nodes, stride], overwritten) and
+    /// adds to da ([stride]):
+    /// dP_id = a_d sum_j g_ij (alpha + (1 - alpha) [s_ijd > 0]), dQ_jd likewise over i, and
+    /// da_d = sum_ij g_ij LeakyReLU(s_ijd), with s_ijd = P_id + Q_jd.
+    ///
+    /// The pairwise sums run in tiles of 64, 32 or 16 lanes so that node i's dP and da
+    /// partial sums stay in registers across all j; only dQ_j goes through memory (L1).
+    pub fn logits_backward(
         p: &[f32],
         q: &[f32],
         a: &[f32],
         g: &[f32],
         alpha: f32,
         nodes: usize,
-        embed: usize,
+        stride: usize,
         dp: &mut [f32],
         dq: &mut [f32],
         da: &mut [f32],
     ) {
+        let (p, q, a, g) = (&p[..nodes * stride], &q[..nodes * stride], &a[..stride], &g[..nodes * nodes]);
+        let (dp, dq, da) = (&mut dp[..nodes * stride], &mut dq[..nodes * stride], &mut da[..stride]);
+        dp.fill(0.0);
+        dq.fill(0.0);
+        // sum_ij g_ij relu(s_ijd) lands in da_relu; dp and dq first hold sum g [s > 0].
+        let mut da_relu = vec![0f32; stride];
         let mut start = 0;
-        while start < embed {
-            let left = embed - start;
-            let width = if left >= 32 {
-                backward_tile::<32>(p, q, g, alpha, nodes, embed, start, dp, dq, da);
-                32
-            } else if left >= 8 {
-                backward_tile::<8>(p, q, g, alpha, nodes, embed, start, dp, dq, da);
-                8
-            } else {
-                backward_tile::<1>(p, q, g, alpha, nodes, embed, start, dp, dq, da);
-                1
+        while start < stride {
+            let width = match stride - start {
+                left if left >= 64 => 64,
+                left if left >= 32 => 32,
+                _ => 16,
             };
+            let tile = Tile { nodes, stride, start };
+            match width {
+                64 => tile.run::<64>(p, q, g, dp, dq, &mut da_relu),
+                32 => tile.run::<32>(p, q, g, dp, dq, &mut da_relu),
+                _ => tile.run::<16>(p, q, g, dp, dq, &mut da_relu),
+            }
             start += width;
         }
-        for row in dp.chunks_exact_mut(embed).chain(dq.chunks_exact_mut(embed)) {
-            row.iter_mut().zip(a).for_each(|(v, a)| *v *= a);
+        // The linear part: row sums of g for P, column sums for Q.
+        let row_sums: Vec<f32> = g.chunks_exact(nodes.max(1)).map(simd::sum).collect();
+        let mut col_sums = vec![0f32; nodes];
+        for row in g.chunks_exact(nodes.max(1)) {
+            col_sums.iter_mut().zip(row).for_each(|(acc, v)| *acc += v);
+        }
+        for (grads, rows, sums) in [(&mut *dp, p, &row_sums), (&mut *dq, q, &col_sums)] {
+            for ((grad, row), &sum) in grads.chunks_exact_mut(stride).zip(rows.chunks_exact(stride)).zip(sums.iter()) {
+                for d in 0..stride {
+                    da[d] += alpha * sum * row[d];
+                    grad[d] = a[d] * (alpha * sum + (1.0 - alpha) * grad[d]);
+                }
+            }
+        }
+        for (da, relu) in da.iter_mut().zip(&da_relu) {
+            *da += (1.0 - alpha) * relu;
         }
     }
+}
 
-    /// Embedding lanes `start..start + N` of [`backward_generic`], before the factor `a`.
-    #[allow(clippy::too_many_arguments)]
+/// Lanes `start..start + N` of [`logits_backward`]'s pairwise sums.
+struct Tile {
+    nodes: usize,
+    stride: usize,
+    start: usize,
+}
+
+impl Tile {
     #[inline(always)]
-    fn backward_tile<const N: usize>(
+    fn run<const N: usize>(
+        &self,
         p: &[f32],
         q: &[f32],
         g: &[f32],
-        alpha: f32,
-        nodes: usize,
-        embed: usize,
-        start: usize,
         dp: &mut [f32],
         dq: &mut [f32],
-        da: &mut [f32],
+        da_relu: &mut [f32],
     ) {
+        let (nodes, stride, start) = (self.nodes, self.stride, self.start);
         let mut da_acc = [0f32; N];
         for i in 0..nodes {
-            let p_i: &[f32; N] = p[i * embed + start..][..N].try_into().expect("tile");
+            let p_i: &[f32; N] = p[i * stride + start..][..N].try_into().expect("tile");
             let mut dp_acc = [0f32; N];
             for j in 0..nodes {
                 let g_ij = g[i * nodes + j];
-                if g_ij == 0.0 {
-                    continue;
-                }
-                let q_j: &[f32; N] = q[j * embed + start..][..N].try_into().expect("tile");
-                let dq_j: &mut [f32; N] = (&mut dq[j * embed + start..][..N])
+                let q_j: &[f32; N] = q[j * stride + start..][..N].try_into().expect("tile");
+                let dq_j: &mut [f32; N] = (&mut dq[j * stride + start..][..N])
                     .try_into()
                     .expect("tile");
                 for d in 0..N {
                     let s = p_i[d] + q_j[d];
-                    let t = if s > 0.0 { g_ij } else { g_ij * alpha };
+                    let t = if s > 0.0 { g_ij } else { 0.0 };
                     dp_acc[d] += t;
-                    da_acc[d] += t * s;
                     dq_j[d] += t;
+                    da_acc[d] += g_ij * s.max(0.0);
                 }
             }
-            dp[i * embed + start..][..N]
+            dp[i * stride + start..][..N]
                 .iter_mut()
                 .zip(dp_acc)
                 .for_each(|(v, acc)| *v += acc);
         }
-        da[start..][..N]
+        da_relu[start..][..N]
             .iter_mut()
             .zip(da_acc)
             .for_each(|(v, acc)| *v += acc);
-    }
-
-    pub fn forward(
-        p: &[f32],
-        q: &[f32],
-        a: &[f32],
-        alpha: f32,
-        nodes: usize,
-        embed: usize,
-        e: &mut [f32],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { forward_avx2(p, q, a, alpha, nodes, embed, e) };
-            return;
-        }
-        forward_generic(p, q, a, alpha, nodes, embed, e)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward(
-        p: &[f32],
-        q: &[f32],
-        a: &[f32],
-        g: &[f32],
-        alpha: f32,
-        nodes: usize,
-        embed: usize,
-        dp: &mut [f32],
-        dq: &mut [f32],
-        da: &mut [f32],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { backward_avx2(p, q, a, g, alpha, nodes, embed, dp, dq, da) };
-            return;
-        }
-        backward_generic(p, q, a, g, alpha, nodes, embed, dp, dq, da)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(
-        p: &[f32],
-        q: &[f32],
-        a: &[f32],
-        alpha: f32,
-        nodes: usize,
-        embed: usize,
-        e: &mut [f32],
-    ) {
-        forward_generic(p, q, a, alpha, nodes, embed, e)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn backward_avx2(
-        p: &[f32],
-        q: &[f32],
-        a: &[f32],
-        g: &[f32],
-        alpha: f32,
-        nodes: usize,
-        embed: usize,
-        dp: &mut [f32],
-        dq: &mut [f32],
-        da: &mut [f32],
-    ) {
-        backward_generic(p, q, a, g, alpha, nodes, embed, dp, dq, da)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::linalg::max_abs_diff;
-    use candle_core::{Device, Var, D};
 
-    /// The naive GATv2 logits through the pairwise tensor, in plain candle ops.
-    fn reference(p: &Tensor, q: &Tensor, a: &Tensor, alpha: f64) -> Tensor {
-        let pairs = p
-            .unsqueeze(2)
-            .unwrap()
-            .broadcast_add(&q.unsqueeze(1).unwrap())
-            .unwrap();
-        let activated = candle_nn::ops::leaky_relu(&pairs, alpha).unwrap();
-        activated.broadcast_mul(a).unwrap().sum(D::Minus1).unwrap()
+    /// The definition, pair by pair, in f64.
+    fn reference(p: &[f32], q: &[f32], a: &[f32], alpha: f32, n: usize, s: usize) -> Vec<f64> {
+        let leaky = |x: f64| if x > 0.0 { x } else { alpha as f64 * x };
+        let mut e = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                e[i * n + j] = (0..s)
+                    .map(|d| a[d] as f64 * leaky(p[i * s + d] as f64 + q[j * s + d] as f64))
+                    .sum();
+            }
+        }
+        e
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::model::init::SplitMix64::new(seed);
+        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
     }
 
     #[test]
-    fn fused_logits_and_gradients_match_the_pairwise_reference() {
-        let device = Device::Cpu;
-        let var = |shape: (usize, usize, usize)| {
-            Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &device).unwrap()).unwrap()
-        };
-        // embed 51: one 32-lane tile, two 8-lane tiles and three single lanes.
-        let p = var((3, 5, 51));
-        let q = var((3, 5, 51));
-        let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, 51, &device).unwrap()).unwrap();
-        let fused = Gatv2Logits::apply(&p, &q, &a, 0.2).unwrap();
-        let naive = reference(&p, &q, &a, 0.2);
-        assert_eq!(fused.dims(), &[3, 5, 5]);
-        let diff = max_abs_diff(&fused, &naive);
-        assert!(diff < 1e-5, "forward differs by {diff}");
+    fn logits_and_their_gradients_match_the_definition() {
+        // embed 51 padded to 64 lanes; 112 = a 64-lane, a 32-lane and a 16-lane tile.
+        for (nodes, embed) in [(5, 51), (7, 112), (3, 16)] {
+            let stride = padded(embed);
+            let pad = |v: Vec<f32>| -> Vec<f32> {
+                v.chunks_exact(embed)
+                    .flat_map(|row| {
+                        row.iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(0.0, stride - embed))
+                    })
+                    .collect()
+            };
+            let (p, q, a) = (
+                pad(values(nodes * embed, 1)),
+                pad(values(nodes * embed, 2)),
+                pad(values(embed, 3)),
+            );
+            let alpha = 0.2;
+            let mut e = vec![0f32; nodes * nodes];
+            logits(&p, &q, &a, alpha, nodes, stride, &mut e);
+            let want = reference(&p, &q, &a, alpha, nodes, stride);
+            for (got, want) in e.iter().zip(&want) {
+                assert!((*got as f64 - want).abs() < 1e-5, "logit {got} vs {want}");
+            }
 
-        let weights = Tensor::randn(0f32, 1.0, (3, 5, 5), &device).unwrap();
-        let g_fused = (fused * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_naive = (naive * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for v in [&p, &q, &a] {
-            let diff = max_abs_diff(g_fused.get(v).unwrap(), g_naive.get(v).unwrap());
-            assert!(diff < 1e-4, "gradient of {:?} differs by {diff}", v.shape());
+            // The gradients of sum_ij g_ij e_ij, pair by pair in f64.
+            let g = values(nodes * nodes, 4);
+            let (mut dp, mut dq, mut da) =
+                (vec![0f32; p.len()], vec![0f32; q.len()], vec![0f32; stride]);
+            logits_backward(
+                &p, &q, &a, &g, alpha, nodes, stride, &mut dp, &mut dq, &mut da,
+            );
+            let (mut want_dp, mut want_dq, mut want_da) =
+                (vec![0f64; p.len()], vec![0f64; q.len()], vec![0f64; stride]);
+            for i in 0..nodes {
+                for j in 0..nodes {
+                    let g_ij = g[i * nodes + j] as f64;
+                    for d in 0..stride {
+                        let s = p[i * stride + d] as f64 + q[j * stride + d] as f64;
+                        let slope = if s > 0.0 { 1.0 } else { alpha as f64 };
+                        want_dp[i * stride + d] += g_ij * a[d] as f64 * slope;
+                        want_dq[j * stride + d] += g_ij * a[d] as f64 * slope;
+                        want_da[d] += g_ij * s * slope;
+                    }
+                }
+            }
+            for (name, got, want) in [
+                ("dp", &dp, &want_dp),
+                ("dq", &dq, &want_dq),
+                ("da", &da, &want_da),
+            ] {
+                for (k, (got, want)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (*got as f64 - want).abs() < 1e-4,
+                        "{name}[{k}]: {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 }

@@ -5,9 +5,11 @@
 //! the vector itself ([`Gru::forward_constant`]: one projection) or ML4ITS's interleaved
 //! layout of it ([`Gru::forward_interleaved`]: a few column sums per step).
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::dense::Dense;
+use super::gru_input::InterleavedProjection;
 use super::gru_kernel::GruRecurrence;
 use super::init::torch_default;
 
@@ -56,47 +58,37 @@ impl Gru {
     /// `h[(t*in + j) / steps]` at position j -> [B, steps, H].
     ///
     /// Each step's input is a few constant runs of h's entries, so its projection is
-    /// `sum over runs of h[k] * (sum of W_ih's columns in the run)`: a [steps, B, runs] x
-    /// [steps, runs, 3H] batched matmul instead of a [B*steps, in] x [in, 3H] one.
+    /// `sum over runs of h[k] * (sum of W_ih's columns in the run)` ([`InterleavedProjection`])
+    /// instead of a [B*steps, in] x [in, 3H] product.
     pub fn forward_interleaved(
         &self,
         input: &Tensor,
         layout: &InterleavedLayout,
     ) -> Result<Tensor> {
-        let (batch, in_dim) = input.dims2()?;
+        let (_, in_dim) = input.dims2()?;
         if in_dim != layout.in_dim {
             candle_core::bail!(
                 "gru: interleaved input has {in_dim} entries, the layout was built for {}",
                 layout.in_dim
             );
         }
-        let (steps, per_step) = (layout.steps, layout.per_step);
         let run_weights = layout
             .selector
             .to_dtype(input.dtype())?
-            .matmul(&self.weight_ih.t()?)?
-            .reshape((steps, per_step, 3 * self.hidden))?;
-        let picked = input
-            .contiguous()?
-            .index_select(&layout.source, 1)?
-            .reshape((batch, steps, per_step))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let gi = picked
-            .matmul(&run_weights)?
-            .transpose(0, 1)?
-            .broadcast_add(&self.bias_ih)?;
-        GruRecurrence::apply(&gi, &self.weight_hh, &self.bias_hh, steps)
+            .matmul(&self.weight_ih.t()?)?;
+        let gi = InterleavedProjection::apply(
+            input,
+            &run_weights,
+            &self.bias_ih,
+            layout.source.clone(),
+            layout.steps,
+        )?;
+        GruRecurrence::apply(&gi, &self.weight_hh, &self.bias_hh, layout.steps)
     }
 
-    /// x W_ih^T + b_ih: [B, T, in] -> [B, T, 3H], as one [B*T, in] x [in, 3H] matmul.
+    /// x W_ih^T + b_ih: [B, T, in] -> [B, T, 3H], as one [B*T, in] x [in, 3H] product.
     fn project(&self, xs: &Tensor) -> Result<Tensor> {
-        let (batch, steps, in_dim) = xs.dims3()?;
-        let flat = xs.reshape((batch * steps, in_dim))?;
-        let linear = candle_nn::Linear::new(self.weight_ih.clone(), Some(self.bias_ih.clone()));
-        linear
-            .forward(&flat)?
-            .reshape((batch, steps, 3 * self.hidden))
+        Dense::apply(xs, &self.weight_ih, &self.bias_ih, false)
     }
 
     /// The textbook recurrence in plain candle ops: the reference the fused op is tested against.
@@ -131,9 +123,8 @@ impl Gru {
 pub struct InterleavedLayout {
     in_dim: usize,
     steps: usize,
-    per_step: usize,
-    /// [steps * per_step] u32 indices into h.
-    source: Tensor,
+    /// [steps * per_step] indices into h.
+    source: Vec<usize>,
     /// [steps * per_step, in_dim] of 0 and 1.
     selector: Tensor,
 }
@@ -150,12 +141,12 @@ impl InterleavedLayout {
             .map(|t| entry(t, in_dim - 1) - entry(t, 0) + 1)
             .max()
             .unwrap_or(1);
-        let mut source = vec![0u32; steps * per_step];
+        let mut source = vec![0usize; steps * per_step];
         let mut selector = vec![0f32; steps * per_step * in_dim];
         for t in 0..steps {
             let first = entry(t, 0);
             for r in 0..per_step {
-                source[t * per_step + r] = (first + r).min(in_dim - 1) as u32;
+                source[t * per_step + r] = (first + r).min(in_dim - 1);
             }
             for j in 0..in_dim {
                 let row = t * per_step + entry(t, j) - first;
@@ -165,8 +156,7 @@ impl InterleavedLayout {
         Ok(InterleavedLayout {
             in_dim,
             steps,
-            per_step,
-            source: Tensor::new(source, device)?,
+            source,
             selector: Tensor::from_vec(selector, (steps * per_step, in_dim), device)?,
         })
     }

@@ -2,10 +2,12 @@
 //!
 //! candle's autograd would record ~15 small ops per time step (and as many again in the
 //! backward pass); over 100 steps and two GRUs that is thousands of graph nodes, each with
-//! its own allocation. Here the input projection `x W_ih^T + b_ih` stays a single big candle
-//! matmul, and this op runs the recurrence: per step one `h W_hh^T` GEMM and the gates, with
-//! the batch split over rayon threads. The backward pass walks time in reverse, and the
-//! weight gradient `dW_hh = sum_t dG_t^T h_{t-1}` is one large GEMM per thread at the end.
+//! its own allocation. Here the input projection `x W_ih^T + b_ih` stays one big product
+//! outside, and this op runs the recurrence: per step one `h W_hh^T` GEMM and the gates,
+//! with the batch split over rayon threads, each thread keeping its rows' state to itself
+//! for all steps. Buffers are allocated once per call, none per step. The backward pass
+//! walks time in reverse, and the weight gradient `dW_hh = sum_t dG_t^T h_{t-1}` is one
+//! large GEMM per thread at the end.
 //!
 //! Gate layout and equations are PyTorch's `nn.GRU` (r, z, n):
 //! r = σ(gi_r + W_hr h + b_hr), z = σ(gi_z + W_hz h + b_hz),
@@ -16,9 +18,12 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::linalg::{gemm, values, Mat, MatMut};
+use super::simd::{self, multiversion};
+
 /// The recurrence over `steps` time steps. Arguments: `gi` [B, steps, 3H] (or [B, 1, 3H]
-/// when the input is the same at every step, as in the reconstruction decoder), `w_hh`
-/// [3H, H], `b_hh` [3H]. Result: every hidden state, [B, steps, H].
+/// when the input is the same at every step), `w_hh` [3H, H], `b_hh` [3H]. Result: every
+/// hidden state, [B, steps, H].
 pub struct GruRecurrence {
     pub hidden: usize,
     pub steps: usize,
@@ -96,6 +101,10 @@ impl CustomOp3 for GruRecurrence {
         let gi = contiguous(gi_storage, gi_layout, "gi")?;
         let w_hh = contiguous(w_storage, w_layout, "w_hh")?;
         let b_hh = contiguous(b_storage, b_layout, "b_hh")?;
+        // W_hh^T [H, 3H], row-major: the layout the GEMM streams fastest.
+        let mut w_t = vec![0f32; hid * 3 * hid];
+        MatMut::rows(&mut w_t, hid, 3 * hid, 3 * hid)
+            .copy_from(Mat::rows(w_hh, 3 * hid, hid, hid).t());
         let rows_per_chunk = chunk_rows(batch);
         let mut hs = vec![0f32; batch * steps * hid];
         let mut gates = vec![0f32; batch * steps * 4 * hid];
@@ -111,21 +120,22 @@ impl CustomOp3 for GruRecurrence {
                     for row in gh.chunks_exact_mut(3 * hid) {
                         row.copy_from_slice(b_hh);
                     }
-                    // gh += h W_hh^T
-                    super::linalg::gemm(
-                        super::linalg::Mat::new(&h, rows, hid, hid, 1),
-                        super::linalg::Mat::new(w_hh, hid, 3 * hid, 1, hid),
-                        &mut gh,
-                        3 * hid,
-                        true,
-                    );
+                    if t > 0 {
+                        // gh += h W_hh^T (h_0 = 0 adds nothing)
+                        gemm(
+                            Mat::rows(&h, rows, hid, hid),
+                            Mat::rows(&w_t, hid, 3 * hid, 3 * hid),
+                            MatMut::rows(&mut gh, rows, 3 * hid, 3 * hid),
+                            true,
+                        );
+                    }
                     let gi_t = if gi_steps == 1 { 0 } else { t };
                     for r in 0..rows {
                         let gi_row = &gi[((row0 + r) * gi_steps + gi_t) * 3 * hid..][..3 * hid];
                         let gh_row = &gh[r * 3 * hid..][..3 * hid];
                         let saved = &mut gates[(t * rows + r) * 4 * hid..][..4 * hid];
                         let h_row = &mut h[r * hid..][..hid];
-                        gates::forward_row(gi_row, gh_row, h_row, saved);
+                        forward_row(gi_row, gh_row, h_row, saved);
                         hs[(r * steps + t) * hid..][..hid].copy_from_slice(h_row);
                     }
                 }
@@ -162,9 +172,15 @@ impl CustomOp3 for GruRecurrence {
         else {
             candle_core::bail!("gru-recurrence: backward called twice or without a forward pass")
         };
-        let w = w_hh.flatten_all()?.to_vec1::<f32>()?;
-        let hs = res.flatten_all()?.to_vec1::<f32>()?;
-        let grad = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (w_hh, res, grad_res) = (
+            w_hh.contiguous()?,
+            res.contiguous()?,
+            grad_res.contiguous()?,
+        );
+        let w = values(&w_hh, "gru-recurrence", "w_hh")?;
+        let hs = values(&res, "gru-recurrence", "result")?;
+        let grad = values(&grad_res, "gru-recurrence", "gradient")?;
+        let (w, hs, grad) = (w.get(), hs.get(), grad.get());
         let mut dgi = vec![0f32; batch * gi_steps * 3 * hid];
         let n_chunks = batch.div_ceil(rows_per_chunk);
         // Per chunk: (dW_hh [3H, H], db_hh [3H]); summed in chunk order for determinism.
@@ -187,63 +203,38 @@ impl CustomOp3 for GruRecurrence {
                 let mut dh = vec![0f32; rows * hid];
                 for t in (0..steps).rev() {
                     for r in 0..rows {
-                        let g_row = &grad[((row0 + r) * steps + t) * hid..][..hid];
-                        let saved = &gates[(t * rows + r) * 4 * hid..][..4 * hid];
-                        let hp = &h_prev[(t * rows + r) * hid..][..hid];
-                        let dgh_row = &mut dgh[(t * rows + r) * 3 * hid..][..3 * hid];
                         let gi_t = if gi_steps == 1 { 0 } else { t };
-                        let dgi_row = &mut dgi[(r * gi_steps + gi_t) * 3 * hid..][..3 * hid];
-                        let dh_row = &mut dh[r * hid..][..hid];
-                        for j in 0..hid {
-                            let (rr, zz, nn, hn) = (
-                                saved[j],
-                                saved[hid + j],
-                                saved[2 * hid + j],
-                                saved[3 * hid + j],
-                            );
-                            let g = g_row[j] + dh_row[j];
-                            let dn_pre = g * (1.0 - zz) * (1.0 - nn * nn);
-                            let dz_pre = g * (hp[j] - nn) * zz * (1.0 - zz);
-                            let dr_pre = dn_pre * hn * rr * (1.0 - rr);
-                            dgh_row[j] = dr_pre;
-                            dgh_row[hid + j] = dz_pre;
-                            dgh_row[2 * hid + j] = dn_pre * rr;
-                            dgi_row[j] += dr_pre;
-                            dgi_row[hid + j] += dz_pre;
-                            dgi_row[2 * hid + j] += dn_pre;
-                            dh_row[j] = g * zz;
-                        }
+                        backward_row(
+                            &grad[((row0 + r) * steps + t) * hid..][..hid],
+                            &gates[(t * rows + r) * 4 * hid..][..4 * hid],
+                            &h_prev[(t * rows + r) * hid..][..hid],
+                            &mut dgh[(t * rows + r) * 3 * hid..][..3 * hid],
+                            &mut dgi[(r * gi_steps + gi_t) * 3 * hid..][..3 * hid],
+                            &mut dh[r * hid..][..hid],
+                        );
                     }
-                    // dh += dG_t W_hh
-                    super::linalg::gemm(
-                        super::linalg::Mat::new(
-                            &dgh[t * rows * 3 * hid..][..rows * 3 * hid],
-                            rows,
-                            3 * hid,
-                            3 * hid,
-                            1,
-                        ),
-                        super::linalg::Mat::new(&w, 3 * hid, hid, hid, 1),
-                        &mut dh,
-                        hid,
-                        true,
-                    );
+                    if t > 0 {
+                        // dh += dG_t W_hh
+                        gemm(
+                            Mat::rows(&dgh[t * rows * 3 * hid..], rows, 3 * hid, 3 * hid),
+                            Mat::rows(w, 3 * hid, hid, hid),
+                            MatMut::rows(&mut dh, rows, hid, hid),
+                            true,
+                        );
+                    }
                 }
                 // dW_hh = sum over (t, row) of dG^T h_prev: [3H, T*rows] x [T*rows, H].
                 let n = steps * rows;
                 let mut dw = vec![0f32; 3 * hid * hid];
-                super::linalg::gemm(
-                    super::linalg::Mat::new(&dgh, 3 * hid, n, 1, 3 * hid),
-                    super::linalg::Mat::new(&h_prev, n, hid, hid, 1),
-                    &mut dw,
-                    hid,
+                gemm(
+                    Mat::rows(&dgh, n, 3 * hid, 3 * hid).t(),
+                    Mat::rows(&h_prev, n, hid, hid),
+                    MatMut::rows(&mut dw, 3 * hid, hid, hid),
                     false,
                 );
                 let mut db = vec![0f32; 3 * hid];
                 for row in dgh.chunks_exact(3 * hid) {
-                    for (acc, v) in db.iter_mut().zip(row) {
-                        *acc += v;
-                    }
+                    add_assign(&mut db, row);
                 }
                 (dw, db)
             })
@@ -252,8 +243,8 @@ impl CustomOp3 for GruRecurrence {
         let mut dw = vec![0f32; 3 * hid * hid];
         let mut db = vec![0f32; 3 * hid];
         for (pw, pb) in &partial {
-            dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
-            db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
+            add_assign(&mut dw, pw);
+            add_assign(&mut db, pb);
         }
         let device = gi.device();
         Ok((
@@ -264,41 +255,16 @@ impl CustomOp3 for GruRecurrence {
     }
 }
 
-/// The gate arithmetic of one row, vectorised: libm's `expf`/`tanhf` are scalar calls and were
-/// the largest cost of the recurrence, so exp is a Cephes-style polynomial (relative error
-/// ~2e-7) that LLVM turns into AVX2 code, and tanh(x) = 2 sigmoid(2x) - 1.
-mod gates {
-    #[inline(always)]
-    fn exp(x: f32) -> f32 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        let x = x.clamp(-87.0, 88.0);
-        let k = (x * LOG2E + 0.5).floor();
-        let r = x - k * LN2_HI - k * LN2_LO;
-        let mut p = 1.987_569_1e-4;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let y = p * r * r + r + 1.0;
-        y * f32::from_bits(((k as i32 + 127) << 23) as u32)
+multiversion! {
+    fn add_assign(acc: &mut [f32], values: &[f32]) {
+        acc.iter_mut().zip(values).for_each(|(a, v)| *a += v);
     }
+}
 
-    #[inline(always)]
-    fn sigmoid(x: f32) -> f32 {
-        1.0 / (1.0 + exp(-x))
-    }
-
-    #[inline(always)]
-    fn tanh(x: f32) -> f32 {
-        2.0 * sigmoid(2.0 * x) - 1.0
-    }
-
-    /// gi, gh: [3H] (r, z, n); h: [H], updated in place; saved: [4H] gets r, z, n, W_hn h + b_hn.
-    #[inline(always)]
-    fn forward_row_generic(gi: &[f32], gh: &[f32], h: &mut [f32], saved: &mut [f32]) {
+multiversion! {
+    /// One row's gates. gi, gh: [3H] (r, z, n); h: [H], updated in place; saved: [4H] gets
+    /// r, z, n and W_hn h + b_hn.
+    fn forward_row(gi: &[f32], gh: &[f32], h: &mut [f32], saved: &mut [f32]) {
         let hid = h.len();
         let (gi_r, gi_zn) = gi[..3 * hid].split_at(hid);
         let (gi_z, gi_n) = gi_zn.split_at(hid);
@@ -308,10 +274,10 @@ mod gates {
         let (s_z, s_rest) = s_rest.split_at_mut(hid);
         let (s_n, s_hn) = s_rest.split_at_mut(hid);
         for j in 0..hid {
-            let r = sigmoid(gi_r[j] + gh_r[j]);
-            let z = sigmoid(gi_z[j] + gh_z[j]);
+            let r = simd::sigmoid(gi_r[j] + gh_r[j]);
+            let z = simd::sigmoid(gi_z[j] + gh_z[j]);
             let hn = gh_n[j];
-            let n = tanh(gi_n[j] + r * hn);
+            let n = simd::tanh(gi_n[j] + r * hn);
             h[j] = (1.0 - z) * n + z * h[j];
             s_r[j] = r;
             s_z[j] = z;
@@ -319,37 +285,43 @@ mod gates {
             s_hn[j] = hn;
         }
     }
+}
 
-    pub fn forward_row(gi: &[f32], gh: &[f32], h: &mut [f32], saved: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { forward_row_avx2(gi, gh, h, saved) };
-            return;
-        }
-        forward_row_generic(gi, gh, h, saved)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_row_avx2(gi: &[f32], gh: &[f32], h: &mut [f32], saved: &mut [f32]) {
-        forward_row_generic(gi, gh, h, saved)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn fast_exp_sigmoid_tanh_are_accurate() {
-            for i in -2000..=2000 {
-                let x = i as f32 * 0.01;
-                let rel = (super::exp(x) - x.exp()).abs() / x.exp();
-                assert!(rel < 1e-6, "exp({x}) off by {rel}");
-                assert!((super::sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 1e-6);
-                assert!((super::tanh(x) - x.tanh()).abs() < 1e-6, "tanh({x})");
-            }
-            assert!(super::exp(-200.0) >= 0.0 && super::exp(-200.0) < 1e-37);
-            assert!(super::exp(200.0).is_finite());
-            assert!(super::sigmoid(-200.0) < 1e-37 && super::sigmoid(200.0) == 1.0);
+multiversion! {
+    /// One row of one step backwards: from the state's gradient (the loss's `grad` plus the
+    /// carried `dh`) to the gates' pre-activations `dgh` (hidden side) and `dgi` (input side,
+    /// accumulated: a constant input collects every step's); `dh` becomes the part carried
+    /// through z (the caller adds dG W_hh).
+    fn backward_row(
+        grad: &[f32],
+        saved: &[f32],
+        h_prev: &[f32],
+        dgh: &mut [f32],
+        dgi: &mut [f32],
+        dh: &mut [f32],
+    ) {
+        let hid = dh.len();
+        let (s_r, s_rest) = saved[..4 * hid].split_at(hid);
+        let (s_z, s_rest) = s_rest.split_at(hid);
+        let (s_n, s_hn) = s_rest.split_at(hid);
+        let (dgh_r, dgh_rest) = dgh[..3 * hid].split_at_mut(hid);
+        let (dgh_z, dgh_n) = dgh_rest.split_at_mut(hid);
+        let (dgi_r, dgi_rest) = dgi[..3 * hid].split_at_mut(hid);
+        let (dgi_z, dgi_n) = dgi_rest.split_at_mut(hid);
+        let (grad, h_prev) = (&grad[..hid], &h_prev[..hid]);
+        for j in 0..hid {
+            let (r, z, n, hn) = (s_r[j], s_z[j], s_n[j], s_hn[j]);
+            let g = grad[j] + dh[j];
+            let dn_pre = g * (1.0 - z) * (1.0 - n * n);
+            let dz_pre = g * (h_prev[j] - n) * z * (1.0 - z);
+            let dr_pre = dn_pre * hn * r * (1.0 - r);
+            dgh_r[j] = dr_pre;
+            dgh_z[j] = dz_pre;
+            dgh_n[j] = dn_pre * r;
+            dgi_r[j] += dr_pre;
+            dgi_z[j] += dz_pre;
+            dgi_n[j] += dn_pre;
+            dh[j] = g * z;
         }
     }
 }

@@ -13,9 +13,20 @@ use candle_nn::init::{FanInOut, NormalOrUniform};
 use candle_nn::{Init, VarBuilder, VarMap};
 
 /// A small, fast, well-mixed 64-bit generator (Steele et al., "Fast splittable PRNGs").
+/// Its n-th output depends only on the seed and n ([`SplitMix64::nth_f32`]), so a stream
+/// can be drawn in parallel and still give the sequence a sequential draw gives.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
+}
+
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline(always)]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl SplitMix64 {
@@ -24,16 +35,22 @@ impl SplitMix64 {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        mix64(self.state)
     }
 
     /// Uniform in [0, 1) with 24 random bits, exact in f32.
     pub fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        unit_f32(self.next_u64())
+    }
+
+    /// What the `n`-th (0-based) call of [`SplitMix64::next_f32`] on `SplitMix64::new(seed)`
+    /// returns.
+    #[inline(always)]
+    pub fn nth_f32(seed: u64, n: u64) -> f32 {
+        unit_f32(mix64(
+            seed.wrapping_add(n.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA)),
+        ))
     }
 
     /// Uniform in [0, 1) with 53 random bits.
@@ -61,6 +78,11 @@ impl SplitMix64 {
     }
 }
 
+#[inline(always)]
+fn unit_f32(bits: u64) -> f32 {
+    (bits >> 40) as f32 / (1u64 << 24) as f32
+}
+
 /// Dropout whose masks come from a seeded stream: every call draws a fresh mask, and the
 /// sequence of masks is fixed by the seed and the order of calls.
 #[derive(Debug)]
@@ -86,22 +108,54 @@ impl SeededDropout {
     /// Inverted dropout: zeroes each value with probability `p` and scales the rest by
     /// 1/(1-p), so evaluation (no dropout) needs no rescaling.
     pub fn apply(&self, xs: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+        match self.next_mask(p, train)? {
+            Some(mask) => mask.apply(xs),
+            None => Ok(xs.clone()),
+        }
+    }
+
+    /// The mask the next [`SeededDropout::apply`] would use, for kernels that apply dropout
+    /// themselves (and count as one call); `None` when nothing is dropped.
+    pub fn next_mask(&self, p: f64, train: bool) -> Result<Option<DropoutMask>> {
         if !train || p <= 0.0 {
-            return Ok(xs.clone());
+            return Ok(None);
         }
         if p >= 1.0 {
             candle_core::bail!("dropout probability must be in [0, 1), got {p}")
         }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let mut rng = SplitMix64::new(
-            self.seed.load(Ordering::SeqCst) ^ call.wrapping_mul(0xA24B_AED4_963E_E407),
-        );
-        let keep = (1.0 / (1.0 - p)) as f32;
-        let p = p as f32;
-        let mask: Vec<f32> = (0..xs.elem_count())
-            .map(|_| if rng.next_f32() >= p { keep } else { 0.0 })
-            .collect();
-        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        Ok(Some(DropoutMask {
+            seed: self.seed.load(Ordering::SeqCst) ^ call.wrapping_mul(0xA24B_AED4_963E_E407),
+            p: p as f32,
+            keep: (1.0 / (1.0 - p)) as f32,
+        }))
+    }
+}
+
+/// One dropout mask over a tensor's elements in row-major order: element i is `keep` or 0,
+/// drawn from its own position in a seeded stream, so any part of it can be computed alone.
+#[derive(Debug, Clone, Copy)]
+pub struct DropoutMask {
+    seed: u64,
+    p: f32,
+    /// 1/(1-p), the scale of the kept values.
+    pub keep: f32,
+}
+
+impl DropoutMask {
+    /// The factor of element `i`: `keep` or 0.
+    #[inline(always)]
+    pub fn at(&self, i: u64) -> f32 {
+        match SplitMix64::nth_f32(self.seed, i) >= self.p {
+            true => self.keep,
+            false => 0.0,
+        }
+    }
+
+    /// `xs` times the mask, as a tensor op.
+    pub fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+        let values: Vec<f32> = (0..xs.elem_count() as u64).map(|i| self.at(i)).collect();
+        let mask = Tensor::from_vec(values, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
         xs.mul(&mask)
     }
 }
@@ -242,6 +296,20 @@ mod tests {
                 0x06C4_5D18_8009_454F
             ]
         );
+    }
+
+    #[test]
+    fn any_draw_of_a_stream_can_be_computed_alone() {
+        for seed in [0, 7, u64::MAX - 3] {
+            let mut rng = SplitMix64::new(seed);
+            for n in 0..1000 {
+                assert_eq!(
+                    rng.next_f32(),
+                    SplitMix64::nth_f32(seed, n),
+                    "seed {seed}, draw {n}"
+                );
+            }
+        }
     }
 
     #[test]

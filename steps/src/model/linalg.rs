@@ -1,7 +1,7 @@
 //! A bounds-checked front to the `gemm` crate (the GEMM candle itself uses on CPU), for the
 //! fused kernels that multiply inside their own loops, and the slice access they share.
 
-use candle_core::{CpuStorage, Layout};
+use candle_core::{CpuStorage, Layout, Storage, StorageRef, Tensor};
 
 /// The f32 values of a contiguous argument of custom op `op`; an error names the argument.
 pub fn contiguous_f32<'a>(
@@ -14,6 +14,37 @@ pub fn contiguous_f32<'a>(
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: `{what}` must be contiguous"),
+    }
+}
+
+/// The f32 values of a contiguous CPU tensor, read in place; holds the tensor's read lock.
+pub struct Values<'a> {
+    storage: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl Values<'_> {
+    pub fn get(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(values)) => &values[self.start..self.end],
+            _ => unreachable!("checked by `values`"),
+        }
+    }
+}
+
+/// Reads a contiguous f32 CPU tensor (an argument or result of custom op `op`) without
+/// copying it; an error names the tensor.
+pub fn values<'a>(tensor: &'a Tensor, op: &str, what: &str) -> candle_core::Result<Values<'a>> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let offsets = layout.contiguous_offsets();
+    match (&*storage, offsets) {
+        (Storage::Cpu(CpuStorage::F32(_)), Some((start, end))) => Ok(Values {
+            storage,
+            start,
+            end,
+        }),
+        _ => candle_core::bail!("{op}: `{what}` must be a contiguous f32 CPU tensor"),
     }
 }
 
@@ -64,38 +95,130 @@ impl<'a> Mat<'a> {
             col_stride,
         }
     }
+
+    /// A row-major view with `row_stride` between rows.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Mat<'a> {
+        Mat::new(data, rows, cols, row_stride, 1)
+    }
+
+    /// The transpose, as a view of the same values.
+    pub fn t(self) -> Mat<'a> {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
 }
 
-/// `c = a b` (or `c += a b` when `accumulate`), `c` row-major with `c_row_stride`, single
-/// threaded: callers parallelise over independent work themselves.
-pub fn gemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], c_row_stride: usize, accumulate: bool) {
+/// A writable strided matrix view, as [`Mat`].
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// Panics when the view reaches past `data` (a programming error in a kernel).
+    pub fn new(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> MatMut<'a> {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
+            assert!(
+                last < data.len(),
+                "matrix view {rows}x{cols} past the end of {} values",
+                data.len()
+            );
+        }
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// A row-major view with `row_stride` between rows.
+    pub fn rows(data: &'a mut [f32], rows: usize, cols: usize, row_stride: usize) -> MatMut<'a> {
+        MatMut::new(data, rows, cols, row_stride, 1)
+    }
+
+    /// The same view, borrowed for a shorter time.
+    pub fn reborrow(&mut self) -> MatMut<'_> {
+        MatMut {
+            data: &mut *self.data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    /// Copies `src` (of the same shape) into the view.
+    pub fn copy_from(self, src: Mat<'_>) {
+        assert!(
+            src.rows == self.rows && src.cols == self.cols,
+            "copy of a {}x{} matrix into a {}x{} view",
+            src.rows,
+            src.cols,
+            self.rows,
+            self.cols
+        );
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                self.data[i * self.row_stride + j * self.col_stride] =
+                    src.data[i * src.row_stride + j * src.col_stride];
+            }
+        }
+    }
+}
+
+/// `c = a b` (or `c += a b` when `accumulate`), single threaded: callers parallelise over
+/// independent work themselves.
+pub fn gemm(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
+    assert!(
+        c.rows == a.rows && c.cols == b.cols,
+        "gemm: output is {}x{}, the product {}x{}",
+        c.rows,
+        c.cols,
+        a.rows,
+        b.cols
+    );
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        (m - 1) * c_row_stride + n <= c.len(),
-        "gemm: output view past the end"
-    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                c[i * c_row_stride..][..n].fill(0.0);
+                for j in 0..n {
+                    c.data[i * c.row_stride + j * c.col_stride] = 0.0;
+                }
             }
         }
         return;
     }
-    // SAFETY: every index the kernel touches lies inside the views checked above
-    // (Mat::new for the inputs, the assertion for `c`), and `c` is borrowed mutably.
+    // SAFETY: every index the kernel touches lies inside the views checked by Mat::new and
+    // MatMut::new, and `c` is borrowed mutably.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
-            1,
-            c_row_stride as isize,
+            c.data.as_mut_ptr(),
+            c.col_stride as isize,
+            c.row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -126,18 +249,24 @@ mod tests {
         gemm(
             Mat::new(&a_t, 2, 3, 1, 2),
             Mat::new(&b, 3, 2, 2, 1),
-            &mut c,
-            2,
+            MatMut::rows(&mut c, 2, 2, 2),
             false,
         );
         assert_eq!(c, vec![4.0, 5.0, 10.0, 11.0]);
         gemm(
             Mat::new(&a_t, 2, 3, 1, 2),
             Mat::new(&b, 3, 2, 2, 1),
-            &mut c,
-            2,
+            MatMut::rows(&mut c, 2, 2, 2),
             true,
         );
         assert_eq!(c, vec![8.0, 10.0, 20.0, 22.0]);
+        // Written transposed (column-major): c^T.
+        gemm(
+            Mat::new(&a_t, 2, 3, 1, 2),
+            Mat::new(&b, 3, 2, 2, 1),
+            MatMut::new(&mut c, 2, 2, 1, 2),
+            false,
+        );
+        assert_eq!(c, vec![4.0, 10.0, 5.0, 11.0]);
     }
 }

@@ -12,35 +12,42 @@
 //!   h -> forecasting MLP -> next row [B,n_target]
 //!   h -> GRU decoder (h repeated W times) -> reconstruction [B,W,n_target]
 //! ```
-//! The expensive parts run in fused kernels: [`gat_kernel`] (GATv2 logits without the
-//! pairwise tensor) and [`gru_kernel`] (the GRU recurrence with its own BPTT).
+//! The expensive parts run in fused kernels: [`gat_op`] (a whole GATv2 layer, its logits
+//! computed by [`gat_kernel`] without the pairwise tensor) and [`gru_kernel`] (the GRU
+//! recurrence with its own BPTT).
 
+pub mod adam;
 pub mod alloc;
 pub mod conv;
+pub mod dense;
 pub mod fit;
 pub mod forecast;
 pub mod gat;
 pub mod gat_kernel;
+pub mod gat_op;
 pub mod gru;
+pub mod gru_input;
 pub mod gru_kernel;
 pub mod init;
 pub mod linalg;
 pub mod reconstruct;
+pub mod simd;
 pub mod softmax;
 
 use std::sync::Arc;
 
 use anyhow::bail;
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 pub use gat::GatKind;
 pub use reconstruct::DecoderInput;
 
 use conv::ConvLayer;
+use dense::DenseLayer;
 use forecast::ForecastHead;
-use gat::GraphAttention;
+use gat::{GraphAttention, Orientation};
 use gru::Gru;
 use init::{torch_default, SeededDropout};
 use reconstruct::ReconstructionHead;
@@ -182,8 +189,9 @@ impl MtadGat {
             conv: ConvLayer::new(k, cfg.kernel_size, vb.pp("conv").pp("conv"))?,
             feature_gat: GraphAttention::new(
                 cfg.gat,
-                k,
+                Orientation::Feature,
                 w,
+                k,
                 cfg.alpha,
                 cfg.dropout,
                 dropout.clone(),
@@ -191,6 +199,7 @@ impl MtadGat {
             )?,
             temporal_gat: GraphAttention::new(
                 cfg.gat,
+                Orientation::Time,
                 w,
                 k,
                 cfg.alpha,
@@ -259,11 +268,7 @@ impl MtadGat {
             )
         }
         let conv = self.conv.forward(xs)?;
-        let by_feature = conv.transpose(1, 2)?.contiguous()?;
-        let h_feat = self
-            .feature_gat
-            .forward(&by_feature, train)?
-            .transpose(1, 2)?;
+        let h_feat = self.feature_gat.forward(&conv, train)?;
         let h_time = self.temporal_gat.forward(&conv, train)?;
         let joined = Tensor::cat(&[&conv, &h_feat, &h_time], 2)?;
         let states = self.gru.forward(&joined)?;
@@ -272,11 +277,12 @@ impl MtadGat {
 }
 
 /// A `nn.Linear` with PyTorch's default initialisation; keys `weight` [out, in], `bias` [out].
-pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+pub(crate) fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<DenseLayer> {
     let init = torch_default(in_dim);
-    let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
-    let bias = vb.get_with_hints(out_dim, "bias", init)?;
-    Ok(Linear::new(weight, Some(bias)))
+    Ok(DenseLayer {
+        weight: vb.get_with_hints((out_dim, in_dim), "weight", init)?,
+        bias: vb.get_with_hints(out_dim, "bias", init)?,
+    })
 }
 
 #[cfg(test)]

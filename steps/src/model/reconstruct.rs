@@ -2,10 +2,11 @@
 //! decoder, and a linear layer maps each decoder state to the target features. ML4ITS
 //! `ReconstructionModel` (one decoder layer, so no dropout between GRU layers).
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::dense::DenseLayer;
 use super::gru::{Gru, InterleavedLayout};
 use super::linear;
 
@@ -34,7 +35,7 @@ impl DecoderInput {
 pub struct ReconstructionHead {
     decoder: Gru,
     spread: Spread,
-    fc: Linear,
+    fc: DenseLayer,
 }
 
 /// How h reaches the decoder's steps: the layout is built once, with the head.
@@ -74,8 +75,6 @@ impl ReconstructionHead {
             Spread::Interleaved(layout) => self.decoder.forward_interleaved(h_end, layout)?,
             Spread::Repeated { steps } => self.decoder.forward_constant(h_end, *steps)?,
         };
-        let (batch, steps, hidden) = states.dims3()?;
-        let out = self.fc.forward(&states.reshape((batch * steps, hidden))?)?;
-        out.reshape((batch, steps, ()))
+        self.fc.forward(&states)
     }
 }

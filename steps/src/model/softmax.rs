@@ -1,4 +1,5 @@
-//! softmax(logits + bias) over the last dimension as one op with its own backward.
+//! softmax(logits + bias) over the last dimension as one op with its own backward (GAT's
+//! attention), and the row kernels it shares with the fused GATv2 layer.
 //!
 //! candle's differentiable softmax is five ops (max, sub, exp, sum, div), each a pass over the
 //! [B, N, N] attention logits, and its backward is built from those ops again; its fused
@@ -8,6 +9,8 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::simd::{self, multiversion};
 
 /// Arguments `logits` [B, N, M] and `bias` [N, M]; result softmax(logits + bias) [B, N, M].
 pub struct BiasSoftmax;
@@ -47,18 +50,10 @@ impl CustomOp2 for BiasSoftmax {
         let logits = contiguous(logits_storage, logits_layout, "logits")?;
         let bias = contiguous(bias_storage, bias_layout, "bias")?;
         let mut out = vec![0f32; batch * rows * cols];
-        if cols > 0 {
+        if rows * cols > 0 {
             out.par_chunks_mut(rows * cols)
                 .zip(logits.par_chunks(rows * cols))
-                .for_each(|(out, logits)| {
-                    for ((out, logits), bias) in out
-                        .chunks_exact_mut(cols)
-                        .zip(logits.chunks_exact(cols))
-                        .zip(bias.chunks_exact(cols))
-                    {
-                        softmax_row(logits, bias, out);
-                    }
-                });
+                .for_each(|(out, logits)| softmax_rows(logits, bias, cols, out));
         }
         Ok((CpuStorage::F32(out), Shape::from((batch, rows, cols))))
     }
@@ -74,16 +69,11 @@ impl CustomOp2 for BiasSoftmax {
         let y = res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let g = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let mut dx = vec![0f32; y.len()];
-        if cols > 0 {
-            dx.par_chunks_mut(cols)
-                .zip(y.par_chunks(cols))
-                .zip(g.par_chunks(cols))
-                .for_each(|((dx, y), g)| {
-                    let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                    for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
-                        *dx = y * (g - dot);
-                    }
-                });
+        if rows * cols > 0 {
+            dx.copy_from_slice(&g);
+            dx.par_chunks_mut(rows * cols)
+                .zip(y.par_chunks(rows * cols))
+                .for_each(|(dx, y)| softmax_rows_backward(y, cols, dx));
         }
         let mut dbias = vec![0f32; rows * cols];
         for sample in dx.chunks_exact((rows * cols).max(1)).take(batch) {
@@ -97,21 +87,39 @@ impl CustomOp2 for BiasSoftmax {
     }
 }
 
-/// out = softmax(logits + bias) for one row.
-#[inline]
-fn softmax_row(logits: &[f32], bias: &[f32], out: &mut [f32]) {
-    let mut max = f32::NEG_INFINITY;
-    for ((out, l), b) in out.iter_mut().zip(logits).zip(bias) {
-        *out = l + b;
-        max = max.max(*out);
+/// out = softmax(logits + bias) row by row, rows of `cols`.
+pub fn softmax_rows(logits: &[f32], bias: &[f32], cols: usize, out: &mut [f32]) {
+    for ((out, logits), bias) in out
+        .chunks_exact_mut(cols)
+        .zip(logits.chunks_exact(cols))
+        .zip(bias.chunks_exact(cols))
+    {
+        softmax_row(logits, bias, out);
     }
-    let mut sum = 0f32;
-    for v in out.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+}
+
+multiversion! {
+    /// out = softmax(logits + bias) for one row.
+    fn softmax_row(logits: &[f32], bias: &[f32], out: &mut [f32]) {
+        for ((out, l), b) in out.iter_mut().zip(logits).zip(bias) {
+            *out = l + b;
+        }
+        let max = simd::max(out);
+        out.iter_mut().for_each(|v| *v = simd::exp(*v - max));
+        let inv = 1.0 / simd::sum(out);
+        out.iter_mut().for_each(|v| *v *= inv);
     }
-    let inv = 1.0 / sum;
-    out.iter_mut().for_each(|v| *v *= inv);
+}
+
+multiversion! {
+    /// The backward pass of [`softmax_rows`]: `grad` (rows of `cols`) becomes
+    /// dlogits = y (grad - sum(grad y)), row by row.
+    pub fn softmax_rows_backward(y: &[f32], cols: usize, grad: &mut [f32]) {
+        for (g, y) in grad.chunks_exact_mut(cols).zip(y.chunks_exact(cols)) {
+            let dot = simd::dot(g, y);
+            g.iter_mut().zip(y).for_each(|(g, y)| *g = y * (*g - dot));
+        }
+    }
 }
 
 #[cfg(test)]

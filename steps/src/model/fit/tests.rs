@@ -319,11 +319,12 @@ fn training_gradients_match_the_pytorch_reference() {
 fn adam_steps_match_the_pytorch_reference() {
     let (model, vars, fixture) = ml4its_tiny();
     let (xs, ys, xs_target) = ml4its_targets(&fixture);
-    let mut optimizer = adam(&vars, 1e-2).unwrap();
+    let mut optimizer =
+        crate::model::adam::Adam::new(vars.iter().map(|(_, v)| v.clone()).collect(), 1e-2);
     for _ in 0..3 {
         let out = model.forward(&xs, true).unwrap();
         let (loss, _, _) = losses(&out, &ys, &xs_target).unwrap();
-        optimizer.backward_step(&loss).unwrap();
+        optimizer.step(&loss.backward().unwrap(), 1.0).unwrap();
     }
     // Where a gradient is ~0 (below Adam's eps of 1e-8), its sign and size are rounding
     // noise that Adam scales up to a step of up to lr/2: those entries are not compared.
