@@ -307,10 +307,14 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     // Before resolving: a signal during a long plan must not kill flow half-way through
     // writing a store it shares.
     exec::install_signal_handlers();
+    // Before resolving too: bad executor options fail before anything is planned.
+    let echo = true;
+    let console = exec::Console::new();
+    let mut executor = executor(&args, console.clone(), echo)?;
     let (project, store, plan) = resolve_selection(project_dir, store_dir, &args.selection)?;
     let options = ExecOptions {
         experiment: args.experiment.clone(),
-        echo: true,
+        echo,
         force: args.selection.force.clone(),
         resources: resource_overrides(&project, &args.resources)?,
         tracking_uri: std::env::var("FLOW_TRACKING_URI").ok(),
@@ -318,8 +322,6 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     if !args.json {
         render::plan_header(&plan);
     }
-    let console = exec::Console::new();
-    let mut executor = executor(&args, console.clone(), options.echo)?;
     let report = exec::execute(
         &project,
         &store,
