@@ -3,13 +3,16 @@
 //! # How a job runs
 //!
 //! `start` writes a batch script beside the step's command in its staging directory
-//! (`sbatch.sh`: the job's environment as `export` lines, then `exec sh command.sh`) and
+//! (`sbatch.sh`: the job's environment as `export` lines, then `sh command.sh`) and
 //! submits it with the step's resources (`--cpus-per-task`, `--mem`, `--time`), a job
 //! name `flow-<entry>-<member>`, the project as working directory and the run's log file
 //! as `--output` (stderr joins it). `wait` follows the logs, echoing new lines prefixed
-//! with the step's label as the local executor does, and asks `squeue` about the jobs
-//! this flow submitted at most once per [`POLL`] (`sacct` only for a job `squeue` no
-//! longer knows, when accounting exists).
+//! with the step's label as the local executor does. A step that ends leaves its exit
+//! code in the staging directory (`exit_code`, written by the batch script), which ends
+//! the job for flow at once unless a signal ended the step; everything else — a job that never started, was cancelled,
+//! ran out of time or lost its node — comes from `squeue`, asked about the jobs this flow
+//! submitted at most once per [`POLL`] (`sacct` only for a job `squeue` no longer knows,
+//! when accounting exists).
 //!
 //! # Outcomes
 //!
@@ -80,6 +83,8 @@ struct Submitted {
     id: String,
     label: String,
     log: LogTail,
+    /// The file the batch script writes the step's exit code to.
+    exit_marker: PathBuf,
     /// The last pending reason shown, so each is printed once.
     reason_shown: String,
     /// `squeue` calls in a row that did not list the job.
@@ -233,6 +238,7 @@ impl Executor for SlurmExecutor {
                 id,
                 label: job.label.clone(),
                 log: LogTail::new(job.log.clone()),
+                exit_marker: exit_marker(&job),
                 reason_shown: String::new(),
                 missing: 0,
             },
@@ -243,14 +249,30 @@ impl Executor for SlurmExecutor {
     fn wait(&mut self, timeout: Duration) -> Result<Vec<JobEnd>> {
         std::thread::sleep(timeout);
         let mut jobs = std::mem::take(&mut self.jobs);
-        for job in jobs.values_mut() {
+        let mut ended = Vec::new();
+        for (&node, job) in jobs.iter_mut() {
             self.tail(job, false);
+            // A step ended by a signal may have been cancelled, timed out or preempted:
+            // squeue tells which.
+            let code = read_exit_marker(&job.exit_marker).filter(|code| *code < 128);
+            if let Some(code) = code {
+                ended.push(JobEnd {
+                    node,
+                    outcome: Outcome::Exited(code),
+                });
+            }
+        }
+        for end in &ended {
+            if let Some(mut job) = jobs.remove(&end.node) {
+                self.tail(&mut job, true);
+            }
         }
         self.jobs = jobs;
-        if self.jobs.is_empty() || self.last_poll.is_some_and(|t| t.elapsed() < POLL) {
-            return Ok(Vec::new());
+        let poll_due = self.last_poll.is_none_or(|t| t.elapsed() >= POLL);
+        if !self.jobs.is_empty() && poll_due {
+            ended.extend(self.poll());
         }
-        Ok(self.poll())
+        Ok(ended)
     }
 
     fn cancel_all(&mut self) -> Vec<JobEnd> {
@@ -355,13 +377,32 @@ fn write_batch_script(path: &Path, job: &Job) -> Result<()> {
     }
     text.extend_from_slice(b"cd ");
     text.extend_from_slice(&quote(job.dir.as_os_str()));
-    text.extend_from_slice(b" || exit 1\nexec sh ");
+    text.extend_from_slice(b" || exit 1\nsh ");
     text.extend_from_slice(&quote(job.script.as_os_str()));
-    text.push(b'\n');
+    // The exit code as a file, written whole (rename), so flow need not wait for squeue.
+    let marker = exit_marker(job);
+    let partial = marker.with_extension("partial");
+    text.extend_from_slice(b"\ncode=$?\necho $code > ");
+    text.extend_from_slice(&quote(partial.as_os_str()));
+    text.extend_from_slice(b" && mv ");
+    text.extend_from_slice(&quote(partial.as_os_str()));
+    text.push(b' ');
+    text.extend_from_slice(&quote(marker.as_os_str()));
+    text.extend_from_slice(b"\nexit $code\n");
     let mut file =
         File::create(path).with_context(|| format!("cannot write `{}`", path.display()))?;
     file.write_all(&text)
         .with_context(|| format!("cannot write `{}`", path.display()))
+}
+
+/// Where the batch script leaves the step's exit code (beside its command file).
+fn exit_marker(job: &Job) -> PathBuf {
+    job.script.with_file_name("exit_code")
+}
+
+/// The exit code a finished batch script left, if it has.
+fn read_exit_marker(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// Any bytes as one `sh` word: single-quoted, `'` as `'\''`.
@@ -485,6 +526,20 @@ mod tests {
                 dir.path().canonicalize().unwrap().display()
             )
         );
+        assert_eq!(read_exit_marker(&exit_marker(&job)), Some(0));
+    }
+
+    /// The step's exit code is the job's, and the marker says it too.
+    #[test]
+    fn batch_script_passes_the_exit_code_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path());
+        std::fs::write(&job.script, "exit 7\n").unwrap();
+        let batch = dir.path().join("sbatch.sh");
+        write_batch_script(&batch, &job).unwrap();
+        let status = Command::new("sh").arg(&batch).status().unwrap();
+        assert_eq!(status.code(), Some(7));
+        assert_eq!(read_exit_marker(&exit_marker(&job)), Some(7));
     }
 
     #[test]
