@@ -120,7 +120,7 @@ start() {
   mkdir -p "$STATE/ctld" "$STATE/spool"
   start_munge
   write_conf
-  running slurmctld || slurmctld -c
+  running slurmctld || slurmctld
   running slurmd || slurmd
   local state=""
   for _ in $(seq 100); do

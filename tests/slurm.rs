@@ -103,6 +103,15 @@ impl SlurmProject {
         common::outcome(self.command(args).output().expect("flow runs"))
     }
 
+    /// `flow run --json --executor slurm` with `args`.
+    fn run(&self, args: &[&str]) -> Outcome {
+        self.flow(&slurm_run(args))
+    }
+
+    fn spawn_run(&self, args: &[&str]) -> Child {
+        self.spawn(&slurm_run(args))
+    }
+
     fn spawn(&self, args: &[&str]) -> Child {
         self.command(args)
             .stdout(Stdio::piped())
@@ -159,6 +168,12 @@ impl SlurmProject {
     fn path(&self) -> &Path {
         self.project.path()
     }
+}
+
+fn slurm_run<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut full = vec!["run", "--json", "--executor", "slurm"];
+    full.extend_from_slice(args);
+    full
 }
 
 /// The cluster's `SLURM_CONF`: the environment's, or the one `scripts/slurm.sh start`
@@ -255,17 +270,8 @@ fn run_of(out: &Outcome, node: &str) -> String {
 #[test]
 fn a_fan_out_runs_as_sbatch_jobs_and_a_rerun_submits_none() {
     let p = SlurmProject::new();
-    let args = [
-        "run",
-        "--json",
-        "--executor",
-        "slurm",
-        "-e",
-        "summarize",
-        "-P",
-        "dataset=a,b,c",
-    ];
-    let first = p.flow(&args);
+    let args = ["-e", "summarize", "-P", "dataset=a,b,c"];
+    let first = p.run(&args);
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
     assert_eq!(
         executed(&first),
@@ -323,7 +329,7 @@ fn a_fan_out_runs_as_sbatch_jobs_and_a_rerun_submits_none() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&name.stdout).trim(), "flow-load-b");
 
-    let second = p.flow(&args);
+    let second = p.run(&args);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert!(executed(&second).is_empty(), "{}", second.stdout);
     assert_eq!(p.submitted().len(), 7, "the rerun submitted a job");
@@ -334,16 +340,7 @@ fn a_fan_out_runs_as_sbatch_jobs_and_a_rerun_submits_none() {
 #[test]
 fn a_failing_member_stops_only_its_own_chain() {
     let p = SlurmProject::new();
-    let out = p.flow(&[
-        "run",
-        "--json",
-        "--executor",
-        "slurm",
-        "-e",
-        "summarize",
-        "-P",
-        "dataset=a,bad,c",
-    ]);
+    let out = p.run(&["-e", "summarize", "-P", "dataset=a,bad,c"]);
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     let steps = steps(&out);
     let status = |node: &str| {
@@ -372,16 +369,7 @@ fn a_failing_member_stops_only_its_own_chain() {
 #[test]
 fn ctrl_c_cancels_every_submitted_job() {
     let p = SlurmProject::new();
-    let child = p.spawn(&[
-        "run",
-        "--json",
-        "--executor",
-        "slurm",
-        "-e",
-        "train",
-        "-P",
-        "dataset=slow,a",
-    ]);
+    let child = p.spawn_run(&["-e", "train", "-P", "dataset=slow,a"]);
     wait_for("the slow job to run", 60, || {
         let states = p.states();
         states.iter().any(|(_, s)| s == "RUNNING")
@@ -413,17 +401,8 @@ fn ctrl_c_cancels_every_submitted_job() {
 #[test]
 fn a_lost_job_fails_its_run_and_a_rerun_resubmits_only_it() {
     let p = SlurmProject::new();
-    let args = [
-        "run",
-        "--json",
-        "--executor",
-        "slurm",
-        "-e",
-        "train",
-        "-P",
-        "dataset=a,slow",
-    ];
-    let child = p.spawn(&args);
+    let args = ["-e", "train", "-P", "dataset=a,slow"];
+    let child = p.spawn_run(&args);
     let mut slow_job = String::new();
     wait_for("the slow job to run", 60, || {
         let out = Command::new("squeue")
@@ -458,7 +437,7 @@ fn a_lost_job_fails_its_run_and_a_rerun_resubmits_only_it() {
     let before = p.submitted().len();
 
     std::fs::write(p.path().join("go"), "").unwrap();
-    let rerun = p.flow(&args);
+    let rerun = p.run(&args);
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
     assert_eq!(executed(&rerun), ["load slow", "train slow"]);
     assert_eq!(p.submitted().len(), before + 2);
@@ -469,15 +448,7 @@ fn a_lost_job_fails_its_run_and_a_rerun_resubmits_only_it() {
 #[test]
 fn the_next_flow_cancels_the_jobs_of_a_killed_one() {
     let p = SlurmProject::new();
-    let mut child = p.spawn(&[
-        "run",
-        "--executor",
-        "slurm",
-        "-e",
-        "load",
-        "-P",
-        "dataset=slow",
-    ]);
+    let mut child = p.spawn_run(&["-e", "load", "-P", "dataset=slow"]);
     wait_for("the job to run", 60, || {
         p.states().iter().any(|(_, state)| state == "RUNNING")
     });
@@ -502,16 +473,7 @@ fn sbatch_options_and_refusals() {
     let config = p.tools.path().join("site.conf");
     std::fs::write(&config, "# site\n#SBATCH --comment=flow test\n").unwrap();
     let config = config.display().to_string();
-    let out = p.flow(&[
-        "run",
-        "--json",
-        "--executor",
-        "slurm",
-        "--slurm-config",
-        &config,
-        "-e",
-        "load",
-    ]);
+    let out = p.run(&["--slurm-config", &config, "-e", "load"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let id = p.submitted().pop().unwrap();
     let shown = Command::new("scontrol")
@@ -524,17 +486,7 @@ fn sbatch_options_and_refusals() {
     assert!(shown.contains("MinMemoryNode=100M"), "{shown}");
     assert!(shown.contains("TimeLimit=00:10:00"), "{shown}");
 
-    let refused = p.flow(&[
-        "run",
-        "--executor",
-        "slurm",
-        "--partition",
-        "nosuch",
-        "-e",
-        "load",
-        "-P",
-        "dataset=b",
-    ]);
+    let refused = p.run(&["--partition", "nosuch", "-e", "load", "-P", "dataset=b"]);
     assert_eq!(refused.code, 1);
     assert!(
         refused.stderr.contains("sbatch refused the job")
@@ -546,7 +498,7 @@ fn sbatch_options_and_refusals() {
 
     std::fs::write(p.tools.path().join("bad.conf"), "--qos=x\n--output=y\n").unwrap();
     let bad = p.tools.path().join("bad.conf").display().to_string();
-    let out = p.flow(&["run", "--executor", "slurm", "--slurm-config", &bad]);
+    let out = p.run(&["--slurm-config", &bad]);
     assert!(
         out.stderr
             .contains(&format!("{bad}:2: `--output` is set by flow")),

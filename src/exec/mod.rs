@@ -6,8 +6,9 @@
 //! Only the driver touches the store: steps hand their metrics, params and tags over as
 //! files (`annotations.rs`). Before executing a node it claims the node's key
 //! (`Store::claim_run`): a key another live flow is computing is waited for and then
-//! reused, so concurrent flows execute each key once. Every run this flow claimed ends FINISHED, FAILED or KILLED,
-//! whatever happens — a step failing, an error of flow's own, or INT/TERM/HUP.
+//! reused, so concurrent flows execute each key once. Every run this flow claimed ends
+//! FINISHED, FAILED or KILLED, whatever happens — a step failing, an error of flow's own,
+//! or INT/TERM/HUP.
 
 mod annotations;
 mod guard;

@@ -32,7 +32,7 @@ mod config;
 mod status;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -103,28 +103,34 @@ impl SlurmExecutor {
         }
     }
 
-    /// The `sbatch` arguments for `job`, its batch script last.
-    fn sbatch_args(&self, job: &Job, batch: &Path) -> Vec<String> {
-        let mut args = vec!["--parsable".to_string()];
-        args.extend(self.options.extra.iter().cloned());
-        args.push(format!("--job-name={}", job_name(&job.label)));
-        args.push(format!("--output={}", job.log.display()));
+    /// The `sbatch` arguments for `job`, its batch script last (paths as they are, not
+    /// necessarily UTF-8).
+    fn sbatch_args(&self, job: &Job, batch: &Path) -> Vec<OsString> {
+        let with_path = |option: &str, path: &Path| {
+            let mut arg = OsString::from(option);
+            arg.push(path.as_os_str());
+            arg
+        };
+        let mut args: Vec<OsString> = vec!["--parsable".into()];
+        args.extend(self.options.extra.iter().map(OsString::from));
+        args.push(format!("--job-name={}", job_name(&job.label)).into());
+        args.push(with_path("--output=", &job.log));
         args.push("--open-mode=truncate".into());
-        args.push(format!("--chdir={}", job.dir.display()));
-        args.push(format!("--cpus-per-task={}", job.cpus.max(1)));
+        args.push(with_path("--chdir=", &job.dir));
+        args.push(format!("--cpus-per-task={}", job.cpus.max(1)).into());
         if let Some(bytes) = job.memory {
-            args.push(format!("--mem={}M", bytes.div_ceil(1024 * 1024).max(1)));
+            args.push(format!("--mem={}M", bytes.div_ceil(1024 * 1024).max(1)).into());
         }
         if let Some(seconds) = job.time {
-            args.push(format!("--time={}", slurm_duration(seconds)));
+            args.push(format!("--time={}", slurm_duration(seconds)).into());
         }
         if let Some(partition) = &self.options.partition {
-            args.push(format!("--partition={partition}"));
+            args.push(format!("--partition={partition}").into());
         }
         if let Some(account) = &self.options.account {
-            args.push(format!("--account={account}"));
+            args.push(format!("--account={account}").into());
         }
-        args.push(batch.display().to_string());
+        args.push(batch.as_os_str().to_owned());
         args
     }
 
@@ -467,7 +473,6 @@ fn text_of(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
 
     #[test]
     fn job_names_are_plain() {
@@ -556,7 +561,11 @@ mod tests {
             false,
         );
         let job = job(dir.path());
-        let args = executor.sbatch_args(&job, Path::new("/x/sbatch.sh"));
+        let args: Vec<String> = executor
+            .sbatch_args(&job, Path::new("/x/sbatch.sh"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let position = |prefix: &str| args.iter().position(|a| a.starts_with(prefix)).unwrap();
         assert!(position("--time=1:00:00") < position("--time=0-01:30:00"));
         assert!(args.contains(&"--mem=1537M".to_string()), "{args:?}");
