@@ -13,6 +13,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q "${missing[@]}"
 fi
+# --- slurm: Debian's slurm-wlm and munge for tests/slurm.rs (scripts/slurm.sh starts the cluster) ---
+bash "$(dirname "$0")/slurm.sh" install
+# --- end slurm ---
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 
 # --- flow server's client suite (tests/tracking.rs): the real `mlflow` client, pinned in

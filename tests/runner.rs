@@ -515,3 +515,26 @@ fn stray_mlproject_keys_warn_and_run() {
         );
     }
 }
+
+/// `flow log param|tag` from a step reach the store when the step ends, and the step never
+/// opens the store itself (here it could not: `FLOW_STORE` points nowhere).
+#[test]
+fn logged_params_and_tags_are_recorded_by_the_runner() {
+    let p = TestProject::new(&[(
+        "MLproject.yaml",
+        "name: t\nentry_points:\n  main:\n    command: \"export FLOW_STORE=/nonexistent; flow log param lr 0.01 && flow log tag owner 'a b' && flow log tag owner c\"\n",
+    )]);
+    let out = p.run_ok(&[]);
+    let run = out.run_id("main");
+    let show = p.flow(&["runs", "show", &run]);
+    assert!(show.stdout.contains("owner = c"), "{}", show.stdout);
+    let conn = rusqlite::Connection::open(p.path().join(".flow/flow.db")).unwrap();
+    let logged: String = conn
+        .query_row(
+            "SELECT value FROM logged_params WHERE key = 'lr'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(logged, "0.01");
+}

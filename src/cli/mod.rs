@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dag::Dag;
-use crate::exec::{self, ExecOptions};
+use crate::exec::{self, ExecOptions, Executor, SlurmOptions};
 use crate::lineage::{self, Direction};
 use crate::pipeline::Pipeline;
 use crate::registry::{self, RegistryError};
@@ -131,8 +131,8 @@ pub struct RunArgs {
     /// Experiment the new runs belong to.
     #[arg(long, default_value = "Default")]
     pub experiment: String,
-    /// Steps to run at once [default: number of cores]; each also needs the cores and
-    /// memory its entry point's `resources` declare.
+    /// Steps to run at once [default: number of cores; under Slurm, no limit]; each also
+    /// needs the cores and memory its entry point's `resources` declare.
     #[arg(short, long)]
     pub jobs: Option<usize>,
     /// Override a step's resources: `train.cpus=1`, `train.memory=2G`, `train.time=2h`
@@ -142,6 +142,24 @@ pub struct RunArgs {
     /// Print one JSON object describing every step instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Where steps run: this machine, or a Slurm cluster (one `sbatch` job per step run).
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Slurm partition for every job.
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+    /// Slurm account charged for every job.
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// sbatch options for every job, one per line (`--qos=high` or `#SBATCH --qos=high`).
+    #[arg(long, value_name = "FILE")]
+    pub slurm_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Args)]
@@ -304,15 +322,14 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     // Before resolving: a signal during a long plan must not kill flow half-way through
     // writing a store it shares.
     exec::install_signal_handlers();
+    // Before resolving too: bad executor options fail before anything is planned.
+    let echo = true;
+    let console = exec::Console::new();
+    let mut executor = executor(&args, console.clone(), echo)?;
     let (project, store, plan) = resolve_selection(project_dir, store_dir, &args.selection)?;
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
     let options = ExecOptions {
         experiment: args.experiment.clone(),
-        echo: true,
+        echo,
         force: args.selection.force.clone(),
         resources: resource_overrides(&project, &args.resources)?,
         tracking_uri: std::env::var("FLOW_TRACKING_URI").ok(),
@@ -320,15 +337,55 @@ fn run(project_dir: &Path, store_dir: Option<&Path>, args: RunArgs) -> Result<i3
     if !args.json {
         render::plan_header(&plan);
     }
-    let console = exec::Console::new();
-    let mut executor = exec::LocalExecutor::new(jobs, console.clone(), options.echo);
-    let report = exec::execute(&project, &store, &plan, &options, &mut executor, console)?;
+    let report = exec::execute(
+        &project,
+        &store,
+        &plan,
+        &options,
+        executor.as_mut(),
+        console,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         render::report(&report);
     }
     Ok(report.exit_code())
+}
+
+/// The executor `--executor` names, with its options.
+fn executor(args: &RunArgs, console: exec::Console, echo: bool) -> Result<Box<dyn Executor>> {
+    match args.executor {
+        ExecutorKind::Local => {
+            let slurm_only = [
+                ("--partition", args.partition.is_some()),
+                ("--account", args.account.is_some()),
+                ("--slurm-config", args.slurm_config.is_some()),
+            ];
+            if let Some((option, _)) = slurm_only.iter().find(|(_, given)| *given) {
+                anyhow::bail!("`{option}` applies to `--executor slurm`");
+            }
+            let jobs = args.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            Ok(Box::new(exec::LocalExecutor::new(jobs, console, echo)))
+        }
+        ExecutorKind::Slurm => {
+            let extra = match &args.slurm_config {
+                Some(path) => exec::read_sbatch_options(path)?,
+                None => Vec::new(),
+            };
+            let options = SlurmOptions {
+                partition: args.partition.clone(),
+                account: args.account.clone(),
+                extra,
+                max_jobs: args.jobs,
+            };
+            Ok(Box::new(exec::SlurmExecutor::new(options, console, echo)))
+        }
+    }
 }
 
 /// `--resources train.cpus=1` as resources by entry point.
@@ -443,13 +500,33 @@ pub fn open_store(project_dir: &Path, store_dir: Option<&Path>) -> Result<Store>
         .unwrap_or_else(|| project_dir.join(".flow"));
     let store = Store::open(&dir)
         .with_context(|| format!("cannot open the store at `{}`", dir.display()))?;
-    for run in store.reap_dead_runs()? {
+    let reaped = store.reap_dead_runs()?;
+    for run in &reaped {
         eprintln!(
             "note: run {} was left RUNNING by a process that died; marked FAILED",
             &run[..run.len().min(12)]
         );
     }
+    cancel_orphan_jobs(&store, &reaped);
     Ok(store)
+}
+
+/// Cancels the Slurm jobs of runs whose flow died (a `kill -9` cannot `scancel`), so
+/// nothing keeps computing for a run already marked FAILED.
+fn cancel_orphan_jobs(store: &Store, reaped: &[String]) {
+    let tags: Vec<String> = reaped
+        .iter()
+        .filter_map(|run| store.tags(run).ok()?.remove(exec::EXECUTOR_JOB_TAG))
+        .collect();
+    match exec::cancel_slurm_jobs(&tags) {
+        Ok(ids) if !ids.is_empty() => eprintln!(
+            "note: cancelled their Slurm job{} {}",
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", ")
+        ),
+        Ok(_) => {}
+        Err(error) => eprintln!("warning: cannot cancel their Slurm jobs: {error:#}"),
+    }
 }
 
 /// Model URIs in `uri` parameters, resolved through the registry.

@@ -9,7 +9,7 @@ use comfy_table::{ColumnConstraint, ContentArrangement, Table};
 use serde_json::json;
 use terminal_size::Width;
 
-use crate::exec::{append_metric, rfc3339};
+use crate::exec::{append_annotation, append_metric, rfc3339, Annotation, AnnotationKind};
 use crate::resolve::short_commit;
 use crate::store::{RunFilter, RunRecord, RunStatus, Store};
 use crate::ui::{format_number, lineage_params};
@@ -66,9 +66,9 @@ pub enum LogCommand {
         #[arg(long, default_value_t = 0)]
         step: i64,
     },
-    /// Record an extra param of the current run.
+    /// Record an extra param of the current run (stored when the step ends).
     Param { key: String, value: String },
-    /// Set a tag on the current run.
+    /// Set a tag on the current run (stored when the step ends).
     Tag { key: String, value: String },
     /// Copy a file into the current run's outputs.
     Artifact {
@@ -406,13 +406,23 @@ pub fn log(command: LogCommand) -> Result<i32> {
         LogCommand::Metric { key, value, step } => {
             append_metric(&env("FLOW_METRICS")?, &key, value, step)?;
         }
+        // Recorded by the flow that started the step when it ends: a step never opens
+        // the store (it may run on another node).
         LogCommand::Param { key, value } => {
-            let store = Store::open(&env("FLOW_STORE")?)?;
-            store.log_param(&run_id()?, &key, &value)?;
+            let annotation = Annotation {
+                kind: AnnotationKind::Param,
+                key,
+                value,
+            };
+            append_annotation(&env("FLOW_ANNOTATIONS")?, &annotation)?;
         }
         LogCommand::Tag { key, value } => {
-            let store = Store::open(&env("FLOW_STORE")?)?;
-            store.set_tag(&run_id()?, &key, &value)?;
+            let annotation = Annotation {
+                kind: AnnotationKind::Tag,
+                key,
+                value,
+            };
+            append_annotation(&env("FLOW_ANNOTATIONS")?, &annotation)?;
         }
         LogCommand::Artifact { path, name } => {
             let out = env("FLOW_OUTPUT_DIR")?;
@@ -443,9 +453,4 @@ pub fn log(command: LogCommand) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-fn run_id() -> Result<String> {
-    std::env::var("FLOW_RUN_ID")
-        .context("`FLOW_RUN_ID` is not set: `flow log` works inside a step started by `flow run`")
 }

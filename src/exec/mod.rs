@@ -2,17 +2,21 @@
 //! computing, publish what they wrote, and record every outcome in the store.
 //!
 //! The driver here decides *when* a node runs and what its end means for the store; an
-//! [`Executor`] decides *where* (this machine: `local.rs`). Only the driver touches the
-//! store. Before executing a node it claims the node's key (`Store::claim_run`): a key
-//! another live flow is computing is waited for and then reused, so concurrent flows
-//! execute each key once. Every run this flow claimed ends FINISHED, FAILED or KILLED,
-//! whatever happens — a step failing, an error of flow's own, or INT/TERM/HUP.
+//! [`Executor`] decides *where* (this machine: `local.rs`; a Slurm cluster: `slurm/`).
+//! Only the driver touches the store: steps hand their metrics, params and tags over as
+//! files (`annotations.rs`). Before executing a node it claims the node's key
+//! (`Store::claim_run`): a key another live flow is computing is waited for and then
+//! reused, so concurrent flows execute each key once. Every run this flow claimed ends
+//! FINISHED, FAILED or KILLED, whatever happens — a step failing, an error of flow's own,
+//! or INT/TERM/HUP.
 
+mod annotations;
 mod guard;
 mod job;
 mod local;
 mod progress;
 mod signals;
+mod slurm;
 mod staging;
 
 use std::collections::BTreeMap;
@@ -27,12 +31,19 @@ use crate::spec::{Project, Resources};
 use crate::store::{Claim, NewRun, ReuseQuery, RunKey, RunStatus, Store};
 use crate::version;
 
+pub use annotations::{append as append_annotation, Annotation, Kind as AnnotationKind};
 pub use guard::run as run_guard;
 pub use job::{Executor, Job, JobEnd, Outcome};
 pub use local::LocalExecutor;
 pub use progress::{Console, PROGRESS_TAG};
 pub use signals::install as install_signal_handlers;
+pub use slurm::{
+    cancel_tagged as cancel_slurm_jobs, read_sbatch_options, SlurmExecutor, SlurmOptions,
+};
 pub use staging::env_name;
+
+/// The tag naming a run's job to its executor's tools (`slurm:<id>`).
+pub const EXECUTOR_JOB_TAG: &str = "flow.executor_job";
 
 /// How a run request executes.
 #[derive(Debug, Clone, Default)]
@@ -265,7 +276,11 @@ impl<'a> Driver<'a> {
             if !executor.has_room(cpus, resources.memory) {
                 continue;
             }
-            self.claim_and_start(index, cpus, executor)?;
+            let granted = Resources {
+                cpus: Some(cpus),
+                ..resources
+            };
+            self.claim_and_start(index, granted, executor)?;
         }
         Ok(())
     }
@@ -274,7 +289,7 @@ impl<'a> Driver<'a> {
     fn claim_and_start(
         &mut self,
         index: usize,
-        cpus: u32,
+        resources: Resources,
         executor: &mut dyn Executor,
     ) -> Result<()> {
         let node = &self.plan.nodes[index];
@@ -332,7 +347,9 @@ impl<'a> Driver<'a> {
                     run_time,
                 };
                 let settings = staging::JobSettings {
-                    cpus,
+                    cpus: resources.cpus.unwrap_or(1),
+                    memory: resources.memory,
+                    time: resources.time,
                     tracking_uri: self.options.tracking_uri.as_deref(),
                 };
                 let started = staging::prepare(
@@ -357,7 +374,7 @@ impl<'a> Driver<'a> {
                 match started {
                     Ok(()) => {
                         if let Some(job_id) = executor.job_id(index) {
-                            self.store.set_tag(&run_id, "flow.executor_job", &job_id)?;
+                            self.store.set_tag(&run_id, EXECUTOR_JOB_TAG, &job_id)?;
                         }
                         if self.options.echo {
                             self.console.line(&format!(

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use flow_steps::metrics_file::BadLine;
+
+use crate::exec::annotations;
 use crate::exec::job::Job;
 use crate::resolve::{member_dir_name, member_label, Plan};
 use crate::shell;
@@ -42,6 +45,10 @@ impl Staging {
         self.dir.join("progress.jsonl")
     }
 
+    pub fn annotations(&self) -> PathBuf {
+        self.dir.join("annotations.jsonl")
+    }
+
     fn script(&self) -> PathBuf {
         self.dir.join("command.sh")
     }
@@ -54,6 +61,9 @@ impl Staging {
 /// What the step's environment gets besides the plan.
 pub struct JobSettings<'a> {
     pub cpus: u32,
+    /// Memory in bytes and wall time in seconds, as declared or overridden.
+    pub memory: Option<u64>,
+    pub time: Option<u64>,
     /// `MLFLOW_TRACKING_URI` for steps that log with the mlflow client.
     pub tracking_uri: Option<&'a str>,
 }
@@ -89,6 +99,7 @@ pub fn prepare(
     set("FLOW_OUTPUT_DIR", absolute(&staging.outputs()).into());
     set("FLOW_METRICS", absolute(&staging.metrics()).into());
     set("FLOW_PROGRESS", absolute(&staging.progress()).into());
+    set("FLOW_ANNOTATIONS", absolute(&staging.annotations()).into());
     set("FLOW_STORE", absolute(store.dir()).into());
     set("FLOW_PROJECT_DIR", absolute(project_dir).into());
     let cpus = settings.cpus.to_string();
@@ -117,8 +128,8 @@ pub fn prepare(
         env,
         log: logs.join(format!("{run_id}.log")),
         cpus: settings.cpus,
-        memory: step.resources.memory,
-        time: step.resources.time,
+        memory: settings.memory,
+        time: settings.time,
     })
 }
 
@@ -194,8 +205,9 @@ fn inputs(
     Ok(inputs)
 }
 
-/// Records the end of a run: metrics (a bad line is named and skipped), outputs (only on
-/// success), status; removes the staging directory either way. Returns the status.
+/// Records the end of a run: metrics, params and tags the step logged (a bad line is
+/// named and skipped), outputs (only on success), status; removes the staging directory
+/// either way. Returns the status.
 pub fn complete(
     store: &Store,
     run_id: &str,
@@ -207,26 +219,34 @@ pub fn complete(
     let staging = Staging::new(store, run_id);
     let mut warnings = Vec::new();
     let contents = flow_steps::metrics_file::read(&staging.metrics())?;
-    for bad in contents.bad_lines.iter().take(5) {
-        warnings.push(format!(
-            "{}: line {}: {}; skipped",
-            staging.metrics().display(),
-            bad.number,
-            bad.reason
-        ));
+    warn_bad_lines(
+        &mut warnings,
+        &staging.metrics(),
+        &contents.bad_lines,
+        "metric",
+    );
+    let annotations = annotations::read(&staging.annotations())?;
+    warn_bad_lines(
+        &mut warnings,
+        &staging.annotations(),
+        &annotations.bad_lines,
+        "param or tag",
+    );
+    for (tag, bad_lines) in [
+        ("flow.skipped_metric_lines", &contents.bad_lines),
+        ("flow.skipped_annotation_lines", &annotations.bad_lines),
+    ] {
+        if !bad_lines.is_empty() {
+            store.set_tag(run_id, tag, &bad_lines.len().to_string())?;
+        }
     }
-    if contents.bad_lines.len() > 5 {
-        warnings.push(format!(
-            "... and {} more unreadable metric lines",
-            contents.bad_lines.len() - 5
-        ));
-    }
-    if !contents.bad_lines.is_empty() {
-        store.set_tag(
-            run_id,
-            "flow.skipped_metric_lines",
-            &contents.bad_lines.len().to_string(),
-        )?;
+    for annotation in &annotations.annotations {
+        match annotation.kind {
+            annotations::Kind::Param => {
+                store.log_param(run_id, &annotation.key, &annotation.value)?
+            }
+            annotations::Kind::Tag => store.set_tag(run_id, &annotation.key, &annotation.value)?,
+        }
     }
     let points: Vec<Metric> = contents
         .points
@@ -261,6 +281,24 @@ pub fn complete(
     // Outputs of a failed or killed step are discarded, never published.
     discard(store, run_id);
     Ok((status, warnings))
+}
+
+/// One warning per unreadable line (the first five), then how many more.
+fn warn_bad_lines(warnings: &mut Vec<String>, path: &Path, bad_lines: &[BadLine], what: &str) {
+    for bad in bad_lines.iter().take(5) {
+        warnings.push(format!(
+            "{}: line {}: {}; skipped",
+            path.display(),
+            bad.number,
+            bad.reason
+        ));
+    }
+    if bad_lines.len() > 5 {
+        warnings.push(format!(
+            "... and {} more unreadable {what} lines",
+            bad_lines.len() - 5
+        ));
+    }
 }
 
 /// Removes a run's staging directory, best effort.
