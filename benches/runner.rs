@@ -97,7 +97,10 @@ fn main() {
     let machines: Vec<String> = (1..=28).map(|i| format!("machine-{i}")).collect();
     let fan_out = format!("dataset={}", machines.join(","));
     let plan = sample(flow, root, &["plan", "-e", "main", "-P", &fan_out], 30);
-    println!("bench plan_28_members_100k_runs_median_ms {:.2} ms", ms(plan.0));
+    println!(
+        "bench plan_28_members_100k_runs_median_ms {:.2} ms",
+        ms(plan.0)
+    );
 
     let chain = tempfile::tempdir().expect("temp dir");
     std::fs::write(chain.path().join("MLproject.yaml"), chain_project(10_000)).unwrap();

@@ -135,6 +135,15 @@ start() {
     idle | mixed | allocated) ;;
     *) die "the node is \`${state:-unknown}\`, not idle; see $STATE/slurmctld.log and $STATE/slurmd.log" ;;
   esac
+  # Jobs the kept state remembers from before a reboot hold the node's cores until their
+  # time limit while nothing runs them: a freshly started test cluster starts empty.
+  local stale
+  stale="$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')"
+  if [ -n "${stale// /}" ]; then
+    echo "slurm.sh: cancelling jobs left from an earlier start: $stale"
+    # shellcheck disable=SC2086
+    scancel $stale || true
+  fi
   echo "slurm.sh: single-node cluster up (state in $STATE)"
   echo "export SLURM_CONF=$CONF"
 }

@@ -34,6 +34,9 @@ pub struct StepContext {
     pub inputs: BTreeMap<String, PathBuf>,
     /// JSON-lines metrics file, if any; without one metrics go to stderr.
     pub metrics_path: Option<PathBuf>,
+    /// JSON-lines progress file (`FLOW_PROGRESS`), if any: the runner draws it as a live
+    /// bar, since a step's own stderr is a pipe, never a terminal.
+    pub progress_path: Option<PathBuf>,
 }
 
 /// One member of a fanned-out upstream step, as a fan-in step receives it.
@@ -77,6 +80,7 @@ impl StepContext {
             output_dir,
             inputs,
             metrics_path: std::env::var_os("FLOW_METRICS").map(PathBuf::from),
+            progress_path: std::env::var_os("FLOW_PROGRESS").map(PathBuf::from),
         })
     }
 
@@ -90,6 +94,7 @@ impl StepContext {
                 .map(|(name, dir)| (name.to_ascii_lowercase(), dir.to_path_buf()))
                 .collect(),
             metrics_path: None,
+            progress_path: None,
         }
     }
 
@@ -210,6 +215,32 @@ impl StepContext {
                 Ok(())
             }
         }
+    }
+}
+
+/// One line of the progress file, as the runner reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ProgressReport<'a> {
+    /// What is under way (`epoch 3/10`); a new label starts a new bar.
+    pub label: &'a str,
+    pub done: u64,
+    pub total: u64,
+    pub unit: &'a str,
+}
+
+impl StepContext {
+    /// Reports progress to the runner, when there is one (`FLOW_PROGRESS`). One line per
+    /// call, written at once, so a reader never sees half a line. Reporting is best
+    /// effort: a step does not fail because its progress could not be written.
+    pub fn report_progress(&self, report: &ProgressReport) {
+        let Some(path) = &self.progress_path else {
+            return;
+        };
+        let Ok(mut line) = serde_json::to_string(report) else {
+            return;
+        };
+        line.push('\n');
+        let _ = metrics_file::append(path, &line);
     }
 }
 

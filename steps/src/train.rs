@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::bundle::{
     resolve_target_dims, Bundle, BundleManifest, Thresholds, TrainSummary, TrainedOn,
 };
-use crate::context::StepContext;
+use crate::context::{ProgressReport, StepContext};
 use crate::data::preprocessor::Preprocessor;
 use crate::model::fit::{fit, EpochReport, FitObserver, FitOptions, ValWindows};
 use crate::model::{Config, DecoderInput, GatKind, Mode};
@@ -161,7 +161,7 @@ pub fn run(ctx: &StepContext, args: &TrainArgs) -> Result<()> {
         "training MTAD-GAT on {n_rows} rows x {n_features} features (window {}, targets {:?}), {} epochs",
         cfg.window, targets, args.epochs
     );
-    let mut observer = Progress::new(ctx);
+    let mut observer = Progress::new(ctx, args.epochs);
     let fitted = fit(
         &series,
         n_rows,
@@ -279,12 +279,15 @@ struct Progress<'a> {
     bar: Option<ProgressBar>,
     interactive: bool,
     history: Vec<EpochReport>,
+    /// Epochs requested, for the progress label (`epoch 3/10`).
+    epochs: usize,
 }
 
 impl<'a> Progress<'a> {
-    fn new(ctx: &'a StepContext) -> Progress<'a> {
+    fn new(ctx: &'a StepContext, epochs: usize) -> Progress<'a> {
         Progress {
             ctx,
+            epochs,
             bar: None,
             interactive: std::io::stderr().is_terminal(),
             history: Vec::new(),
@@ -300,6 +303,16 @@ impl<'a> Progress<'a> {
 
 impl FitObserver for Progress<'_> {
     fn batch(&mut self, epoch: usize, done: usize, total: usize, loss: f64) {
+        // At most ~100 reports an epoch: the runner redraws a few times a second anyway.
+        if done == total || done.is_multiple_of(total.div_ceil(100).max(1)) {
+            let label = format!("epoch {epoch}/{}", self.epochs);
+            self.ctx.report_progress(&ProgressReport {
+                label: &label,
+                done: done as u64,
+                total: total as u64,
+                unit: "batches",
+            });
+        }
         if !self.interactive {
             return;
         }
@@ -398,9 +411,22 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         write_process_dir(process.path(), 80, 8);
         let metrics = out.path().join("metrics.jsonl");
+        let progress = out.path().join("progress.jsonl");
         let mut ctx = StepContext::for_dirs(out.path().join("run"), &[("process", process.path())]);
         ctx.metrics_path = Some(metrics.clone());
+        ctx.progress_path = Some(progress.clone());
         run(&ctx, &tiny_args()).unwrap();
+        // Progress the runner can draw: each epoch's batches, ending complete.
+        let reports: Vec<serde_json::Value> = std::fs::read_to_string(progress)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let last = reports.last().unwrap();
+        assert_eq!(last["label"], "epoch 2/2");
+        assert_eq!(last["done"], last["total"]);
+        assert_eq!(last["unit"], "batches");
+        assert!(reports.iter().any(|r| r["label"] == "epoch 1/2"));
         let bundle = Bundle::load(&out.path().join("run/model")).unwrap();
         assert_eq!(bundle.manifest.trained.epochs, 2);
         assert!(bundle.manifest.trained.best_val_loss.is_finite());
