@@ -27,6 +27,14 @@ fn second_run_reuses_every_step() {
     // Explicit defaults are the same params.
     let third = p.run_ok(&["-P", "epochs=2", "-P", "scale=1"]);
     assert_eq!(executed(&third.actions()), Vec::<&str>::new());
+    // Each request that reused a run is counted on it (what the run saved); plans are not.
+    p.flow(&["plan"]);
+    let show = p
+        .flow(&["runs", "show", &first.run_id("train"), "--json"])
+        .json();
+    assert_eq!(show["reused"], 2, "{show}");
+    let text = p.flow(&["runs", "show", &first.run_id("train")]).stdout;
+    assert!(text.contains("reused     2 times (last "), "{text}");
 }
 
 /// Changing one param re-executes that step and its downstream only.

@@ -140,6 +140,8 @@ fn dashboard_pages_work_in_chromium() {
     let msl = p.run_ok(&tiny);
     let m3 = p.run_ok(&[&tiny[..], &["-P", "dataset=M-3"]].concat());
     let (evaluate_msl, evaluate_m3) = (msl.run_id("evaluate"), m3.run_id("evaluate"));
+    // Asked again: every MSL run is reused once, which the run page says.
+    p.run_ok(&tiny);
     assert_eq!(
         p.flow(&["models", "register", "detector", &evaluate_msl])
             .code,
@@ -226,6 +228,12 @@ fn dashboard_pages_work_in_chromium() {
     assert_eq!(
         browser.eval("document.querySelector('#curve-train_loss .chart').dataset.points"),
         json!("2")
+    );
+    assert_eq!(
+        browser.eval(
+            "document.getElementById('reused').textContent.startsWith('reused by 1 later request (last ')"
+        ),
+        json!(true)
     );
     assert!(
         browser

@@ -174,8 +174,10 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
             let run = store.get_run(&run)?;
             let metrics = store.latest_metrics(&run.run_id)?;
             let artifacts = store.artifacts(&run.run_id)?;
+            let reuses = store.reuses(&run.run_id)?;
             if json {
-                let value = run_json(&run, &metrics, Some(&artifacts));
+                let mut value = run_json(&run, &metrics, Some(&artifacts));
+                value["reused"] = json!(reuses.count);
                 println!("{}", serde_json::to_string_pretty(&value)?);
                 return Ok(0);
             }
@@ -199,6 +201,14 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
             println!("experiment {}", run.experiment);
             println!("code       {}", short_commit(&run.code_version));
             println!("data       {}", run.data_version);
+            if let Some(last) = reuses.last {
+                println!(
+                    "reused     {} time{} (last {})",
+                    reuses.count,
+                    if reuses.count == 1 { "" } else { "s" },
+                    rfc3339(last)
+                );
+            }
             println!("command    {}", run.command);
             section(
                 "params",

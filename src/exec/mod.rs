@@ -134,6 +134,8 @@ pub fn execute(
     console: Console,
 ) -> Result<RunReport> {
     let mut driver = Driver::new(project, store, plan, options, console);
+    let reused: Vec<&str> = driver.runs.values().map(String::as_str).collect();
+    store.record_reuses(&reused)?;
     match driver.drive(executor) {
         Ok(()) => Ok(driver.report()),
         Err(error) => {
@@ -315,6 +317,7 @@ impl<'a> Driver<'a> {
         };
         match self.store.claim_run(&new, &query, reuse)? {
             Claim::Finished(run) => {
+                self.store.record_reuses(&[&run.run_id])?;
                 let waited = matches!(self.states[index], State::Waiting { .. });
                 self.runs.insert(index, run.run_id.clone());
                 let action = if waited { "waited" } else { "reused" };

@@ -47,6 +47,7 @@ mod logged_artifacts;
 mod metrics;
 mod objects;
 mod queries;
+mod reuses;
 mod run_search;
 mod runs;
 mod schema;
@@ -75,6 +76,7 @@ pub use experiments::{
 pub use logged_artifacts::{check_artifact_path, ArtifactUpload, LoggedArtifact};
 pub use metrics::Metric;
 pub use objects::ContentHash;
+pub use reuses::Reuses;
 pub use run_search::{RunField, RunSearch, RunSearchFilter, RunSubject};
 pub use runs::{NewRun, ReuseQuery, RunFilter, RunId, RunKey, RunRecord, RunStatus};
 pub use search::{Comparison, Op, Operand, ViewType};

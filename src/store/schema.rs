@@ -315,6 +315,15 @@ pub(crate) fn migrations() -> Vec<Migration> {
             CREATE INDEX runs_by_experiment ON runs (experiment_id, start_time);",
         ),
         Box::new(default_experiment_is_zero),
+        sql_migration(
+            "-- Each time a `flow run` reused a run instead of executing its step (µs): what
+            -- a run saved, shown as \"reused by N later requests\".
+            CREATE TABLE reuses (
+                run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                at INTEGER NOT NULL
+            );
+            CREATE INDEX reuses_by_run ON reuses (run);",
+        ),
     ]
 }
 
@@ -397,7 +406,7 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 14);
+        assert_eq!(tables, 15);
     }
 
     /// A store written before `latest_metrics` existed gets it filled from its points.

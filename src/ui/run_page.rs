@@ -60,6 +60,8 @@ pub async fn api_run(
         value["data_version"] = json!(run.data_version);
         value["artifacts"] = json!(store.artifacts(&run.run_id)?);
         value["downstream"] = json!(store.downstream(&run.run_id)?);
+        let reuses = store.reuses(&run.run_id)?;
+        value["reused"] = json!({"count": reuses.count, "last": reuses.last.map(rfc3339)});
         Ok(value)
     })
     .await?;
@@ -325,6 +327,10 @@ fn render(state: &UiState, run: &RunRecord) -> Result<String, UiError> {
             format!("<code>{}</code>", escape(&run.data_version)),
         ),
         (
+            "reused".to_string(),
+            reused_text(&store.reuses(&run.run_id)?),
+        ),
+        (
             "command".to_string(),
             format!("<code>{}</code>", escape(&run.command)),
         ),
@@ -461,6 +467,18 @@ fn render(state: &UiState, run: &RunRecord) -> Result<String, UiError> {
 
 /// The Plan page asked the question "what would `flow run -e ENTRY` with this run's
 /// params (and its upstream runs' params) decide now?".
+/// "reused by 12 later requests (last …)": what the run saved.
+fn reused_text(reuses: &crate::store::Reuses) -> String {
+    match (reuses.count, reuses.last) {
+        (0, _) | (_, None) => "<span id=\"reused\">not reused yet</span>".to_string(),
+        (count, Some(last)) => format!(
+            "<span id=\"reused\">reused by {count} later request{} (last {})</span>",
+            if count == 1 { "" } else { "s" },
+            time(last)
+        ),
+    }
+}
+
 fn plan_link(state: &UiState, run: &RunRecord) -> String {
     let mut params = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
