@@ -5,7 +5,7 @@
 //! The data is streamed and read only up to the size the header declares: a small
 //! `.npy.gz` that inflates to gigabytes costs its header's worth of memory, not the
 //! gigabytes. (Why not `npyz`: it allocates whatever header length the file claims —
-//! 4 GiB for a 12-byte file — and multiplies shapes unchecked; see the README.)
+//! 4 GiB for a 12-byte file — and multiplies shapes unchecked.)
 
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
