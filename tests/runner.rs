@@ -137,7 +137,8 @@ fn failing_step_stops_downstream() {
     assert_eq!(failed.json()[0]["entry"], "process");
 }
 
-/// `retrieval_time=<day>` picks the newest run of that day; a day without runs is an error.
+/// `retrieval_time=<day>` picks the newest run of that day; a past day without runs is an
+/// error, today without runs executes (the run made now is of today).
 #[test]
 fn time_selector_picks_newest_run_of_the_day() {
     let p = pipeline();
@@ -177,6 +178,21 @@ fn time_selector_picks_newest_run_of_the_day() {
         "{}",
         none.stderr
     );
+    let today = [("FLOW_TEST_NOW", "2026-11-25T12:00:00Z")];
+    let args = [
+        "run",
+        "--json",
+        "-e",
+        "train",
+        "-P",
+        "retrieval_time=2026-11-25",
+    ];
+    let first = p.flow_env(&args, &today);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(executed(&first.actions()), ["load", "process", "train"]);
+    let again = p.flow_env(&args, &today);
+    assert_eq!(executed(&again.actions()), Vec::<&str>::new());
+    assert_eq!(again.run_id("load"), first.run_id("load"));
 }
 
 /// Bad specs and bad params are errors that say where and what.

@@ -26,7 +26,7 @@ use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::resolve::{Decision, ExecuteReason, Plan, ReusePolicy, COMMIT_TAG};
+use crate::resolve::{run_clock as now, Decision, ExecuteReason, Plan, ReusePolicy, COMMIT_TAG};
 use crate::spec::{Project, Resources};
 use crate::store::{Claim, NewRun, ReuseQuery, RunKey, RunStatus, Store};
 use crate::version;
@@ -563,16 +563,6 @@ impl<'a> Driver<'a> {
 pub fn append_metric(path: &std::path::Path, key: &str, value: f64, step: i64) -> Result<()> {
     let line = flow_steps::metrics_file::line(key, value, step, flow_steps::metrics_file::now_ms());
     flow_steps::metrics_file::append(path, &line)
-}
-
-/// The clock runs are stamped with. Tests set `FLOW_TEST_NOW` (RFC 3339) to make runs
-/// on other days, as cargo's `__CARGO_TEST_LAST_USE_NOW` does; users never need it.
-fn now() -> DateTime<Utc> {
-    std::env::var("FLOW_TEST_NOW")
-        .ok()
-        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(Utc::now)
 }
 
 pub fn rfc3339(time: DateTime<Utc>) -> String {

@@ -29,7 +29,7 @@ pub use decision::{
 };
 pub use fanout::{member_dir_name, member_label, MemberPart};
 pub use models::{ModelUris, NoModels, ResolvedUri};
-pub use selector::{parse_selector, TimeSelector};
+pub use selector::{parse_selector, run_clock, TimeSelector};
 
 /// Which earlier runs a plan may take: the policy, and steps forced to execute anyway.
 #[derive(Debug, Clone, Copy)]
@@ -285,7 +285,11 @@ impl Resolver<'_> {
             .collect();
         if !pending.is_empty() {
             let names: Vec<String> = pending.into_iter().map(str::to_string).collect();
-            if let Some(label) = node.selector.label() {
+            if let Some(label) = node
+                .selector
+                .label()
+                .filter(|_| !node.selector.admits_now())
+            {
                 bail!(
                     "step `{}` is pinned to run_time `{label}`, but its upstream {} will execute anew, so no run of that time can match",
                     node.label(),
@@ -316,7 +320,18 @@ impl Resolver<'_> {
         } else {
             version::data_version_of_upstream(&manifests)
         };
-        let decision = self.decide(&mut node)?;
+        let mut decision = self.decide(&mut node)?;
+        if decision.is_none() && node.selector.admits_now() {
+            // Pinned to a window that holds now (`retrieval_time=<today>`) and nothing there
+            // yet: the run made now is the one the selector asks for, with its real data
+            // version.
+            node.key.data_version = if node.upstream.is_empty() {
+                self.source_data_version(&node)?
+            } else {
+                version::data_version_of_upstream(&manifests)
+            };
+            decision = Some(Decision::Execute(ExecuteReason::NoMatch));
+        }
         let pinned_miss = decision.is_none();
         node.decision = decision.unwrap_or(Decision::Execute(ExecuteReason::NoMatch));
         if self.reuse.force.contains(&node.entry)

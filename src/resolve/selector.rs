@@ -15,7 +15,29 @@ pub enum TimeSelector {
     },
 }
 
+/// The clock runs are stamped with. Tests set `FLOW_TEST_NOW` (RFC 3339) to make runs
+/// on other days, as cargo's `__CARGO_TEST_LAST_USE_NOW` does; users never need it.
+pub fn run_clock() -> DateTime<Utc> {
+    std::env::var("FLOW_TEST_NOW")
+        .ok()
+        .and_then(|text| DateTime::parse_from_rfc3339(&text).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(Utc::now)
+}
+
 impl TimeSelector {
+    /// Whether a run started now would satisfy the selector (`latest`, or a window such
+    /// as today): then a missing run can be made instead of refused.
+    pub fn admits_now(&self) -> bool {
+        match self {
+            TimeSelector::Latest => true,
+            TimeSelector::Window { from, to, .. } => {
+                let now = run_clock();
+                *from <= now && now < *to
+            }
+        }
+    }
+
     /// The window, when the selector pins one.
     pub fn window(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         match self {
