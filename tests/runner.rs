@@ -562,3 +562,29 @@ fn logged_params_and_tags_are_recorded_by_the_runner() {
         .unwrap();
     assert_eq!(logged, "0.01");
 }
+
+/// A step's `FLOW_PROGRESS` lines reach the console (a line when stderr is no terminal) and
+/// the `flow.progress` tag while it runs; an ended run keeps its status, not a stale bar.
+#[test]
+fn step_progress_is_shown_while_running_and_cleared_at_the_end() {
+    // A literal block: the JSON's quotes stay as they are.
+    let spec = r#"name: p
+entry_points:
+  main:
+    command: |
+      echo '{"label": "epoch 1/2", "done": 2, "total": 4, "unit": "batches"}' >> $FLOW_PROGRESS
+      sleep 1.5
+      echo '{"label": "epoch 2/2", "done": 4, "total": 4, "unit": "batches"}' >> $FLOW_PROGRESS
+      sleep 0.5
+"#;
+    let p = TestProject::new(&[("MLproject.yaml", spec), (".gitignore", ".flow/\n")]);
+    let out = p.flow(&["run", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("epoch 1/2: 2/4 batches (50%)"),
+        "{}",
+        out.stderr
+    );
+    let show = p.flow(&["runs", "show", &out.run_id("main")]).stdout;
+    assert!(!show.contains("flow.progress"), "{show}");
+}

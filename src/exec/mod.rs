@@ -411,6 +411,8 @@ impl<'a> Driver<'a> {
             return Ok(());
         };
         self.progress.unwatch(index);
+        // Progress describes a RUNNING run; an ended one has its status instead.
+        self.store.remove_tag(&run_id, PROGRESS_TAG)?;
         let node = &self.plan.nodes[index];
         let killed = self.interrupted.is_some() || signals::received().is_some();
         let success = end.outcome == Outcome::Exited(0);

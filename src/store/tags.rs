@@ -25,6 +25,15 @@ impl Store {
         self.upsert("tags", run, key, value)
     }
 
+    /// Removes a tag; nothing happens when the run has none of that key.
+    pub fn remove_tag(&self, run: &str, key: &str) -> Result<()> {
+        let conn = self.connection();
+        let (rowid, _) = resolve_run(&conn, run)?;
+        conn.prepare_cached("DELETE FROM tags WHERE run = ?1 AND key = ?2")?
+            .execute(params![rowid, key])?;
+        Ok(())
+    }
+
     /// All tags of the run.
     pub fn tags(&self, run: &str) -> Result<BTreeMap<String, String>> {
         self.read_pairs("tags", run)
