@@ -2,7 +2,7 @@
 # The test command (README, and all that .ci/run does): on a fresh Debian/Ubuntu machine,
 # as root, it installs what is missing, starts the single-node Slurm cluster unless one
 # answers, runs every test of the workspace, fuzzes each input target for FUZZ_SECONDS
-# (default 30), and stops the cluster it started — also when a step fails.
+# (default 60), and stops the cluster it started — also when a step fails.
 #
 #   scripts/test.sh                    everything
 #   FUZZ_SECONDS=0 scripts/test.sh     the tests without the fuzzing
@@ -23,7 +23,7 @@ export SLURM_CONF
 
 cargo test --workspace
 
-seconds="${FUZZ_SECONDS:-30}"
+seconds="${FUZZ_SECONDS:-60}"
 if [ "$seconds" != 0 ]; then
   FUZZ_SECONDS="$seconds" bash scripts/fuzz.sh
 fi
