@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::TestProject;
 
 /// A source step whose `members` command expands `ALL` into every file under data/.
@@ -271,5 +273,58 @@ fn steps_get_their_cores() {
         bad.stderr.contains("unknown resource `gpus`"),
         "{}",
         bad.stderr
+    );
+}
+
+/// The shipped loader lists the files a dataset reads (`inputs_from`), so a new SMD machine
+/// executes its own `load` and reuses the others'; a changed machine re-runs alone.
+#[test]
+fn the_shipped_loader_reruns_only_the_machine_whose_files_changed() {
+    let p = common::shipped_project();
+    let smd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/smd");
+    assert!(
+        smd.join("train/machine-2-1.txt.gz").is_file(),
+        "this test reads the SMD machines in {}",
+        smd.display()
+    );
+    let copy = p.path().join("smd");
+    for split in ["train", "test", "test_label"] {
+        std::fs::create_dir_all(copy.join(split)).unwrap();
+        for machine in ["machine-1-6", "machine-2-1"] {
+            let name = format!("{split}/{machine}.txt.gz");
+            std::fs::copy(smd.join(&name), copy.join(&name)).unwrap();
+        }
+    }
+    let args = ["-e", "load", "-P", "dataset=SMD", "-P", "data_dir=smd"];
+    let first = p.run_ok(&args);
+    assert_eq!(executed(&first), ["load machine-1-6", "load machine-2-1"]);
+    for split in ["train", "test", "test_label"] {
+        std::fs::copy(
+            copy.join(format!("{split}/machine-2-1.txt.gz")),
+            copy.join(format!("{split}/machine-9-9.txt.gz")),
+        )
+        .unwrap();
+    }
+    let second = p.run_ok(&args);
+    assert_eq!(executed(&second), ["load machine-9-9"]);
+    std::fs::copy(
+        copy.join("test_label/machine-1-6.txt.gz"),
+        copy.join("test_label/machine-2-1.txt.gz"),
+    )
+    .unwrap();
+    let plan = p.flow(&[
+        "plan",
+        "-e",
+        "load",
+        "-P",
+        "dataset=SMD",
+        "-P",
+        "data_dir=smd",
+    ]);
+    assert!(
+        plan.stdout
+            .contains("load: 3 members: 2 reused, 1 execute (data changed: machine-2-1)"),
+        "{}",
+        plan.stdout
     );
 }

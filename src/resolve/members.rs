@@ -10,8 +10,8 @@ use crate::params::Bound;
 use crate::shell;
 use crate::spec::Project;
 
-/// How long a `members` listing may take; it runs on every plan.
-const LISTING_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a `members` or `inputs_from` listing may take; it runs on every plan.
+pub(crate) const LISTING_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Asks each step with a `members` command what its key value stands for, and replaces
 /// the key binding's values: a group becomes an axis of its members (in the order

@@ -485,14 +485,26 @@ impl Resolver<'_> {
     /// The data version of a source step: blake3 over its declared inputs.
     fn source_data_version(&mut self, node: &Node) -> Result<String> {
         let entry = &self.project.entries[&node.entry];
-        if entry.inputs.is_empty() {
+        if entry.inputs.is_empty() && entry.inputs_from.is_none() {
             return Ok("none".to_string());
         }
-        let globs: Vec<String> = entry
+        let mut globs: Vec<String> = entry
             .inputs
             .iter()
             .map(|g| crate::spec::substitute(g, |name| node.values.get(name).cloned()))
             .collect();
+        if let Some(template) = &entry.inputs_from {
+            let command = shell::render(template, &node.values);
+            let listed = shell::capture(&command, &self.project.dir, members::LISTING_TIMEOUT)
+                .with_context(|| format!("step `{}`: cannot list its input files", node.label()))?;
+            // Listed paths are files, not patterns: `[` in a name is a bracket, not a class.
+            globs.extend(
+                listed
+                    .lines()
+                    .filter(|line| !line.trim().is_empty())
+                    .map(glob::Pattern::escape),
+            );
+        }
         Ok(
             version::data_version_of_inputs(&self.project.dir, &globs, &mut self.cache)
                 .with_context(|| {

@@ -20,6 +20,10 @@ pub struct Entry {
     pub key: Option<String>,
     /// Globs (relative to the project, `{param}` allowed) whose content is the data version.
     pub inputs: Vec<String>,
+    /// A command that prints, one per line, more input files (relative to the project, or
+    /// absolute): the step itself says what it reads (`flow step load --list-inputs`), so
+    /// one member's data version covers only that member's files.
+    pub inputs_from: Option<String>,
     /// A command that prints, one per line, the members of the group the key parameter's
     /// value names (`dataset=SMD` -> every machine); flow runs it to fan a request out.
     pub members: Option<String>,
@@ -46,12 +50,13 @@ pub enum Gather {
 }
 
 /// The fields of an entry point: MLflow's (`parameters`, `command`) and flow's.
-pub const ENTRY_FIELDS: [&str; 9] = [
+pub const ENTRY_FIELDS: [&str; 10] = [
     "parameters",
     "command",
     "depends_on",
     "key",
     "inputs",
+    "inputs_from",
     "members",
     "gather",
     "resources",
@@ -89,6 +94,7 @@ impl Entry {
             depends_on: Vec::new(),
             key: None,
             inputs: Vec::new(),
+            inputs_from: None,
             members: None,
             gather: Gather::None,
             resources: Resources::default(),
@@ -109,6 +115,9 @@ impl Entry {
                 "key" => entry.key = text_field(value).map_err(|m| wrong(doc, m))?,
                 "inputs" => entry.inputs = list_field(value).map_err(|m| wrong(doc, m))?,
                 "members" => entry.members = text_field(value).map_err(|m| wrong(doc, m))?,
+                "inputs_from" => {
+                    entry.inputs_from = text_field(value).map_err(|m| wrong(doc, m))?
+                }
                 "gather" => entry.gather = gather_field(value).map_err(|m| wrong(doc, m))?,
                 "code" => entry.code = list_field(value).map_err(|m| wrong(doc, m))?,
                 "resources" => {
@@ -188,7 +197,11 @@ impl Entry {
                 ));
             }
         }
-        for (field, template) in [("command", &self.command), ("members", &self.members)] {
+        for (field, template) in [
+            ("command", &self.command),
+            ("members", &self.members),
+            ("inputs_from", &self.inputs_from),
+        ] {
             let Some(template) = template else { continue };
             if let Some((_, placeholder)) = unclosed_placeholder(template) {
                 return Err(doc.error(&entry_field(name, field), format!(

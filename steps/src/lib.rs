@@ -58,6 +58,9 @@ pub fn run_step(command: StepCommand) -> Result<()> {
         if args.list_members {
             return data::members::print_members(args);
         }
+        if args.list_inputs {
+            return data::members::print_inputs(args);
+        }
     }
     run_step_in(&StepContext::from_env()?, &command)
 }

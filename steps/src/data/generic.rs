@@ -89,6 +89,14 @@ pub fn members(dir: &Path, dataset: &str, extension: &str) -> Result<Vec<String>
     Ok(vec![dataset.to_string()])
 }
 
+/// The files loading a generic dataset reads: its train and test files.
+pub fn inputs(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    Ok(vec![
+        split_file(dir, "train", extension)?,
+        split_file(dir, "test", extension)?,
+    ])
+}
+
 /// `dir/<split>.<extension>` or its `.gz`.
 pub fn split_file(dir: &Path, split: &str, extension: &str) -> Result<PathBuf> {
     source::find_maybe_gz(dir, &format!("{split}.{extension}")).with_context(|| {

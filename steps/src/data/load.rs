@@ -28,6 +28,10 @@ pub struct LoadArgs {
     /// machine for `SMD`, every channel for `MSL/channels`, else the canonical name.
     #[arg(long)]
     pub list_members: bool,
+    /// Print the files loading `--dataset` reads, one per line, and load nothing: what the
+    /// step's data version covers (MLproject `inputs_from`).
+    #[arg(long, conflicts_with = "list_members")]
+    pub list_inputs: bool,
 }
 
 /// The layouts `load` reads.
@@ -174,6 +178,7 @@ mod tests {
             data_dir: sample_dir(),
             format: SourceFormat::Auto,
             list_members: false,
+            list_inputs: false,
         };
         run(&ctx, &args).unwrap();
         let train = read_parquet(&out.path().join("train.parquet")).unwrap();

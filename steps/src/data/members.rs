@@ -8,9 +8,9 @@
 
 use std::cmp::Ordering;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::data::load::{load_context, resolve_format, LoadArgs, SourceFormat};
 use crate::data::{generic, smd, telemanom};
@@ -28,6 +28,33 @@ pub fn list_members(data_dir: &Path, dataset: &str, format: SourceFormat) -> Res
     let mut members = listed.map_err(|error| error.context(load_context(data_dir, dataset)))?;
     members.sort_by(|a, b| natural_cmp(a, b));
     Ok(members)
+}
+
+/// The files loading `dataset` reads (a group: every member's), for the step's data
+/// version: one machine's or channel's files, so new data for another member leaves it be.
+pub fn list_inputs(data_dir: &Path, dataset: &str, format: SourceFormat) -> Result<Vec<PathBuf>> {
+    let listed = match resolve_format(data_dir, format)? {
+        SourceFormat::Telemanom => telemanom::inputs(data_dir, dataset),
+        SourceFormat::Smd => smd::inputs(data_dir, dataset),
+        SourceFormat::Csv => generic::inputs(data_dir, "csv"),
+        SourceFormat::Parquet => generic::inputs(data_dir, "parquet"),
+        SourceFormat::Auto => unreachable!("resolve_format returns a concrete format"),
+    };
+    listed.map_err(|error| error.context(load_context(data_dir, dataset)))
+}
+
+/// `load --list-inputs`: the files on stdout, one per line and nothing else.
+pub fn print_inputs(args: &LoadArgs) -> Result<()> {
+    let files = list_inputs(&args.data_dir, &args.dataset, args.format)?;
+    let mut out = std::io::stdout().lock();
+    for file in files {
+        let text = file
+            .to_str()
+            .with_context(|| format!("input path `{}` is not UTF-8", file.display()))?;
+        writeln!(out, "{text}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// `load --list-members`: the members on stdout, one per line and nothing else.
@@ -202,6 +229,59 @@ mod tests {
         std::fs::create_dir(empty.path().join(smd::TEST_LABEL_DIR)).unwrap();
         let message = format!("{:#}", members(empty.path(), "smd").unwrap_err());
         assert!(message.contains("no machine"), "{message}");
+    }
+
+    /// File names under `dir`, relative, for comparing listings.
+    fn relative(dir: &Path, files: Vec<PathBuf>) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| f.strip_prefix(dir).unwrap().to_string_lossy().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn inputs_are_one_members_files_or_a_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        for split in ["train", "test", smd::TEST_LABEL_DIR, "interpretation_label"] {
+            std::fs::create_dir(dir.path().join(split)).unwrap();
+        }
+        for machine in ["machine-1-1", "machine-2-1"] {
+            for split in ["train", "test", smd::TEST_LABEL_DIR] {
+                std::fs::write(dir.path().join(format!("{split}/{machine}.txt")), b"").unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("interpretation_label/machine-2-1.txt"), b"").unwrap();
+        let inputs = |dataset: &str| {
+            relative(
+                dir.path(),
+                list_inputs(dir.path(), dataset, SourceFormat::Auto).unwrap(),
+            )
+        };
+        assert_eq!(
+            inputs("Machine-1-1"),
+            [
+                "train/machine-1-1.txt",
+                "test/machine-1-1.txt",
+                "test_label/machine-1-1.txt"
+            ]
+        );
+        assert_eq!(inputs("SMD").len(), 7);
+        assert!(inputs("SMD").contains(&"interpretation_label/machine-2-1.txt".to_string()));
+
+        let sample = sample_dir();
+        let listed = relative(
+            &sample,
+            list_inputs(&sample, "m-3", SourceFormat::Auto).unwrap(),
+        );
+        assert_eq!(listed[0], "labeled_anomalies.csv");
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(listed[1].starts_with("train/M-3.npy"), "{listed:?}");
+        let msl = list_inputs(&sample, "MSL", SourceFormat::Auto).unwrap();
+        assert_eq!(
+            msl.len(),
+            1 + 2 * 3,
+            "the labels and both splits of 3 channels"
+        );
     }
 
     #[test]

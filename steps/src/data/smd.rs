@@ -209,6 +209,29 @@ pub fn parse_interpretation(
     Ok(segments)
 }
 
+/// The files loading `dataset` reads (`SMD`: every machine's): train, test, test labels
+/// and, when present, the interpretation labels of each machine.
+pub fn inputs(dir: &Path, dataset: &str) -> Result<Vec<PathBuf>> {
+    let available = source::stems_in(&dir.join("train"), ".txt")?;
+    let machines: Vec<String> = if dataset.eq_ignore_ascii_case(GROUP) {
+        available.clone()
+    } else {
+        vec![canonical_machine(&available, dataset, dir)?.to_string()]
+    };
+    let mut files = Vec::new();
+    for machine in &machines {
+        for split in ["train", "test", TEST_LABEL_DIR] {
+            files.push(machine_file(dir, split, machine)?);
+        }
+        if let Some(path) =
+            source::find_maybe_gz(&dir.join("interpretation_label"), &format!("{machine}.txt"))
+        {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
 fn read_metrics(path: &Path) -> Result<Table> {
     let rows = text::parse_numeric(&source::read_text(path)?, path, false)?;
     Table::new(numbered_columns(rows.n_cols), rows.n_rows, rows.values)

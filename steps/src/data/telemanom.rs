@@ -268,6 +268,25 @@ pub fn members(dir: &Path, dataset: &str) -> Result<Vec<String>> {
     Ok(vec![name])
 }
 
+/// The files loading `dataset` reads (a group: every member's): the labels file and each
+/// channel's train and test file. What its data version covers, listed without reading
+/// the data.
+pub fn inputs(dir: &Path, dataset: &str) -> Result<Vec<PathBuf>> {
+    let labels_path = dir.join(LABELS_FILE);
+    let all_labels = read_labels_file(&labels_path)?;
+    let present = source::stems_in(&dir.join("train"), ".npy")?;
+    let channels = match channels_group(dataset)? {
+        Some(craft) => spacecraft_channels(&all_labels, &present, craft, dir)?,
+        None => select_channels(&all_labels, &present, dataset, dir)?.1,
+    };
+    let mut files = vec![labels_path];
+    for channel in &channels {
+        files.push(channel_file(dir, "train", &channel.chan_id)?);
+        files.push(channel_file(dir, "test", &channel.chan_id)?);
+    }
+    Ok(files)
+}
+
 /// For `MSL/channels` (any case), the spacecraft whose channels it groups.
 fn channels_group(dataset: &str) -> Result<Option<&'static str>> {
     let lower = dataset.to_ascii_lowercase();
