@@ -8,6 +8,7 @@ pub mod cli;
 pub mod dag;
 pub mod exec;
 pub mod lineage;
+pub mod listen;
 pub mod params;
 pub mod pipeline;
 pub mod registry;

@@ -325,15 +325,7 @@ pub fn bind(project: &Project, closure: &[String], args: &[String]) -> Result<Bo
     // (a plan may hold 10,000 steps, each with its own default bindings).
     for (step, params) in &bound.steps {
         for (param, &index) in params {
-            let parameter = &project.entries[step].parameters[param];
-            for value in &bound.bindings[index].values {
-                parameter
-                    .canonical(value)
-                    .map_err(|error| ParamError::Type {
-                        step: step.clone(),
-                        error,
-                    })?;
-            }
+            check_type(project, step, param, &bound.bindings[index].values)?;
         }
     }
     Ok(bound)
@@ -348,18 +340,28 @@ fn check_types(
     values: &[String],
 ) -> Result<(), ParamError> {
     for (step, params) in steps {
-        if params.get(param) != Some(&index) {
-            continue;
+        if params.get(param) == Some(&index) {
+            check_type(project, step, param, values)?;
         }
-        let parameter = &project.entries[step].parameters[param];
-        for value in values {
-            parameter
-                .canonical(value)
-                .map_err(|error| ParamError::Type {
-                    step: step.clone(),
-                    error,
-                })?;
-        }
+    }
+    Ok(())
+}
+
+/// Every value must fit the type `step` declares for `param`.
+fn check_type(
+    project: &Project,
+    step: &str,
+    param: &str,
+    values: &[String],
+) -> Result<(), ParamError> {
+    let parameter = &project.entries[step].parameters[param];
+    for value in values {
+        parameter
+            .canonical(value)
+            .map_err(|error| ParamError::Type {
+                step: step.to_string(),
+                error,
+            })?;
     }
     Ok(())
 }

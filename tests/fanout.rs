@@ -49,28 +49,8 @@ fn fanned() -> TestProject {
     ])
 }
 
-/// `(entry, member, action)` per node of a `flow run --json` report.
-fn nodes(out: &common::Outcome) -> Vec<(String, String, String)> {
-    out.json()["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| {
-            (
-                s["entry"].as_str().unwrap_or_default().to_string(),
-                s["member"].as_str().unwrap_or_default().to_string(),
-                s["action"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn executed(out: &common::Outcome) -> Vec<String> {
-    nodes(out)
-        .into_iter()
-        .filter(|(_, _, action)| action == "executed")
-        .map(|(entry, member, _)| format!("{entry} {member}").trim().to_string())
-        .collect()
+    out.executed_nodes()
 }
 
 fn output(p: &TestProject, run: &str, file: &str) -> String {

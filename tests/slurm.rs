@@ -221,29 +221,17 @@ fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
 
 /// `(entry member, action, status)` per node of a `flow run --json` report.
 fn steps(out: &Outcome) -> Vec<(String, String, String)> {
-    out.json()["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| {
-            let member = s["member"].as_str().unwrap_or_default();
-            (
-                format!("{} {member}", s["entry"].as_str().unwrap_or_default())
-                    .trim()
-                    .to_string(),
-                s["action"].as_str().unwrap_or_default().to_string(),
-                s["status"].as_str().unwrap_or_default().to_string(),
-            )
+    out.step_fields(&["entry", "member", "action", "status"])
+        .into_iter()
+        .map(|f| {
+            let node = format!("{} {}", f[0], f[1]).trim().to_string();
+            (node, f[2].clone(), f[3].clone())
         })
         .collect()
 }
 
 fn executed(out: &Outcome) -> Vec<String> {
-    steps(out)
-        .into_iter()
-        .filter(|(_, action, _)| action == "executed")
-        .map(|(node, _, _)| node)
-        .collect()
+    out.executed_nodes()
 }
 
 fn run_of(out: &Outcome, node: &str) -> String {

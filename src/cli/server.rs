@@ -1,7 +1,6 @@
 //! `flow server`: MLflow's tracking REST API and the dashboard (`flow ui`) over one store,
 //! one port, as `mlflow server` serves both; until Ctrl-C or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -41,14 +40,7 @@ pub fn server(store: Store, project_dir: &Path, args: ServerArgs) -> Result<i32>
             args.read_only_ui,
         )));
     }
-    let listener = std::net::TcpListener::bind((args.host.as_str(), args.port))
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot make the listening socket non-blocking")?;
-    let address: SocketAddr = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let (listener, address) = crate::listen::bind(&args.host, args.port)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("flow-server")

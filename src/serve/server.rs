@@ -151,14 +151,7 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let config = &state.config;
     // Bind synchronously so `ready` runs before the first await (it need not be Send).
-    let listener = std::net::TcpListener::bind((config.host.as_str(), config.port))
-        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot make the listening socket non-blocking")?;
-    let address = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let (listener, address) = crate::listen::bind(&config.host, config.port)?;
     ready(address);
     let listener = tokio::net::TcpListener::from_std(listener)
         .context("cannot register the listening socket")?;

@@ -13,7 +13,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use crate::store::error::Result;
 use crate::store::queries::find_by_key;
-use crate::store::runs::{insert_run, owner_of_this_process, NewRun, Owner, ReuseQuery, RunId};
+use crate::store::runs::{NewRun, Owner, ReuseQuery, RunId};
 use crate::store::timestamps::{now, to_micros};
 use crate::store::{RunRecord, RunStatus, Store};
 
@@ -64,15 +64,7 @@ impl Store {
                 return Ok(Claim::Running(Box::new(run)));
             }
         }
-        let run_id = insert_run(
-            &tx,
-            new,
-            RunStatus::Running,
-            Some(owner_of_this_process()),
-            &self.host,
-            now(),
-            None,
-        )?;
+        let run_id = self.insert_own_run(&tx, new)?;
         tx.commit()?;
         Ok(Claim::Claimed(run_id))
     }

@@ -169,17 +169,22 @@ impl Store {
     pub fn begin_run(&self, new: &NewRun) -> Result<RunId> {
         let mut conn = self.connection();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let run_id = insert_run(
-            &tx,
+        let run_id = self.insert_own_run(&tx, new)?;
+        tx.commit()?;
+        Ok(run_id)
+    }
+
+    /// Inserts `new` as RUNNING, owned by this process, inside the caller's transaction.
+    pub(crate) fn insert_own_run(&self, tx: &rusqlite::Transaction, new: &NewRun) -> Result<RunId> {
+        insert_run(
+            tx,
             new,
             RunStatus::Running,
             Some(owner_of_this_process()),
             &self.host,
             now(),
             None,
-        )?;
-        tx.commit()?;
-        Ok(run_id)
+        )
     }
 
     /// Sets the final status and end time.

@@ -169,14 +169,7 @@ pub fn serve_blocking(
     port: u16,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind((host, port))
-        .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot make the listening socket non-blocking")?;
-    let address = listener
-        .local_addr()
-        .context("cannot read the listening address")?;
+    let (listener, address) = crate::listen::bind(host, port)?;
     ready(address);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

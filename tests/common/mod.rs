@@ -31,16 +31,33 @@ impl Outcome {
 
     /// `(entry, action)` per step of a `flow run --json` report.
     pub fn actions(&self) -> Vec<(String, String)> {
+        self.step_fields(&["entry", "action"])
+            .into_iter()
+            .map(|f| (f[0].clone(), f[1].clone()))
+            .collect()
+    }
+
+    /// The named string fields of each step of a `flow run --json` report ("" if absent).
+    pub fn step_fields(&self, keys: &[&str]) -> Vec<Vec<String>> {
         self.json()["steps"]
             .as_array()
             .expect("steps array")
             .iter()
             .map(|s| {
-                (
-                    s["entry"].as_str().unwrap().to_string(),
-                    s["action"].as_str().unwrap().to_string(),
-                )
+                keys.iter()
+                    .map(|k| s[*k].as_str().unwrap_or_default().to_string())
+                    .collect()
             })
+            .collect()
+    }
+
+    /// `entry member` (or `entry` outside a fan-out) of each step the report executed.
+    #[allow(dead_code)] // not every test binary fans out
+    pub fn executed_nodes(&self) -> Vec<String> {
+        self.step_fields(&["entry", "member", "action"])
+            .into_iter()
+            .filter(|f| f[2] == "executed")
+            .map(|f| format!("{} {}", f[0], f[1]).trim().to_string())
             .collect()
     }
 
