@@ -4,11 +4,46 @@
 //!   out over 28 members (`-P dataset=m1,...,m28`, goal: <= 50 ms),
 //! - `flow plan` of a 10,000-step chain (goal: <= 1 s).
 //!
-//! `cargo bench --bench runner` prints `bench <name> <value> <unit>` lines.
+//! `cargo bench --bench runner` prints `bench <name> <value> <unit>` lines. With
+//! `FLOW_BENCH_POSTGRES=<server URL>` the store is a fresh database on that PostgreSQL
+//! server (objects in the project's `.flow`) and every name ends in `_postgres`.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// `FLOW_STORE` for every flow the bench starts, when it measures PostgreSQL.
+static STORE_URL: OnceLock<Option<String>> = OnceLock::new();
+
+/// A fresh database on the server at `FLOW_BENCH_POSTGRES`, if set.
+fn postgres_store() -> Option<String> {
+    let server = std::env::var("FLOW_BENCH_POSTGRES").ok()?;
+    let name = format!("flow_bench_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&server, postgres::NoTls).expect("PostgreSQL");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("a URL ending in /<database>");
+    Some(format!("{base}/{name}"))
+}
+
+fn suffix() -> &'static str {
+    if store_url().is_some() {
+        "_postgres"
+    } else {
+        ""
+    }
+}
+
+fn store_url() -> Option<&'static str> {
+    STORE_URL.get().and_then(Option::as_deref)
+}
 
 const PROJECT: &str = r#"name: bench
 entry_points:
@@ -40,6 +75,7 @@ entry_points:
 "#;
 
 fn main() {
+    STORE_URL.get_or_init(postgres_store);
     let flow = env!("CARGO_BIN_EXE_flow");
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
@@ -71,13 +107,20 @@ fn main() {
     println!("# first run (executes 5 steps): {:.1} ms", ms(first));
 
     let noop = sample(flow, root, &["run", "-e", "main"], 30);
-    println!("bench noop_run_median_ms {:.2} ms", ms(noop.0));
-    println!("bench noop_run_min_ms {:.2} ms", ms(noop.1));
+    println!("bench noop_run_median_ms{} {:.2} ms", suffix(), ms(noop.0));
+    println!("bench noop_run_min_ms{} {:.2} ms", suffix(), ms(noop.1));
 
     let plan = sample(flow, root, &["plan", "-e", "main"], 30);
-    println!("bench plan_small_store_median_ms {:.2} ms", ms(plan.0));
+    println!(
+        "bench plan_small_store_median_ms{} {:.2} ms",
+        suffix(),
+        ms(plan.0)
+    );
 
-    let store = flow::store::Store::open(&root.join(".flow")).unwrap();
+    let store = match store_url() {
+        Some(url) => flow::store::Store::open_postgres(url, &root.join(".flow")).unwrap(),
+        None => flow::store::Store::open(&root.join(".flow")).unwrap(),
+    };
     let t = Instant::now();
     flow::store::fill_synthetic(
         &store,
@@ -91,21 +134,34 @@ fn main() {
     );
     drop(store);
     let plan = sample(flow, root, &["plan", "-e", "main"], 30);
-    println!("bench plan_100k_runs_median_ms {:.2} ms", ms(plan.0));
+    println!(
+        "bench plan_100k_runs_median_ms{} {:.2} ms",
+        suffix(),
+        ms(plan.0)
+    );
     let noop = sample(flow, root, &["run", "-e", "main"], 30);
-    println!("bench noop_run_100k_runs_median_ms {:.2} ms", ms(noop.0));
+    println!(
+        "bench noop_run_100k_runs_median_ms{} {:.2} ms",
+        suffix(),
+        ms(noop.0)
+    );
     let machines: Vec<String> = (1..=28).map(|i| format!("machine-{i}")).collect();
     let fan_out = format!("dataset={}", machines.join(","));
     let plan = sample(flow, root, &["plan", "-e", "main", "-P", &fan_out], 30);
     println!(
-        "bench plan_28_members_100k_runs_median_ms {:.2} ms",
+        "bench plan_28_members_100k_runs_median_ms{} {:.2} ms",
+        suffix(),
         ms(plan.0)
     );
 
     let chain = tempfile::tempdir().expect("temp dir");
     std::fs::write(chain.path().join("MLproject.yaml"), chain_project(10_000)).unwrap();
     let plan = sample(flow, chain.path(), &["plan", "-e", "s9999"], 5);
-    println!("bench plan_10000_step_chain_median_ms {:.1} ms", ms(plan.0));
+    println!(
+        "bench plan_10000_step_chain_median_ms{} {:.1} ms",
+        suffix(),
+        ms(plan.0)
+    );
 }
 
 /// A project whose step `s{i}` depends on `s{i-1}`: planning must stay near-linear.
@@ -124,11 +180,14 @@ fn chain_project(steps: usize) -> String {
 
 fn run(flow: &str, dir: &Path, args: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = Command::new(flow)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("flow runs");
+    let mut command = Command::new(flow);
+    command.args(args).current_dir(dir);
+    if let Some(url) = store_url() {
+        command
+            .env("FLOW_STORE", url)
+            .env("FLOW_ARTIFACTS", dir.join(".flow"));
+    }
+    let out = command.output().expect("flow runs");
     let elapsed = t.elapsed();
     assert!(
         out.status.success(),

@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench -p flow --bench store --profile dev` (dependencies are optimized in the
 //! dev profile; this avoids a release build of the whole workspace). Optional argument:
-//! the number of runs to fill (default 100000).
+//! the number of runs to fill (default 100000). With `FLOW_BENCH_POSTGRES=<server URL>`
+//! each measurement uses a fresh database on that PostgreSQL server instead of SQLite.
 
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The store under test: embedded in `dir`, or a fresh PostgreSQL database.
+fn open_store(dir: &std::path::Path) -> Result<Store, Box<dyn std::error::Error>> {
+    let root = dir.join(".flow");
+    let Ok(server) = std::env::var("FLOW_BENCH_POSTGRES") else {
+        println!("# backend: SQLite");
+        return Ok(Store::open(&root)?);
+    };
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "flow_bench_store_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut admin = postgres::Client::connect(&server, postgres::NoTls)?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let (base, _) = server
+        .rsplit_once('/')
+        .ok_or("a URL ending in /<database>")?;
+    println!("# backend: PostgreSQL");
+    Ok(Store::open_postgres(&format!("{base}/{name}"), &root)?)
+}
+
 fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join(".flow"))?;
+    let store = open_store(dir.path())?;
     let key = RunKey {
         entry: "train".to_string(),
         data_version: "d".to_string(),
@@ -115,7 +139,7 @@ fn cpu_seconds() -> f64 {
 
 fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join(".flow"))?;
+    let store = open_store(dir.path())?;
     let start = Instant::now();
     fill_synthetic(&store, n_runs, &ENTRIES)?;
     println!(

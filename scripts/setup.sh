@@ -16,6 +16,9 @@ fi
 # --- slurm: Debian's slurm-wlm and munge for tests/slurm.rs (scripts/slurm.sh starts the cluster) ---
 bash "$(dirname "$0")/slurm.sh" install
 # --- end slurm ---
+# --- postgresql: Debian's postgresql for the store's PostgreSQL backend (scripts/postgres.sh) ---
+bash "$(dirname "$0")/postgres.sh" install
+# --- end postgresql ---
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 
 # --- flow server's client suite (tests/tracking.rs): the real `mlflow` client, pinned in

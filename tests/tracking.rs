@@ -9,13 +9,23 @@ use std::process::Command;
 
 use common::{outcome, Outcome, Server, TestProject};
 
-/// A `flow server` on a free loopback port over `store`, killed on drop.
+/// A `flow server` on a free loopback port over `store` (a directory, or a PostgreSQL URL
+/// whose objects go to `store`'s sibling `artifacts`), killed on drop.
 fn start_server(store: &Path) -> Server {
     let mut command = Command::new(common::flow_binary());
     command
         .args(["server", "--port", "0", "--store"])
-        .arg(store);
+        .arg(store)
+        .env("FLOW_ARTIFACTS", artifacts_of(store));
     common::spawn_server(command)
+}
+
+/// Where a PostgreSQL store's objects go in these tests (unused by a directory store).
+fn artifacts_of(store: &Path) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "flow-tracking-artifacts-{}",
+        blake3::hash(store.as_os_str().as_encoded_bytes()).to_hex()
+    ))
 }
 
 /// The server's base URL, as `MLFLOW_TRACKING_URI` takes it.
@@ -65,6 +75,7 @@ fn flow(store: &Path, args: &[&str]) -> Outcome {
     let output = Command::new(common::flow_binary())
         .arg("--store")
         .arg(store)
+        .env("FLOW_ARTIFACTS", artifacts_of(store))
         .args(args)
         .output()
         .expect("flow runs");
@@ -77,9 +88,23 @@ fn flow(store: &Path, args: &[&str]) -> Outcome {
 #[test]
 fn the_mlflow_client_suite_passes_against_flow_server() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
+    client_suite_round_trips(&dir.path().join("store"), dir.path());
+}
+
+/// The same suite with the store's tables in PostgreSQL.
+#[test]
+fn the_mlflow_client_suite_passes_against_flow_server_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = common::Database::new();
+    let store = PathBuf::from(&database.url);
+    client_suite_round_trips(&store, dir.path());
+    let _ = std::fs::remove_dir_all(artifacts_of(&store));
+}
+
+fn client_suite_round_trips(store: &Path, work: &Path) {
+    let store = store.to_path_buf();
     let server = start_server(&store);
-    let suite = python(&server, "client_suite.py", dir.path());
+    let suite = python(&server, "client_suite.py", work);
     assert_eq!(
         suite.code, 0,
         "client suite failed:\n{}\n{}",

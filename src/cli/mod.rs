@@ -32,9 +32,14 @@ pub struct Cli {
     /// Project directory (holding MLproject.yaml).
     #[arg(long, global = true, env = "FLOW_PROJECT", default_value = ".")]
     pub project: PathBuf,
-    /// Store directory [default: <project>/.flow].
-    #[arg(long, global = true, env = "FLOW_HOME")]
+    /// Store: a directory [default: <project>/.flow], or a PostgreSQL database shared by a
+    /// team (`postgresql://user@host/db`; objects then live in --artifacts).
+    #[arg(long, global = true, env = "FLOW_STORE")]
     pub store: Option<PathBuf>,
+    /// Where a PostgreSQL store keeps run outputs, a directory every machine using the
+    /// store shares [default: <project>/.flow].
+    #[arg(long, global = true, env = "FLOW_ARTIFACTS")]
+    pub artifacts: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -191,7 +196,15 @@ pub enum LineageFormat {
 
 /// Parses the process arguments, runs the command, renders any error; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // FLOW_HOME is the store's older name; --store and FLOW_STORE win over it.
+    if cli.store.is_none() {
+        cli.store = std::env::var_os("FLOW_HOME").map(PathBuf::from);
+    }
+    if let Some(dir) = &cli.artifacts {
+        // open_store reads it from here, and so do the steps' own `flow` commands.
+        std::env::set_var("FLOW_ARTIFACTS", dir);
+    }
     if cli.command.only_reports() {
         die_quietly_on_closed_stdout();
     }
@@ -309,6 +322,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Server(args) => server::server(
             open_store(&cli.project, cli.store.as_deref())?,
             &cli.project,
+            cli.store.as_deref(),
             args,
         ),
         Command::Ui(args) => {
@@ -493,13 +507,29 @@ fn load_project(dir: &Path) -> Result<(Project, Dag)> {
     Ok((project, dag))
 }
 
-/// The store for `project_dir` (or `store_dir`), with runs left RUNNING by dead processes marked FAILED.
-pub fn open_store(project_dir: &Path, store_dir: Option<&Path>) -> Result<Store> {
-    let dir = store_dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| project_dir.join(".flow"));
-    let store = Store::open(&dir)
-        .with_context(|| format!("cannot open the store at `{}`", dir.display()))?;
+/// The store for `project_dir` (or `store`: a directory or a PostgreSQL URL, whose objects
+/// live in `FLOW_ARTIFACTS`), with runs left RUNNING by dead processes marked FAILED.
+pub fn open_store(project_dir: &Path, store: Option<&Path>) -> Result<Store> {
+    let url = store
+        .and_then(Path::to_str)
+        .filter(|location| crate::store::is_postgres_url(location));
+    let store = match url {
+        Some(url) => {
+            let artifacts = std::env::var_os("FLOW_ARTIFACTS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| project_dir.join(".flow"));
+            Store::open_postgres(url, &artifacts).with_context(|| {
+                format!("cannot open the store at `{}`", crate::store::redacted(url))
+            })?
+        }
+        None => {
+            let dir = store
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| project_dir.join(".flow"));
+            Store::open(&dir)
+                .with_context(|| format!("cannot open the store at `{}`", dir.display()))?
+        }
+    };
     let reaped = store.reap_dead_runs()?;
     for run in &reaped {
         eprintln!(

@@ -124,7 +124,7 @@ pub fn serve(store: Store, args: ServeArgs) -> Result<i32> {
         max_series: usize::try_from(args.max_series).unwrap_or(usize::MAX),
         ..ServeConfig::default()
     };
-    let sink_store = Store::open(store.dir())?;
+    let sink_store = store.reopen()?;
     let sink = Arc::new(StoreSink {
         store: sink_store,
         run_id: run_id.clone(),

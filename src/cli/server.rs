@@ -26,17 +26,29 @@ pub struct ServerArgs {
     pub read_only_ui: bool,
 }
 
-pub fn server(store: Store, project_dir: &Path, args: ServerArgs) -> Result<i32> {
-    let store_dir = store.dir().to_path_buf();
+pub fn server(
+    store: Store,
+    project_dir: &Path,
+    store_arg: Option<&Path>,
+    args: ServerArgs,
+) -> Result<i32> {
+    let location = crate::store::redacted(&store.location());
+    // A second handle: the dashboard's reads never wait on the API's writes' mutex.
+    let dashboard = if args.no_ui {
+        None
+    } else {
+        Some(
+            store
+                .reopen()
+                .with_context(|| format!("cannot open the store at `{location}`"))?,
+        )
+    };
     let mut router = tracking::router(TrackingState::new(store));
-    if !args.no_ui {
-        // A second handle: the dashboard's reads never wait on the API's writes' mutex.
-        let dashboard = Store::open(&store_dir)
-            .with_context(|| format!("cannot open the store at `{}`", store_dir.display()))?;
+    if let Some(dashboard) = dashboard {
         router = router.merge(ui::router(super::ui::state(
             dashboard,
             project_dir,
-            Some(&store_dir),
+            store_arg,
             args.read_only_ui,
         )));
     }
@@ -49,7 +61,7 @@ pub fn server(store: Store, project_dir: &Path, args: ServerArgs) -> Result<i32>
     eprintln!(
         "flow server: MLflow tracking API{} on http://{address} over the store `{}`",
         if args.no_ui { "" } else { " and the dashboard" },
-        store_dir.display()
+        location
     );
     eprintln!("  export MLFLOW_TRACKING_URI=http://{address}");
     runtime.block_on(async move {

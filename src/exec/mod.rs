@@ -121,8 +121,11 @@ enum State {
 
 /// How often a waiting node looks at the run it waits for.
 const WAIT_POLL: Duration = Duration::from_millis(300);
-/// How often the runs this flow owns say they are alive.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+/// How often the runs this flow owns say they are alive: every 30 s, and at least four
+/// times per lease.
+fn heartbeat_every() -> Duration {
+    Duration::from_secs(30).min(crate::store::lease() / 4)
+}
 
 /// Runs every node the plan does not reuse, upstream first, as the executor has room.
 pub fn execute(
@@ -235,7 +238,7 @@ impl<'a> Driver<'a> {
             for (run, progress) in self.progress.poll() {
                 self.store.set_tag(&run, PROGRESS_TAG, &progress)?;
             }
-            if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            if self.last_heartbeat.elapsed() >= heartbeat_every() {
                 self.store.heartbeat(&self.owned())?;
                 self.last_heartbeat = Instant::now();
             }

@@ -100,7 +100,8 @@ pub fn prepare(
     set("FLOW_METRICS", absolute(&staging.metrics()).into());
     set("FLOW_PROGRESS", absolute(&staging.progress()).into());
     set("FLOW_ANNOTATIONS", absolute(&staging.annotations()).into());
-    set("FLOW_STORE", absolute(store.dir()).into());
+    set("FLOW_STORE", store_location(store).into());
+    set("FLOW_ARTIFACTS", absolute(store.dir()).into());
     set("FLOW_PROJECT_DIR", absolute(project_dir).into());
     let cpus = settings.cpus.to_string();
     for name in ["FLOW_CPUS", "RAYON_NUM_THREADS", "OMP_NUM_THREADS"] {
@@ -322,6 +323,16 @@ pub fn env_name(entry: &str) -> String {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// What a step's own `flow` commands open: the URL of a PostgreSQL store, or the directory.
+fn store_location(store: &Store) -> String {
+    let location = store.location();
+    if crate::store::is_postgres_url(&location) {
+        location
+    } else {
+        absolute(store.dir()).display().to_string()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! names and aliases (which appear in URIs) and artifact paths (which must stay inside
 //! the run's outputs).
 
-use rusqlite::params;
+use crate::store::db::{args, DbResult};
 
 use crate::registry::{RegistryError, Result, BUNDLE_MANIFEST};
 use crate::store::{Artifact, Store};
@@ -57,7 +57,7 @@ pub(super) fn no_bundle(
              ORDER BY r.run_time DESC, r.id DESC LIMIT ?3",
         )?
         .query_map(
-            params![
+            args![
                 BUNDLE_MANIFEST,
                 format!("%/{BUNDLE_MANIFEST}"),
                 MAX_BUNDLE_HINTS as i64
@@ -70,7 +70,7 @@ pub(super) fn no_bundle(
                 ))
             },
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?
+        .collect::<DbResult<Vec<_>>>()?
         .into_iter()
         .filter_map(|(run, entry, path)| Some((run, entry, bundle_dir_of(&path)?.to_string())))
         .collect();

@@ -97,9 +97,9 @@ impl From<StoreError> for RegistryError {
     }
 }
 
-impl From<rusqlite::Error> for RegistryError {
-    fn from(error: rusqlite::Error) -> RegistryError {
-        RegistryError::Store(StoreError::Sqlite(error))
+impl From<crate::store::DbError> for RegistryError {
+    fn from(error: crate::store::DbError) -> RegistryError {
+        RegistryError::Store(StoreError::Db(error))
     }
 }
 

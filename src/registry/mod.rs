@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::store::db::{args, Db, DbResult, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::{RunStatus, Store, StoreError};
 
@@ -158,7 +158,7 @@ pub fn register(store: &Store, name: &str, run: &str, artifact_path: &str) -> Re
 
     let created_at = now_micros();
     let mut conn = store.connection();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     // The run may have been deleted between the checks above and this transaction.
     let status: Option<String> = tx
         .prepare_cached("SELECT status FROM runs WHERE run_id = ?1")?
@@ -168,7 +168,7 @@ pub fn register(store: &Store, name: &str, run: &str, artifact_path: &str) -> Re
         return Err(StoreError::NotFound(record.run_id).into());
     }
     tx.prepare_cached("INSERT INTO registered_models (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")?
-        .execute(params![name, created_at.timestamp_micros()])?;
+        .execute(args![name, created_at.timestamp_micros()])?;
     let version: i64 = tx
         .prepare_cached(
             "UPDATE registered_models SET last_version = last_version + 1 WHERE name = ?1
@@ -179,7 +179,7 @@ pub fn register(store: &Store, name: &str, run: &str, artifact_path: &str) -> Re
         "INSERT INTO model_versions (name, version, run_id, artifact_path, stage, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![
+    .execute(args![
         name,
         version,
         record.run_id,
@@ -223,7 +223,7 @@ pub fn set_stage(
     keep_others: bool,
 ) -> Result<Vec<ModelVersion>> {
     let mut conn = store.connection();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     require_version(&tx, name, version)?;
     let mut changed = vec![version];
     if stage == Stage::Production && !keep_others {
@@ -232,18 +232,18 @@ pub fn set_stage(
                 "SELECT version FROM model_versions
                  WHERE name = ?1 AND stage = 'Production' AND version != ?2 ORDER BY version",
             )?
-            .query_map(params![name, version], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map(args![name, version], |row| row.get(0))?
+            .collect::<DbResult<_>>()?;
         for archived in previous {
             tx.prepare_cached(
                 "UPDATE model_versions SET stage = 'Archived' WHERE name = ?1 AND version = ?2",
             )?
-            .execute(params![name, archived])?;
+            .execute(args![name, archived])?;
             changed.push(version_number(archived)?);
         }
     }
     tx.prepare_cached("UPDATE model_versions SET stage = ?3 WHERE name = ?1 AND version = ?2")?
-        .execute(params![name, version, stage.as_str()])?;
+        .execute(args![name, version, stage.as_str()])?;
     let mut versions = read_versions(&tx, Some(name), None)?;
     tx.commit()?;
     versions.retain(|entry| changed.contains(&entry.version));
@@ -255,13 +255,13 @@ pub fn set_stage(
 pub fn set_alias(store: &Store, name: &str, alias: &str, version: u32) -> Result<()> {
     validate_name("alias", alias)?;
     let mut conn = store.connection();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     require_version(&tx, name, version)?;
     tx.prepare_cached(
         "INSERT INTO model_aliases (name, alias, version) VALUES (?1, ?2, ?3)
          ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version",
     )?
-    .execute(params![name, alias, version])?;
+    .execute(args![name, alias, version])?;
     tx.commit()?;
     Ok(())
 }
@@ -269,10 +269,10 @@ pub fn set_alias(store: &Store, name: &str, alias: &str, version: u32) -> Result
 /// Removes `alias` from model `name`; returns the version it pointed at.
 pub fn remove_alias(store: &Store, name: &str, alias: &str) -> Result<u32> {
     let mut conn = store.connection();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let version = alias_version(&tx, name, alias)?;
     tx.prepare_cached("DELETE FROM model_aliases WHERE name = ?1 AND alias = ?2")?
-        .execute(params![name, alias])?;
+        .execute(args![name, alias])?;
     tx.commit()?;
     Ok(version)
 }
@@ -281,12 +281,12 @@ pub fn remove_alias(store: &Store, name: &str, alias: &str) -> Result<u32> {
 /// versions and aliases. The runs and their bundles stay.
 pub fn delete(store: &Store, name: &str, version: Option<u32>) -> Result<()> {
     let mut conn = store.connection();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     match version {
         Some(version) => {
             require_version(&tx, name, version)?;
             tx.prepare_cached("DELETE FROM model_versions WHERE name = ?1 AND version = ?2")?
-                .execute(params![name, version])?;
+                .execute(args![name, version])?;
         }
         None => {
             require_model(&tx, name)?;
@@ -299,7 +299,7 @@ pub fn delete(store: &Store, name: &str, version: Option<u32>) -> Result<()> {
 }
 
 /// Errors unless `name` is registered, suggesting the closest registered name.
-fn require_model(conn: &Connection, name: &str) -> Result<()> {
+fn require_model(conn: &Db, name: &str) -> Result<()> {
     let known = conn
         .prepare_cached("SELECT 1 FROM registered_models WHERE name = ?1")?
         .query_row([name], |_| Ok(()))
@@ -317,7 +317,7 @@ fn require_model(conn: &Connection, name: &str) -> Result<()> {
 }
 
 /// The version, or an error naming the versions that do exist.
-fn require_version(conn: &Connection, name: &str, version: u32) -> Result<ModelVersion> {
+fn require_version(conn: &Db, name: &str, version: u32) -> Result<ModelVersion> {
     require_model(conn, name)?;
     if let Some(found) = read_versions(conn, Some(name), Some(version))?.pop() {
         return Ok(found);
@@ -331,11 +331,11 @@ fn require_version(conn: &Connection, name: &str, version: u32) -> Result<ModelV
 }
 
 /// The version an alias points at, or an error listing the model's aliases.
-fn alias_version(conn: &Connection, name: &str, alias: &str) -> Result<u32> {
+fn alias_version(conn: &Db, name: &str, alias: &str) -> Result<u32> {
     require_model(conn, name)?;
     let found: Option<i64> = conn
         .prepare_cached("SELECT version FROM model_aliases WHERE name = ?1 AND alias = ?2")?
-        .query_row(params![name, alias], |row| row.get(0))
+        .query_row(args![name, alias], |row| row.get(0))
         .optional()?;
     if let Some(version) = found {
         return version_number(version);
@@ -343,7 +343,7 @@ fn alias_version(conn: &Connection, name: &str, alias: &str) -> Result<u32> {
     let aliases: Vec<String> = conn
         .prepare_cached("SELECT alias FROM model_aliases WHERE name = ?1 ORDER BY alias")?
         .query_map([name], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     let suggestion =
         crate::suggest::closest(alias, aliases.iter().map(String::as_str)).map(str::to_string);
     Err(RegistryError::UnknownAlias {
@@ -354,39 +354,37 @@ fn alias_version(conn: &Connection, name: &str, alias: &str) -> Result<u32> {
     })
 }
 
-fn model_names_in(conn: &Connection) -> Result<Vec<String>> {
+fn model_names_in(conn: &Db) -> Result<Vec<String>> {
     let names = conn
         .prepare_cached("SELECT name FROM registered_models ORDER BY name")?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_map((), |row| row.get(0))?
+        .collect::<DbResult<_>>()?;
     Ok(names)
 }
 
 /// Versions of all models or one, optionally one version, with their aliases attached.
-fn read_versions(
-    conn: &Connection,
-    name: Option<&str>,
-    version: Option<u32>,
-) -> Result<Vec<ModelVersion>> {
+fn read_versions(conn: &Db, name: Option<&str>, version: Option<u32>) -> Result<Vec<ModelVersion>> {
     let mut aliases: HashMap<(String, i64), Vec<String>> = HashMap::new();
     let alias_rows = conn
         .prepare_cached(
             "SELECT name, version, alias FROM model_aliases
-             WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR version = ?2) ORDER BY alias",
+             WHERE (CAST(?1 AS TEXT) IS NULL OR name = ?1)
+               AND (CAST(?2 AS BIGINT) IS NULL OR version = ?2) ORDER BY alias",
         )?
-        .query_map(params![name, version], |row| {
+        .query_map(args![name, version], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
-        .collect::<rusqlite::Result<Vec<(String, i64, String)>>>()?;
+        .collect::<DbResult<Vec<(String, i64, String)>>>()?;
     for (model, number, alias) in alias_rows {
         aliases.entry((model, number)).or_default().push(alias);
     }
     let rows = conn
         .prepare_cached(
             "SELECT name, version, run_id, artifact_path, stage, created_at FROM model_versions
-             WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR version = ?2) ORDER BY name, version",
+             WHERE (CAST(?1 AS TEXT) IS NULL OR name = ?1)
+               AND (CAST(?2 AS BIGINT) IS NULL OR version = ?2) ORDER BY name, version",
         )?
-        .query_map(params![name, version], |row| {
+        .query_map(args![name, version], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, i64>(1)?,
@@ -396,7 +394,7 @@ fn read_versions(
                 row.get::<_, i64>(5)?,
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<DbResult<Vec<_>>>()?;
     rows.into_iter()
         .map(|(name, number, run_id, artifact_path, stage, created_at)| {
             let aliases = aliases.remove(&(name.clone(), number)).unwrap_or_default();

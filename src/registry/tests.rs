@@ -442,7 +442,7 @@ fn delete_a_version_then_the_model() {
     ));
     let aliases: i64 = store
         .connection()
-        .query_row("SELECT count(*) FROM model_aliases", [], |row| row.get(0))
+        .query_row("SELECT count(*) FROM model_aliases", (), |row| row.get(0))
         .unwrap();
     assert_eq!(aliases, 0);
     store.delete_run(&run, false).unwrap();

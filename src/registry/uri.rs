@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::Connection;
+use crate::store::db::Db;
 
 use crate::registry::bundles::{has_bundle, manifest_key, no_bundle, normalize_artifact_path};
 use crate::registry::{
@@ -204,7 +204,7 @@ fn resolve_directory(path: &Path, uri: &str) -> Result<ResolvedModel> {
 }
 
 /// The version a `models:/` URI stands for.
-fn registered_version(conn: &Connection, uri: &ModelUri) -> Result<ModelVersion> {
+fn registered_version(conn: &Db, uri: &ModelUri) -> Result<ModelVersion> {
     let (name, number) = match *uri {
         ModelUri::Version { name, version } => return require_version(conn, name, version),
         ModelUri::Alias { name, alias } => (name, alias_version(conn, name, alias)?),

@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use rusqlite::{params, TransactionBehavior};
+use crate::store::db::{args, DbResult};
 
 use crate::store::error::{Result, StoreError};
 use crate::store::objects::{sync_dir, ContentHash};
@@ -77,10 +77,10 @@ impl Store {
         let manifest_hash = objects.put_bytes(&bytes)?;
 
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let claimed = tx.execute(
             "UPDATE runs SET manifest_hash = ?1 WHERE id = ?2 AND manifest_hash IS NULL",
-            params![manifest_hash.as_str(), rowid],
+            args![manifest_hash.as_str(), rowid],
         )?;
         if claimed != 1 {
             return Err(StoreError::AlreadyPublished { run: run_id });
@@ -90,7 +90,7 @@ impl Store {
                 "INSERT INTO artifacts (run, path, hash, size) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for (path, entry) in &manifest.files {
-                insert.execute(params![rowid, path, entry.hash, size_column(entry.size)])?;
+                insert.execute(args![rowid, path, entry.hash, size_column(entry.size)])?;
             }
         }
         tx.commit()?;
@@ -118,7 +118,7 @@ impl Store {
                     size: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(artifacts)
     }
 
@@ -187,16 +187,16 @@ impl Store {
                      UNION SELECT hash FROM logged_artifacts
                      UNION SELECT manifest_hash FROM runs WHERE manifest_hash IS NOT NULL",
                 )?
-                .query_map([], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map((), |row| row.get(0))?
+                .collect::<DbResult<_>>()?;
             let live_runs: HashSet<String> = conn
                 .prepare("SELECT run_id FROM runs")?
-                .query_map([], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map((), |row| row.get(0))?
+                .collect::<DbResult<_>>()?;
             let running: HashSet<String> = conn
                 .prepare("SELECT run_id FROM runs WHERE status = 'RUNNING'")?
-                .query_map([], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map((), |row| row.get(0))?
+                .collect::<DbResult<_>>()?;
             (referenced, live_runs, running)
         };
         let mut report = GcReport::default();

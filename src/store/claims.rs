@@ -5,11 +5,11 @@
 //! RUNNING one whose owner is alive is waited for; otherwise this process inserts its own
 //! RUNNING run and owns the key. An owner is alive while its process exists (same host:
 //! pid and start time) or, for a run owned on another host, while its heartbeat is
-//! younger than [`LEASE`]; a dead owner's run is reaped FAILED and the key is free again.
+//! younger than the [`lease`]; a dead owner's run is reaped FAILED and the key is free again.
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use crate::store::db::{args, Db, OptionalExtension};
 
 use crate::store::error::Result;
 use crate::store::queries::find_by_key;
@@ -17,8 +17,21 @@ use crate::store::runs::{NewRun, Owner, ReuseQuery, RunId};
 use crate::store::timestamps::{now, to_micros};
 use crate::store::{RunRecord, RunStatus, Store};
 
-/// How long a run owned on another host stays alive without a heartbeat.
+/// How long a run owned on another host stays alive without a heartbeat, unless
+/// `FLOW_LEASE_SECONDS` says otherwise.
 pub const LEASE: Duration = Duration::from_secs(120);
+
+/// The lease in force: [`LEASE`], or `FLOW_LEASE_SECONDS` (at least 1) when set — shorter
+/// for a cluster that wants dead hosts' keys back sooner, or for tests.
+pub fn lease() -> Duration {
+    static LEASE_IN_FORCE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LEASE_IN_FORCE.get_or_init(|| {
+        std::env::var("FLOW_LEASE_SECONDS")
+            .ok()
+            .and_then(|seconds| seconds.trim().parse::<u64>().ok())
+            .map_or(LEASE, |seconds| Duration::from_secs(seconds.max(1)))
+    })
+}
 
 /// What [`Store::claim_run`] found.
 #[derive(Debug)]
@@ -49,7 +62,7 @@ impl Store {
     /// doc). With `reuse` false (`--force`, `--reuse never`) a FINISHED run does not count.
     pub fn claim_run(&self, new: &NewRun, query: &ReuseQuery, reuse: bool) -> Result<Claim> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         if reuse {
             if let Some(run) = find_by_key(&tx, query, RunStatus::Finished)? {
                 return Ok(Claim::Finished(Box::new(run)));
@@ -75,14 +88,14 @@ impl Store {
             return Ok(());
         }
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         {
             let mut update = tx.prepare_cached(
                 "UPDATE runs SET heartbeat = ?1 WHERE run_id = ?2 AND status = 'RUNNING'",
             )?;
             let stamp = to_micros(now());
             for run in runs {
-                update.execute(params![stamp, run])?;
+                update.execute(args![stamp, run])?;
             }
         }
         tx.commit()?;
@@ -90,7 +103,7 @@ impl Store {
     }
 
     /// Whether the owner of RUNNING run `run_id` is alive (see the module doc).
-    fn owner_alive(&self, conn: &rusqlite::Connection, run_id: &str) -> Result<bool> {
+    fn owner_alive(&self, conn: &Db, run_id: &str) -> Result<bool> {
         type OwnerRow = (Option<i64>, Option<i64>, String, Option<i64>);
         let row: Option<OwnerRow> = conn
             .prepare_cached("SELECT pid, pid_started, host, heartbeat FROM runs WHERE run_id = ?1")?
@@ -111,7 +124,7 @@ impl Store {
 
 /// A heartbeat younger than the lease.
 pub(crate) fn heartbeat_fresh(heartbeat: Option<i64>) -> bool {
-    let lease = i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
+    let lease = i64::try_from(lease().as_micros()).unwrap_or(i64::MAX);
     heartbeat.is_some_and(|beat| to_micros(now()) - beat < lease)
 }
 

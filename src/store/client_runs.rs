@@ -19,8 +19,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::db::{args, Db, DbResult, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::error::{Result, StoreError};
 use crate::store::experiments::{require_experiment, Lifecycle};
@@ -63,7 +63,7 @@ impl Store {
     /// Creates a RUNNING run that the client drives, in an active experiment.
     pub fn create_client_run(&self, new: &NewClientRun) -> Result<RunId> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let (experiment, lifecycle) = require_experiment(&tx, new.experiment_id)?;
         if lifecycle == Lifecycle::Deleted {
             return Err(StoreError::Invalid {
@@ -101,7 +101,7 @@ impl Store {
         )?;
         let head = run_head(&tx, &run_id)?;
         tx.prepare_cached("UPDATE runs SET client = ?1 WHERE id = ?2")?
-            .execute(params![CLIENT_ENTRY, head.rowid])?;
+            .execute(args![CLIENT_ENTRY, head.rowid])?;
         for (key, value) in new.tags {
             set_tag(&tx, &head, key, value)?;
         }
@@ -113,7 +113,7 @@ impl Store {
     /// (see the module doc); a rename always applies. Returns whether the status changed.
     pub fn update_client_run(&self, run_id: &str, update: &RunUpdate) -> Result<bool> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let head = run_head(&tx, run_id)?;
         if let Some(name) = update.name {
             set_tag(&tx, &head, RUN_NAME_TAG, name)?;
@@ -126,11 +126,7 @@ impl Store {
                 (_, None) => Some(now()),
             };
             tx.prepare_cached("UPDATE runs SET status = ?1, end_time = ?2 WHERE id = ?3")?
-                .execute(params![
-                    status.as_str(),
-                    end_time.map(to_micros),
-                    head.rowid
-                ])?;
+                .execute(args![status.as_str(), end_time.map(to_micros), head.rowid])?;
             changed = true;
         }
         tx.commit()?;
@@ -143,7 +139,7 @@ impl Store {
         let conn = self.connection();
         let head = run_head(&conn, run_id)?;
         conn.prepare_cached("UPDATE runs SET lifecycle_stage = ?1 WHERE id = ?2")?
-            .execute(params![lifecycle.as_str(), head.rowid])?;
+            .execute(args![lifecycle.as_str(), head.rowid])?;
         Ok(())
     }
 
@@ -153,7 +149,7 @@ impl Store {
     pub fn log_client_batch(&self, run_id: &str, batch: &ClientBatch) -> Result<()> {
         {
             let mut conn = self.connection();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn.write_transaction()?;
             let head = active_run(&tx, run_id)?;
             for (key, value) in &batch.params {
                 log_param(&tx, &head, key, value)?;
@@ -175,7 +171,7 @@ impl Store {
         let head = active_run(&conn, run_id)?;
         let removed = conn
             .prepare_cached("DELETE FROM tags WHERE run = ?1 AND key = ?2")?
-            .execute(params![head.rowid, key])?;
+            .execute(args![head.rowid, key])?;
         Ok(removed > 0)
     }
 
@@ -196,7 +192,7 @@ impl Store {
                 "SELECT value, step, timestamp FROM metrics WHERE run = ?1 AND key = ?2
                  ORDER BY step, rowid LIMIT ?3 OFFSET ?4",
             )?
-            .query_map(params![head.rowid, key, limit_value, offset_value], |row| {
+            .query_map(args![head.rowid, key, limit_value, offset_value], |row| {
                 Ok(Metric {
                     key: key.to_string(),
                     value: row.get::<_, Option<f64>>(0)?.unwrap_or(f64::NAN),
@@ -204,7 +200,7 @@ impl Store {
                     timestamp_ms: row.get(2)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         let more = points.len() > limit;
         points.truncate(limit);
         Ok((points, more))
@@ -212,7 +208,7 @@ impl Store {
 }
 
 /// The run, refused unless active: MLflow logs nothing into a deleted run.
-fn active_run(conn: &Connection, run_id: &str) -> Result<RunHead> {
+fn active_run(conn: &Db, run_id: &str) -> Result<RunHead> {
     let head = run_head(conn, run_id)?;
     if head.lifecycle == Lifecycle::Deleted {
         return Err(StoreError::Invalid {
@@ -224,13 +220,13 @@ fn active_run(conn: &Connection, run_id: &str) -> Result<RunHead> {
     Ok(head)
 }
 
-fn log_param(conn: &Connection, head: &RunHead, key: &str, value: &str) -> Result<()> {
+fn log_param(conn: &Db, head: &RunHead, key: &str, value: &str) -> Result<()> {
     let existing: Option<String> = conn
         .prepare_cached(
             "SELECT value FROM logged_params WHERE run = ?1 AND key = ?2
              UNION ALL SELECT value FROM params WHERE run = ?1 AND key = ?2",
         )?
-        .query_row(params![head.rowid, key], |row| row.get(0))
+        .query_row(args![head.rowid, key], |row| row.get(0))
         .optional()?;
     match existing {
         Some(existing) if existing == value => Ok(()),
@@ -245,22 +241,22 @@ fn log_param(conn: &Connection, head: &RunHead, key: &str, value: &str) -> Resul
         }),
         None => {
             conn.prepare_cached("INSERT INTO logged_params (run, key, value) VALUES (?1, ?2, ?3)")?
-                .execute(params![head.rowid, key, value])?;
+                .execute(args![head.rowid, key, value])?;
             Ok(())
         }
     }
 }
 
 /// Upserts a tag; renaming a client's run also renames what `flow runs list` shows.
-fn set_tag(conn: &Connection, head: &RunHead, key: &str, value: &str) -> Result<()> {
+fn set_tag(conn: &Db, head: &RunHead, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO tags (run, key, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (run, key) DO UPDATE SET value = excluded.value",
     )?
-    .execute(params![head.rowid, key, value])?;
+    .execute(args![head.rowid, key, value])?;
     if key == RUN_NAME_TAG && head.client_driven {
         conn.prepare_cached("UPDATE runs SET key_value = ?1 WHERE id = ?2")?
-            .execute(params![value, head.rowid])?;
+            .execute(args![value, head.rowid])?;
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub enum StoreError {
     },
     /// The database refused an operation.
     #[error("store database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] crate::store::db::DbError),
     /// A file or directory of the store (or of an output directory) could not be used.
     #[error("cannot access `{}`: {source}", path.display())]
     Io {

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::db::Value;
+use crate::store::db::{args, Db, DbResult, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::store::error::{Result, StoreError};
 use crate::store::search::{page_of_ids, Comparison, Op, ViewType};
@@ -95,16 +95,18 @@ impl Store {
     /// Creates an empty experiment; its name must be new (deleted ones count).
     pub fn create_experiment(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<i64> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         if experiment_id_by_name(&tx, name)?.is_some() {
             return Err(StoreError::AlreadyExists {
                 what: "experiment",
                 name: name.to_string(),
             });
         }
-        tx.prepare_cached("INSERT INTO experiments (name, created_at) VALUES (?1, ?2)")?
-            .execute(params![name, to_micros(now())])?;
-        let id = tx.last_insert_rowid();
+        let id: i64 = tx.query_row(
+            "INSERT INTO experiments (name, created_at) VALUES (?1, ?2) RETURNING id",
+            args![name, to_micros(now())],
+            |row| row.get(0),
+        )?;
         for (key, value) in tags {
             upsert_tag(&tx, id, key, value)?;
         }
@@ -171,7 +173,7 @@ impl Store {
     /// Renames an experiment; the new name must be free.
     pub fn rename_experiment(&self, id: i64, new_name: &str) -> Result<()> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         require_experiment(&tx, id)?;
         match experiment_id_by_name(&tx, new_name)? {
             Some(other) if other != id => {
@@ -183,7 +185,7 @@ impl Store {
             _ => {}
         }
         tx.prepare_cached("UPDATE experiments SET name = ?1, last_update_time = ?2 WHERE id = ?3")?
-            .execute(params![new_name, to_micros(now()), id])?;
+            .execute(args![new_name, to_micros(now()), id])?;
         tx.commit()?;
         Ok(())
     }
@@ -191,14 +193,14 @@ impl Store {
     /// Soft-deletes or restores an experiment together with its runs, as MLflow does.
     pub fn set_experiment_lifecycle(&self, id: i64, lifecycle: Lifecycle) -> Result<()> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         require_experiment(&tx, id)?;
         tx.prepare_cached(
             "UPDATE experiments SET lifecycle_stage = ?1, last_update_time = ?2 WHERE id = ?3",
         )?
-        .execute(params![lifecycle.as_str(), to_micros(now()), id])?;
+        .execute(args![lifecycle.as_str(), to_micros(now()), id])?;
         tx.prepare_cached("UPDATE runs SET lifecycle_stage = ?1 WHERE experiment_id = ?2")?
-            .execute(params![lifecycle.as_str(), id])?;
+            .execute(args![lifecycle.as_str(), id])?;
         tx.commit()?;
         Ok(())
     }
@@ -215,13 +217,13 @@ impl Store {
         let conn = self.connection();
         require_experiment(&conn, id)?;
         conn.prepare_cached("DELETE FROM experiment_tags WHERE experiment = ?1 AND key = ?2")?
-            .execute(params![id, key])?;
+            .execute(args![id, key])?;
         Ok(())
     }
 }
 
 /// The experiment's name and lifecycle, or ExperimentNotFound.
-pub(crate) fn require_experiment(conn: &Connection, id: i64) -> Result<(String, Lifecycle)> {
+pub(crate) fn require_experiment(conn: &Db, id: i64) -> Result<(String, Lifecycle)> {
     let found: Option<(String, String)> = conn
         .prepare_cached("SELECT name, lifecycle_stage FROM experiments WHERE id = ?1")?
         .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -230,14 +232,14 @@ pub(crate) fn require_experiment(conn: &Connection, id: i64) -> Result<(String, 
     Ok((name, Lifecycle::parse(&lifecycle)?))
 }
 
-fn experiment_id_by_name(conn: &Connection, name: &str) -> Result<Option<i64>> {
+fn experiment_id_by_name(conn: &Db, name: &str) -> Result<Option<i64>> {
     Ok(conn
         .prepare_cached("SELECT id FROM experiments WHERE name = ?1")?
         .query_row([name], |row| row.get(0))
         .optional()?)
 }
 
-fn read_experiment(conn: &Connection, id: i64) -> Result<Option<Experiment>> {
+fn read_experiment(conn: &Db, id: i64) -> Result<Option<Experiment>> {
     let row: Option<(String, String, i64, Option<i64>)> = conn
         .prepare_cached(
             "SELECT name, lifecycle_stage, created_at, last_update_time FROM experiments
@@ -253,7 +255,7 @@ fn read_experiment(conn: &Connection, id: i64) -> Result<Option<Experiment>> {
     let tags = conn
         .prepare_cached("SELECT key, value FROM experiment_tags WHERE experiment = ?1")?
         .query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     Ok(Some(Experiment {
         id,
         name,
@@ -264,12 +266,12 @@ fn read_experiment(conn: &Connection, id: i64) -> Result<Option<Experiment>> {
     }))
 }
 
-fn upsert_tag(conn: &Connection, id: i64, key: &str, value: &str) -> Result<()> {
+fn upsert_tag(conn: &Db, id: i64, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO experiment_tags (experiment, key, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (experiment, key) DO UPDATE SET value = excluded.value",
     )?
-    .execute(params![id, key, value])?;
+    .execute(args![id, key, value])?;
     Ok(())
 }
 

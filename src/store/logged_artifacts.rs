@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use crate::store::db::{args, DbResult, OptionalExtension};
 
 use crate::store::error::{Result, StoreError};
 use crate::store::experiments::Lifecycle;
@@ -95,13 +95,13 @@ impl Store {
         let hash = ContentHash::from_hash(upload.hasher.finalize());
         self.objects().put_file(&upload.staged, &hash, true)?;
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let head = run_head(&tx, &upload.run_id)?;
         tx.prepare_cached(
             "INSERT INTO logged_artifacts (run, path, hash, size) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (run, path) DO UPDATE SET hash = excluded.hash, size = excluded.size",
         )?
-        .execute(params![
+        .execute(args![
             head.rowid,
             upload.path,
             hash.as_str(),
@@ -130,7 +130,7 @@ impl Store {
                     size: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(artifacts)
     }
 
@@ -145,7 +145,7 @@ impl Store {
                 "DELETE FROM logged_artifacts WHERE run = ?1
                  AND (path = ?2 OR ?2 = '' OR substr(path, 1, length(?3)) = ?3)",
             )?
-            .execute(params![head.rowid, path, under])?;
+            .execute(args![head.rowid, path, under])?;
         Ok(removed)
     }
 
@@ -160,7 +160,7 @@ impl Store {
                  UNION ALL SELECT hash, size FROM logged_artifacts WHERE run = ?1 AND path = ?2
                  LIMIT 1",
             )?
-            .query_row(params![head.rowid, path], |row| {
+            .query_row(args![head.rowid, path], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
@@ -186,7 +186,7 @@ impl Store {
         }
         let published: i64 = conn
             .prepare_cached("SELECT count(*) FROM artifacts WHERE run = ?1 AND path = ?2")?
-            .query_row(params![head.rowid, path], |row| row.get(0))?;
+            .query_row(args![head.rowid, path], |row| row.get(0))?;
         if published > 0 {
             return Err(StoreError::Invalid {
                 what: "artifact path",

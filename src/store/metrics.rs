@@ -1,8 +1,7 @@
 //! Metric points: batched ingestion and read-back.
 
+use crate::store::db::{args, DbResult, Value};
 use std::collections::BTreeMap;
-
-use rusqlite::TransactionBehavior;
 
 use crate::store::error::Result;
 use crate::store::queries::resolve_run;
@@ -28,18 +27,16 @@ impl Store {
     pub fn log_metrics(&self, run: &str, metrics: &[Metric]) -> Result<()> {
         let mut conn = self.connection();
         let (rowid, _) = resolve_run(&conn, run)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         {
             let mut chunks = metrics.chunks_exact(ROWS_PER_INSERT);
             let mut insert_many = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
             for chunk in chunks.by_ref() {
-                bind_points(&mut insert_many, rowid, chunk)?;
-                insert_many.raw_execute()?;
+                insert_many.execute(point_values(rowid, chunk))?;
             }
             let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
             for point in chunks.remainder() {
-                bind_points(&mut insert_one, rowid, std::slice::from_ref(point))?;
-                insert_one.raw_execute()?;
+                insert_one.execute(point_values(rowid, std::slice::from_ref(point)))?;
             }
             let mut advance = tx.prepare_cached(
                 "INSERT INTO latest_metrics (run, key, step, value, timestamp)
@@ -49,7 +46,7 @@ impl Store {
                  WHERE excluded.step >= latest_metrics.step",
             )?;
             for point in latest_per_key(metrics) {
-                advance.execute(rusqlite::params![
+                advance.execute(args![
                     rowid,
                     point.key,
                     point.step,
@@ -79,7 +76,7 @@ impl Store {
                     timestamp_ms: row.get(3)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(points)
     }
 
@@ -95,7 +92,7 @@ impl Store {
                     row.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
                 ))
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(latest)
     }
 }
@@ -140,20 +137,17 @@ fn stored_value(value: f64) -> Option<f64> {
     (!value.is_nan()).then_some(value)
 }
 
-fn bind_points(
-    statement: &mut rusqlite::CachedStatement,
-    run_rowid: i64,
-    points: &[Metric],
-) -> Result<()> {
-    for (row, point) in points.iter().enumerate() {
-        let first = row * 5 + 1;
-        statement.raw_bind_parameter(first, run_rowid)?;
-        statement.raw_bind_parameter(first + 1, point.key.as_str())?;
-        statement.raw_bind_parameter(first + 2, stored_value(point.value))?;
-        statement.raw_bind_parameter(first + 3, point.step)?;
-        statement.raw_bind_parameter(first + 4, point.timestamp_ms)?;
+/// The arguments of one INSERT of `points`: five per point, in `insert_sql`'s order.
+fn point_values(run_rowid: i64, points: &[Metric]) -> Vec<Value> {
+    let mut values = Vec::with_capacity(points.len() * 5);
+    for point in points {
+        values.push(Value::Integer(run_rowid));
+        values.push(Value::Text(point.key.clone()));
+        values.push(stored_value(point.value).map_or(Value::Null, Value::Real));
+        values.push(Value::Integer(point.step));
+        values.push(Value::Integer(point.timestamp_ms));
     }
-    Ok(())
+    values
 }
 
 #[cfg(test)]
@@ -236,7 +230,7 @@ mod tests {
         store.delete_run(&run, false).unwrap();
         let left: i64 = store
             .connection()
-            .query_row("SELECT count(*) FROM latest_metrics", [], |row| row.get(0))
+            .query_row("SELECT count(*) FROM latest_metrics", (), |row| row.get(0))
             .unwrap();
         assert_eq!(left, 0);
     }

@@ -40,6 +40,7 @@
 mod artifacts;
 mod claims;
 mod client_runs;
+pub(crate) mod db;
 mod digest;
 mod error;
 mod experiments;
@@ -62,11 +63,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::Connection;
-
 pub use artifacts::{Artifact, GcReport};
-pub use claims::{Claim, LEASE};
+pub use claims::{lease, Claim, LEASE};
 pub use client_runs::{ClientBatch, NewClientRun, RunUpdate, CLIENT_ENTRY};
+pub use db::{Db, DbError};
 pub use digest::{inputs_hash, params_hash};
 pub use error::{Result, StoreError};
 pub use experiments::{
@@ -87,48 +87,107 @@ pub use tracked_runs::{LatestMetric, TrackedRun, RUN_NAME_TAG, USER_TAG};
 /// Name of the database file inside the store directory.
 pub const DB_FILE: &str = "flow.db";
 
-/// Handle on one store directory. Cheap to share across threads (`Send + Sync`); several
-/// handles, in one process or many, may use the same directory at once.
+/// Handle on one store. Cheap to share across threads (`Send + Sync`); several handles,
+/// in one process or many (on many hosts, for PostgreSQL), may use the same store at once.
 pub struct Store {
+    /// Objects, run views and staging; also the SQLite database unless `url` is set.
     dir: PathBuf,
-    conn: Mutex<Connection>,
+    /// The PostgreSQL database holding the tables, when the store is not the embedded one.
+    url: Option<String>,
+    conn: Mutex<Db>,
     host: String,
 }
 
+/// Whether `--store` names a PostgreSQL database rather than a directory.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgresql://") || location.starts_with("postgres://")
+}
+
+/// A store location fit to print: a URL's password replaced by `***`.
+pub fn redacted(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_string();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some((credentials, host)) = authority.rsplit_once('@') else {
+        return location.to_string();
+    };
+    let user = match credentials.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => credentials.to_string(),
+    };
+    let slash = if rest.contains('/') { "/" } else { "" };
+    format!("{scheme}://{user}@{host}{slash}{path}")
+}
+
 impl Store {
-    /// Opens (creating if needed) the store in `dir`, usually the project's `.flow`, and
-    /// brings its schema up to date.
+    /// Opens (creating if needed) the embedded store in `dir`, usually the project's
+    /// `.flow`, and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Store> {
-        for sub in ["", "objects", "runs", "tmp"] {
-            let path = dir.join(sub);
-            std::fs::create_dir_all(&path).map_err(StoreError::io(&path))?;
-        }
+        create_layout(dir)?;
         let conn = open_connection(dir)?;
         Ok(Store {
             dir: dir.to_path_buf(),
+            url: None,
             conn: Mutex::new(conn),
             host: hostname(),
         })
     }
 
-    /// The store directory (what `FLOW_STORE` points at).
+    /// Opens the store whose tables live in the PostgreSQL database at `url` and whose
+    /// objects live in `artifacts` (a directory every machine using the store shares),
+    /// migrating the schema if this flow knows newer steps.
+    pub fn open_postgres(url: &str, artifacts: &Path) -> Result<Store> {
+        create_layout(artifacts)?;
+        let mut conn = Db::open_postgres(url)?;
+        schema::migrate(&mut conn, &schema::migrations())?;
+        Ok(Store {
+            dir: artifacts.to_path_buf(),
+            url: Some(url.to_string()),
+            conn: Mutex::new(conn),
+            host: hostname(),
+        })
+    }
+
+    /// Another handle on the same store (its own connection), for a second thread's loop.
+    pub fn reopen(&self) -> Result<Store> {
+        match &self.url {
+            Some(url) => Store::open_postgres(url, &self.dir),
+            None => Store::open(&self.dir),
+        }
+    }
+
+    /// The store's objects directory (the whole store, when embedded).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// What `--store` would name to open this store again: the directory or the URL.
+    pub fn location(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => self.dir.display().to_string(),
+        }
+    }
+}
+
+fn create_layout(dir: &Path) -> Result<()> {
+    for sub in ["", "objects", "runs", "tmp"] {
+        let path = dir.join(sub);
+        std::fs::create_dir_all(&path).map_err(StoreError::io(&path))?;
+    }
+    Ok(())
 }
 
 /// Opens the database, switches it to WAL and migrates it. Two processes creating a
 /// fresh store at once can see SQLITE_BUSY while one of them switches the journal mode
 /// (SQLite does not call the busy handler there), so that step is retried for 10 s.
-fn open_connection(dir: &Path) -> Result<Connection> {
+fn open_connection(dir: &Path) -> Result<Db> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match try_open_connection(dir) {
-            Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
-                if matches!(
-                    e.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) && std::time::Instant::now() < deadline =>
+            Err(StoreError::Db(error))
+                if error.is_busy() && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -137,28 +196,36 @@ fn open_connection(dir: &Path) -> Result<Connection> {
     }
 }
 
-fn try_open_connection(dir: &Path) -> Result<Connection> {
-    let mut conn = Connection::open(dir.join(DB_FILE))?;
+fn try_open_connection(dir: &Path) -> Result<Db> {
+    let mut db = Db::open_sqlite(&dir.join(DB_FILE))?;
+    if let Some(conn) = db.sqlite() {
+        let journal = sqlite_pragmas(conn).map_err(DbError::from)?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::corrupt(format!(
+                "{} refused WAL mode (journal_mode is `{journal}`)",
+                dir.join(DB_FILE).display()
+            )));
+        }
+    }
+    schema::migrate(&mut db, &schema::migrations())?;
+    Ok(db)
+}
+
+/// WAL, a busy timeout and foreign keys; the journal mode SQLite settled on.
+fn sqlite_pragmas(conn: &rusqlite::Connection) -> rusqlite::Result<String> {
     conn.busy_timeout(Duration::from_secs(10))?;
     let journal: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-    if !journal.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::corrupt(format!(
-            "{} refused WAL mode (journal_mode is `{journal}`)",
-            dir.join(DB_FILE).display()
-        )));
-    }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
-    schema::migrate(&mut conn, &schema::migrations())?;
-    Ok(conn)
+    Ok(journal)
 }
 
 impl Store {
     /// The database connection, for sibling modules (the model registry) that own their
     /// queries over tables this schema creates. Hold it briefly: it serialises this handle.
-    pub fn connection(&self) -> MutexGuard<'_, Connection> {
+    pub fn connection(&self) -> MutexGuard<'_, Db> {
         // A panic while holding the lock cannot leave a transaction open (Transaction
         // rolls back on drop), so a poisoned connection is still consistent.
         self.conn
@@ -183,8 +250,15 @@ impl Store {
     }
 }
 
-/// This machine's name; pids recorded on another host are never checked here.
+/// This machine's name (or `FLOW_HOST`, for machines that share one, such as containers);
+/// pids recorded on another host are never checked here.
 fn hostname() -> String {
+    if let Some(host) = std::env::var("FLOW_HOST")
+        .ok()
+        .filter(|host| !host.is_empty())
+    {
+        return host;
+    }
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length; gethostname writes at most that.
     let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
@@ -206,11 +280,67 @@ pub(crate) mod test_support {
 
     use super::*;
 
-    /// A store in a fresh temp dir; keep the TempDir alive as long as the store.
-    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    /// A fresh store for one test: embedded in a temp dir, or with `FLOW_TEST_STORE=postgres`
+    /// its tables in a new database of the PostgreSQL server at `FLOW_TEST_POSTGRES`
+    /// (scripts/test.sh runs the store's tests both ways). Keep the [`TestDir`] alive as
+    /// long as the store; dropping it drops that database.
+    pub(crate) fn temp_store() -> (TestDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join(".flow")).unwrap();
-        (dir, store)
+        let root = dir.path().join(".flow");
+        match std::env::var("FLOW_TEST_STORE").as_deref() {
+            Ok("postgres") => {
+                let server = std::env::var("FLOW_TEST_POSTGRES").expect(
+                    "FLOW_TEST_STORE=postgres needs FLOW_TEST_POSTGRES=<url>: run the tests \
+                     through scripts/test.sh, or start one with scripts/postgres.sh start",
+                );
+                let name = format!("flow_test_{}", crate::store::digest::new_run_id());
+                Db::open_postgres(&server)
+                    .and_then(|admin| admin.execute_batch(&format!("CREATE DATABASE {name}")))
+                    .unwrap_or_else(|error| panic!("PostgreSQL at {server}: {error}"));
+                let (base, _) = server
+                    .rsplit_once('/')
+                    .expect("a URL ending in /<database>");
+                let store = Store::open_postgres(&format!("{base}/{name}"), &root).unwrap();
+                let database = Some((server, name));
+                (TestDir { dir, database }, store)
+            }
+            Ok(other) if !other.is_empty() && other != "sqlite" => {
+                panic!("FLOW_TEST_STORE is `{other}`: expected sqlite or postgres")
+            }
+            _ => {
+                let store = Store::open(&root).unwrap();
+                (
+                    TestDir {
+                        dir,
+                        database: None,
+                    },
+                    store,
+                )
+            }
+        }
+    }
+
+    /// The temp dir of a test store, and its PostgreSQL database if it has one.
+    pub(crate) struct TestDir {
+        dir: tempfile::TempDir,
+        database: Option<(String, String)>,
+    }
+
+    impl TestDir {
+        pub(crate) fn path(&self) -> &std::path::Path {
+            self.dir.path()
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            if let Some((server, name)) = &self.database {
+                if let Ok(admin) = Db::open_postgres(server) {
+                    let _ = admin
+                        .execute_batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
+            }
+        }
     }
 
     pub(crate) fn day(day: u32) -> DateTime<Utc> {
@@ -274,7 +404,7 @@ mod tests {
         let newer = schema::migrations().len() as i64 + 1;
         store
             .connection()
-            .pragma_update(None, "user_version", newer)
+            .execute_batch(&format!("PRAGMA user_version = {newer}"))
             .unwrap();
         drop(store);
         let error = Store::open(&root).err().expect("refused");
@@ -334,11 +464,11 @@ mod tests {
         assert_eq!(store.list_runs(&RunFilter::default()).unwrap().len(), 100);
         let conn = store.connection();
         let points: i64 = conn
-            .query_row("SELECT count(*) FROM metrics", [], |row| row.get(0))
+            .query_row("SELECT count(*) FROM metrics", (), |row| row.get(0))
             .unwrap();
         assert_eq!(points, 100 * 100);
         let integrity: String = conn
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .query_row("PRAGMA integrity_check", (), |row| row.get(0))
             .unwrap();
         assert_eq!(integrity, "ok");
     }

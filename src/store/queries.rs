@@ -1,7 +1,7 @@
 //! Reading runs back: prefix resolution, the resolver's reuse query, listings, lineage.
 
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use crate::store::db::Value;
+use crate::store::db::{args, params_vec, Db, DbResult, OptionalExtension, Row};
 
 use crate::store::digest::{inputs_hash, params_hash};
 use crate::store::error::{Result, StoreError};
@@ -34,12 +34,12 @@ impl Store {
     ) -> Result<Vec<RunRecord>> {
         let conn = self.connection();
         let partials = conn
-            .prepare_cached(&recent_sql())?
+            .prepare_cached(&recent_sql(key_value.is_some()))?
             .query_map(
-                params![entry, key_value, limit_value(Some(limit))],
+                args![entry, key_value, limit_value(Some(limit))],
                 record_from_row,
             )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<DbResult<Vec<_>>>()?;
         partials
             .into_iter()
             .map(|partial| complete(&conn, partial))
@@ -107,8 +107,8 @@ impl Store {
         let conn = self.connection();
         let partials = conn
             .prepare_cached(&sql)?
-            .query_map(params_from_iter(values), record_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .query_map(params_vec(values), record_from_row)?
+            .collect::<DbResult<Vec<_>>>()?;
         partials
             .into_iter()
             .map(|partial| complete(&conn, partial))
@@ -125,7 +125,7 @@ impl Store {
 
 /// The newest run with `status` whose key equals the query in every field.
 pub(crate) fn find_by_key(
-    conn: &Connection,
+    conn: &Db,
     query: &ReuseQuery,
     status: RunStatus,
 ) -> Result<Option<RunRecord>> {
@@ -135,9 +135,13 @@ pub(crate) fn find_by_key(
     };
     let key = query.key;
     let found = conn
-        .prepare_cached(&reuse_sql(query.match_data))?
+        .prepare_cached(&reuse_sql(
+            query.match_data,
+            key.key_value.is_some(),
+            conn.is_postgres(),
+        ))?
         .query_row(
-            params![
+            args![
                 key.entry,
                 key.key_value,
                 params_hash(&key.params),
@@ -155,7 +159,7 @@ pub(crate) fn find_by_key(
 }
 
 /// Resolves a full id or a unique prefix to `(rowid, run_id)`.
-pub(crate) fn resolve_run(conn: &Connection, id_or_prefix: &str) -> Result<(i64, RunId)> {
+pub(crate) fn resolve_run(conn: &Db, id_or_prefix: &str) -> Result<(i64, RunId)> {
     let prefix = id_or_prefix.trim().to_ascii_lowercase();
     if prefix.is_empty() || !prefix.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Err(StoreError::NotFound(id_or_prefix.to_string()));
@@ -173,10 +177,10 @@ pub(crate) fn resolve_run(conn: &Connection, id_or_prefix: &str) -> Result<(i64,
             "SELECT id, run_id FROM runs WHERE run_id >= ?1 AND run_id < ?2 ORDER BY run_id LIMIT ?3",
         )?
         .query_map(
-            params![prefix, format!("{prefix}g"), (MAX_CANDIDATES + 1) as i64],
+            args![prefix, format!("{prefix}g"), (MAX_CANDIDATES + 1) as i64],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     match matches.len() {
         0 => Err(StoreError::NotFound(id_or_prefix.to_string())),
         1 => Ok(matches.remove(0)),
@@ -192,14 +196,14 @@ pub(crate) fn resolve_run(conn: &Connection, id_or_prefix: &str) -> Result<(i64,
 }
 
 /// Ids of the runs that list `run_id` among their inputs.
-pub(crate) fn downstream_of(conn: &Connection, run_id: &str) -> Result<Vec<RunId>> {
+pub(crate) fn downstream_of(conn: &Db, run_id: &str) -> Result<Vec<RunId>> {
     let ids = conn
         .prepare_cached(
             "SELECT DISTINCT r.run_id, r.id FROM run_inputs i JOIN runs r ON r.id = i.run
              WHERE i.upstream_run_id = ?1 ORDER BY r.id",
         )?
         .query_map([run_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     Ok(ids)
 }
 
@@ -210,7 +214,7 @@ struct PartialRecord {
 }
 
 /// Reads one row of `RUN_COLUMNS`; params and upstream are filled by [`complete`].
-fn record_from_row(row: &Row) -> rusqlite::Result<Result<PartialRecord>> {
+fn record_from_row(row: &Row) -> DbResult<Result<PartialRecord>> {
     let status: String = row.get(8)?;
     let run_time: i64 = row.get(5)?;
     let start_time: i64 = row.get(6)?;
@@ -245,58 +249,76 @@ fn record_from_row(row: &Row) -> rusqlite::Result<Result<PartialRecord>> {
 }
 
 /// Attaches params and upstream edges to a row read by `record_from_row`.
-fn complete(conn: &Connection, partial: Result<PartialRecord>) -> Result<RunRecord> {
+fn complete(conn: &Db, partial: Result<PartialRecord>) -> Result<RunRecord> {
     let PartialRecord { rowid, mut record } = partial?;
     record.params = conn
         .prepare_cached("SELECT key, value FROM params WHERE run = ?1")?
         .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     record.upstream = conn
         .prepare_cached(
             "SELECT upstream_entry, upstream_run_id FROM run_inputs WHERE run = ?1
              ORDER BY upstream_entry, upstream_run_id",
         )?
         .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<DbResult<_>>()?;
     Ok(record)
 }
 
 /// find_by_key's SQL (`?9` is the status). With a data version every key column is an equality on the
 /// `runs_reuse` index, which then also yields the newest run first without a sort; an
-/// `(?5 IS NULL OR ...)` disjunction would forfeit both, hence two statements. Without
-/// one, the index prefix still narrows to the runs of one params/upstream key. Without
-/// ANALYZE statistics the planner prefers `runs_recent` (it yields the order), which
-/// would walk every run of the step on a miss; INDEXED BY pins the right index.
-fn reuse_sql(with_data_version: bool) -> String {
+/// `(?5 IS NULL OR ...)` disjunction would forfeit both, hence two statements, and for
+/// the same reason a missing key value is `IS NULL` rather than SQLite's `IS ?2`, which
+/// PostgreSQL's indexes do not serve. Without one, the index prefix still narrows to the runs
+/// of one params/upstream key. Without ANALYZE statistics SQLite's planner prefers
+/// `runs_recent` (it yields the order), which would walk every run of the step on a miss;
+/// INDEXED BY pins the right index there (PostgreSQL has statistics and no such clause).
+fn reuse_sql(with_data_version: bool, with_key: bool, postgres: bool) -> String {
     let data_version = if with_data_version {
         "AND r.data_version = ?5"
     } else {
-        ""
+        "AND CAST(?5 AS TEXT) IS NULL"
     };
+    let index = if postgres {
+        ""
+    } else {
+        "INDEXED BY runs_reuse"
+    };
+    let key = key_condition(with_key);
     format!(
-        "SELECT {RUN_COLUMNS} FROM runs r INDEXED BY runs_reuse
+        "SELECT {RUN_COLUMNS} FROM runs r {index}
              JOIN experiments e ON e.id = r.experiment_id
-         WHERE r.entry = ?1 AND r.key_value IS ?2 AND r.params_hash = ?3
+         WHERE r.entry = ?1 AND {key} AND r.params_hash = ?3
            AND r.inputs_hash = ?4 {data_version} AND r.status = ?9
            AND r.lifecycle_stage = 'active'
            AND r.run_time >= ?6 AND r.run_time < ?7
-           AND (?8 IS NULL OR r.code_version = ?8)
+           AND (CAST(?8 AS TEXT) IS NULL OR r.code_version = ?8)
          ORDER BY r.run_time DESC, r.id DESC LIMIT 1"
     )
 }
 
+/// `?2` is the key value: an equality, or (bound to NULL) `IS NULL`.
+fn key_condition(with_key: bool) -> &'static str {
+    if with_key {
+        "r.key_value = ?2"
+    } else {
+        "r.key_value IS NULL AND CAST(?2 AS TEXT) IS NULL"
+    }
+}
+
 /// recent_runs' SQL, served by the `runs_recent` index in order.
-fn recent_sql() -> String {
+fn recent_sql(with_key: bool) -> String {
+    let key = key_condition(with_key);
     format!(
         "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
-         WHERE r.entry = ?1 AND r.key_value IS ?2
+         WHERE r.entry = ?1 AND {key}
          ORDER BY r.run_time DESC, r.id DESC LIMIT ?3"
     )
 }
 
-/// SQLite's LIMIT: -1 means no limit.
+/// A LIMIT both engines read: no limit is the largest one.
 fn limit_value(limit: Option<usize>) -> i64 {
-    limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+    limit.map_or(i64::MAX, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! run saved ("reused by 12 later requests"). One row per reuse by `flow run`; plans and
 //! the dashboard only read them.
 
+use crate::store::db::{args, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 use crate::store::error::Result;
 use crate::store::queries::resolve_run;
@@ -25,13 +25,13 @@ impl Store {
         }
         let at = to_micros(now());
         let mut conn = self.connection();
-        let tx = conn.transaction()?;
+        let tx = conn.write_transaction()?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO reuses (run, at) SELECT id, ?2 FROM runs WHERE run_id = ?1",
             )?;
             for run in runs {
-                insert.execute(params![run, at])?;
+                insert.execute(args![run, at])?;
             }
         }
         tx.commit()?;

@@ -9,7 +9,7 @@
 //! loaded in bulk (tracked_runs.rs). Offsets page through a stable order: the requested
 //! keys, then start time (newest first) and run id, as MLflow breaks ties.
 
-use rusqlite::types::Value;
+use crate::store::db::Value;
 
 use crate::store::error::Result;
 use crate::store::search::{page_of_ids, Comparison, Op, ViewType};
@@ -198,7 +198,7 @@ mod tests {
 
     /// Four client runs `r0..r3` (f1 = i/10, lr = 0.1 or 0.01, family tag on even ones,
     /// started a day apart) and one runner step `train/SMD` with key param `lr = 0.1`.
-    fn fixture() -> (tempfile::TempDir, Store, Vec<String>) {
+    fn fixture() -> (crate::store::test_support::TestDir, Store, Vec<String>) {
         let (dir, store) = temp_store();
         let mut ids = Vec::new();
         for index in 0..4u32 {

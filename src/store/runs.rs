@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::store::db::{args, Db, DbResult, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use crate::store::digest::{inputs_hash, new_run_id, params_hash};
 use crate::store::error::{Result, StoreError};
@@ -168,14 +168,14 @@ impl Store {
     /// in one transaction.
     pub fn begin_run(&self, new: &NewRun) -> Result<RunId> {
         let mut conn = self.connection();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let run_id = self.insert_own_run(&tx, new)?;
         tx.commit()?;
         Ok(run_id)
     }
 
     /// Inserts `new` as RUNNING, owned by this process, inside the caller's transaction.
-    pub(crate) fn insert_own_run(&self, tx: &rusqlite::Transaction, new: &NewRun) -> Result<RunId> {
+    pub(crate) fn insert_own_run(&self, tx: &Db, new: &NewRun) -> Result<RunId> {
         insert_run(
             tx,
             new,
@@ -202,7 +202,7 @@ impl Store {
             "UPDATE runs SET status = ?1, end_time = ?2, pid = NULL, pid_started = NULL
              WHERE id = ?3",
         )?
-        .execute(params![status.as_str(), to_micros(now()), rowid])?;
+        .execute(args![status.as_str(), to_micros(now()), rowid])?;
         Ok(())
     }
 
@@ -213,14 +213,14 @@ impl Store {
     pub fn reap_dead_runs(&self) -> Result<Vec<RunId>> {
         let reaped = {
             let mut conn = self.connection();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn.write_transaction()?;
             type Row = (i64, RunId, Option<i64>, Option<i64>, String, Option<i64>);
             let running: Vec<Row> = tx
                 .prepare_cached(
                     "SELECT id, run_id, pid, pid_started, host, heartbeat FROM runs
                      WHERE status = 'RUNNING'",
                 )?
-                .query_map([], |row| {
+                .query_map((), |row| {
                     Ok((
                         row.get(0)?,
                         row.get(1)?,
@@ -230,7 +230,7 @@ impl Store {
                         row.get(5)?,
                     ))
                 })?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<DbResult<_>>()?;
             let mut reaped = Vec::new();
             for (rowid, run_id, pid, started, host, heartbeat) in running {
                 if pid.is_none() && heartbeat.is_none() {
@@ -250,7 +250,7 @@ impl Store {
                     "UPDATE runs SET status = 'FAILED', end_time = ?1, pid = NULL, pid_started = NULL
                      WHERE id = ?2",
                 )?
-                .execute(params![to_micros(now()), rowid])?;
+                .execute(args![to_micros(now()), rowid])?;
                 reaped.push(run_id);
             }
             tx.commit()?;
@@ -276,7 +276,7 @@ impl Store {
     pub fn delete_run(&self, run: &str, force: bool) -> Result<()> {
         let run_id = {
             let mut conn = self.connection();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn.write_transaction()?;
             let (rowid, run_id) = resolve_run(&tx, run)?;
             let mut dependants = crate::store::queries::downstream_of(&tx, &run_id)?;
             let models: Vec<String> = tx
@@ -286,7 +286,7 @@ impl Store {
                 .query_map([&run_id], |row| {
                     Ok(format!("models:/{}/{}", row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
                 })?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<DbResult<_>>()?;
             dependants.extend(models);
             if !force && !dependants.is_empty() {
                 return Err(StoreError::HasDependants {
@@ -309,7 +309,7 @@ impl Store {
 /// Inserts one run with its params and edges inside the caller's transaction; shared by
 /// `begin_run` and the synthetic filler so both write identical rows.
 pub(crate) fn insert_run(
-    tx: &rusqlite::Transaction,
+    tx: &Db,
     new: &NewRun,
     status: RunStatus,
     owner: Option<Owner>,
@@ -330,18 +330,19 @@ pub(crate) fn insert_run(
     tx.prepare_cached(
         "INSERT INTO experiments (name, created_at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
     )?
-    .execute(params![new.experiment, to_micros(start_time)])?;
+    .execute(args![new.experiment, to_micros(start_time)])?;
     let experiment_id: i64 = tx
         .prepare_cached("SELECT id FROM experiments WHERE name = ?1")?
         .query_row([new.experiment], |row| row.get(0))?;
     let run_id = new_run_id();
-    tx.prepare_cached(
+    let rowid: i64 = tx.prepare_cached(
         "INSERT INTO runs (run_id, experiment_id, entry, key_value, run_time, start_time, end_time,
              status, params_hash, inputs_hash, data_version, code_version, code_dirty, command,
              pid, pid_started, host, member, heartbeat)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         RETURNING id",
     )?
-    .execute(params![
+    .query_row(args![
         run_id,
         experiment_id,
         key.entry,
@@ -361,18 +362,18 @@ pub(crate) fn insert_run(
         host,
         new.member,
         owner.map(|_| to_micros(start_time)),
-    ])?;
-    let rowid = tx.last_insert_rowid();
+    ], |row| row.get(0))?;
     let mut insert_param =
         tx.prepare_cached("INSERT INTO params (run, key, value) VALUES (?1, ?2, ?3)")?;
     for (name, value) in &key.params {
-        insert_param.execute(params![rowid, name, value])?;
+        insert_param.execute(args![rowid, name, value])?;
     }
     let mut insert_edge = tx.prepare_cached(
-        "INSERT OR IGNORE INTO run_inputs (run, upstream_entry, upstream_run_id) VALUES (?1, ?2, ?3)",
+        "INSERT INTO run_inputs (run, upstream_entry, upstream_run_id) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
     )?;
     for (entry, upstream_run) in &key.upstream {
-        insert_edge.execute(params![rowid, entry, upstream_run])?;
+        insert_edge.execute(args![rowid, entry, upstream_run])?;
     }
     Ok(run_id)
 }
@@ -520,7 +521,7 @@ mod tests {
             .connection()
             .execute(
                 "UPDATE runs SET pid = ?1 WHERE run_id = ?2",
-                params![dead_pid, dead],
+                args![dead_pid, dead],
             )
             .unwrap();
 
@@ -592,7 +593,7 @@ mod tests {
         assert!(matches!(store.get_run(&load), Err(StoreError::NotFound(_))));
         let tags: i64 = store
             .connection()
-            .query_row("SELECT count(*) FROM tags", [], |row| row.get(0))
+            .query_row("SELECT count(*) FROM tags", (), |row| row.get(0))
             .unwrap();
         assert_eq!(tags, 0, "cascade removes the run's tags");
     }

@@ -2,12 +2,11 @@
 //!
 //! The tracking API parses MLflow's filter syntax into these values; the store renders
 //! them as SQL with bound parameters, never by splicing user text into a statement. The
-//! one place a second backend would differ is [`Comparison::sql`]: SQLite's LIKE ignores
-//! ASCII case and it has no ILIKE, so a case-sensitive LIKE becomes GLOB here, where
-//! PostgreSQL would keep LIKE and ILIKE as they are.
+//! SQL is the same on both backends: LIKE is case-sensitive on both (the SQLite connection
+//! sets `case_sensitive_like`), and ILIKE, which SQLite lacks, is LIKE over `lower()`.
 
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection};
+use crate::store::db::Value;
+use crate::store::db::{params_vec, Db, DbResult};
 
 use crate::store::error::Result;
 
@@ -87,7 +86,6 @@ impl Comparison {
         };
         let operand = match &self.operand {
             Operand::None => return "1 = 1".to_string(),
-            Operand::Text(text) if self.op == Op::Like => bind(Value::Text(like_to_glob(text))),
             Operand::Text(text) => bind(Value::Text(text.clone())),
             Operand::Number(number) => bind(Value::Real(*number)),
             Operand::List(items) => {
@@ -98,13 +96,11 @@ impl Comparison {
                 format!("({})", placeholders.join(", "))
             }
         };
-        let op = match self.op {
-            Op::Like => "GLOB",
-            Op::ILike => "LIKE",
-            Op::IsNull | Op::IsNotNull => return "1 = 1".to_string(),
-            other => other.as_str(),
-        };
-        format!("{expr} {op} {operand}")
+        match self.op {
+            Op::ILike => format!("lower({expr}) LIKE lower({operand})"),
+            Op::IsNull | Op::IsNotNull => "1 = 1".to_string(),
+            other => format!("{expr} {} {operand}", other.as_str()),
+        }
     }
 }
 
@@ -119,27 +115,11 @@ impl ViewType {
     }
 }
 
-/// SQL LIKE's `%` and `_` as GLOB's `*` and `?`, with GLOB's own specials made literal.
-fn like_to_glob(pattern: &str) -> String {
-    let mut glob = String::with_capacity(pattern.len());
-    for character in pattern.chars() {
-        match character {
-            '%' => glob.push('*'),
-            '_' => glob.push('?'),
-            '*' => glob.push_str("[*]"),
-            '?' => glob.push_str("[?]"),
-            '[' => glob.push_str("[[]"),
-            other => glob.push(other),
-        }
-    }
-    glob
-}
-
 /// One page of ids from `SELECT <id> FROM <from> WHERE <conditions> ORDER BY <order>`, one
 /// row past the page read to learn whether more follow. `values` are the parameters
 /// already bound in `conditions` and `order`.
 pub(crate) fn page_of_ids(
-    conn: &Connection,
+    conn: &Db,
     select: &str,
     conditions: &[String],
     order: &[String],
@@ -160,8 +140,8 @@ pub(crate) fn page_of_ids(
     );
     let mut ids: Vec<i64> = conn
         .prepare(&sql)?
-        .query_map(params_from_iter(values), |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_map(params_vec(values), |row| row.get(0))?
+        .collect::<DbResult<_>>()?;
     let more = ids.len() > limit;
     ids.truncate(limit);
     Ok((ids, more))
@@ -169,22 +149,18 @@ pub(crate) fn page_of_ids(
 
 #[cfg(test)]
 mod tests {
-    use rusqlite::Connection;
-
     use super::*;
 
     fn matches(op: Op, subject: &str, pattern: &str) -> bool {
-        let conn = Connection::open_in_memory().unwrap();
+        let conn = Db::sqlite_in_memory().unwrap();
         let mut values = vec![Value::Text(subject.to_string())];
         let comparison = Comparison {
             op,
             operand: Operand::Text(pattern.to_string()),
         };
         let sql = format!("SELECT {}", comparison.sql("?1", &mut values));
-        conn.query_row(&sql, rusqlite::params_from_iter(values), |row| {
-            row.get::<_, bool>(0)
-        })
-        .unwrap()
+        conn.query_row(&sql, params_vec(values), |row| row.get::<_, bool>(0))
+            .unwrap()
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::db::args;
 use chrono::{Duration, TimeZone, Utc};
-use rusqlite::{params, TransactionBehavior};
 
 use crate::store::artifacts::empty_manifest;
 use crate::store::error::{Result, StoreError};
@@ -41,7 +41,7 @@ pub fn fill_synthetic(store: &Store, n_runs: usize, entries: &[&str]) -> Result<
     let mut inserted = 0;
     let mut chain = 0;
     while inserted < n_runs {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let batch_end = (inserted + RUNS_PER_TRANSACTION).min(n_runs);
         while inserted < batch_end {
             let params = BTreeMap::from([
@@ -88,7 +88,7 @@ pub fn fill_synthetic(store: &Store, n_runs: usize, entries: &[&str]) -> Result<
                     Some(run_time),
                 )?;
                 tx.prepare_cached("UPDATE runs SET manifest_hash = ?1 WHERE run_id = ?2")?
-                    .execute(params![manifest_hash.as_str(), run_id])?;
+                    .execute(args![manifest_hash.as_str(), run_id])?;
                 upstream = vec![(entry.to_string(), run_id)];
                 inserted += 1;
             }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
+use crate::store::db::{args, DbResult};
 
 use crate::store::error::Result;
 use crate::store::queries::resolve_run;
@@ -30,7 +30,7 @@ impl Store {
         let conn = self.connection();
         let (rowid, _) = resolve_run(&conn, run)?;
         conn.prepare_cached("DELETE FROM tags WHERE run = ?1 AND key = ?2")?
-            .execute(params![rowid, key])?;
+            .execute(args![rowid, key])?;
         Ok(())
     }
 
@@ -47,7 +47,7 @@ impl Store {
             "INSERT INTO {table} (run, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT (run, key) DO UPDATE SET value = excluded.value"
         ))?
-        .execute(params![rowid, key, value])?;
+        .execute(args![rowid, key, value])?;
         Ok(())
     }
 
@@ -57,7 +57,7 @@ impl Store {
         let pairs = conn
             .prepare_cached(&format!("SELECT key, value FROM {table} WHERE run = ?1"))?
             .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(pairs)
     }
 }

@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::store::db::Value;
+use crate::store::db::{args, params_vec, Db, DbResult, OptionalExtension};
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, OptionalExtension};
 
 use crate::store::error::{Result, StoreError};
 use crate::store::experiments::Lifecycle;
@@ -84,7 +84,7 @@ pub(crate) const USER_SQL: &str =
     "COALESCE((SELECT t.value FROM tags t WHERE t.run = r.id AND t.key = 'mlflow.user'), '')";
 
 /// The run with exactly this id, or NotFound.
-pub(crate) fn run_head(conn: &Connection, run_id: &str) -> Result<RunHead> {
+pub(crate) fn run_head(conn: &Db, run_id: &str) -> Result<RunHead> {
     let row: Option<(i64, String, Option<String>)> = conn
         .prepare_cached("SELECT id, lifecycle_stage, client FROM runs WHERE run_id = ?1")?
         .query_row([run_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
@@ -99,7 +99,7 @@ pub(crate) fn run_head(conn: &Connection, run_id: &str) -> Result<RunHead> {
 }
 
 /// The runs with these rowids, in the same order; rowids that vanished are skipped.
-pub(crate) fn load_tracked(conn: &Connection, rowids: &[i64]) -> Result<Vec<TrackedRun>> {
+pub(crate) fn load_tracked(conn: &Db, rowids: &[i64]) -> Result<Vec<TrackedRun>> {
     let mut loaded: HashMap<i64, TrackedRun> = HashMap::with_capacity(rowids.len());
     for chunk in rowids.chunks(RUNS_PER_QUERY) {
         load_chunk(conn, chunk, &mut loaded)?;
@@ -115,13 +115,9 @@ pub(crate) fn default_run_name(entry: &str, key_value: Option<&str>) -> String {
     }
 }
 
-fn load_chunk(
-    conn: &Connection,
-    rowids: &[i64],
-    loaded: &mut HashMap<i64, TrackedRun>,
-) -> Result<()> {
+fn load_chunk(conn: &Db, rowids: &[i64], loaded: &mut HashMap<i64, TrackedRun>) -> Result<()> {
     let placeholders = vec!["?"; rowids.len()].join(", ");
-    let ids = || params_from_iter(rowids.iter().map(|id| Value::Integer(*id)));
+    let ids = || params_vec(rowids.iter().map(|id| Value::Integer(*id)));
     let mut heads: Vec<(i64, TrackedRun, String, Option<String>)> = Vec::new();
     {
         let sql = format!(
@@ -157,7 +153,7 @@ fn load_chunk(
         let rows = conn
             .prepare(&sql)?
             .query_map(ids(), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(rows)
     };
     let key_params = pairs("params")?;
@@ -227,12 +223,12 @@ fn load_chunk(
 }
 
 /// The timestamp of a latest point stored before `latest_metrics` kept one.
-fn legacy_latest_timestamp(conn: &Connection, rowid: i64, key: &str, step: i64) -> Result<i64> {
+fn legacy_latest_timestamp(conn: &Db, rowid: i64, key: &str, step: i64) -> Result<i64> {
     let timestamp: Option<i64> = conn
         .prepare_cached(
             "SELECT max(timestamp) FROM metrics WHERE run = ?1 AND key = ?2 AND step = ?3",
         )?
-        .query_row(rusqlite::params![rowid, key, step], |row| row.get(0))?;
+        .query_row(args![rowid, key, step], |row| row.get(0))?;
     Ok(timestamp.unwrap_or(0))
 }
 

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter};
+use crate::store::db::Value;
+use crate::store::db::{args, params_vec, DbResult};
 
 use crate::store::artifacts::Artifact;
 use crate::store::error::Result;
@@ -121,14 +121,15 @@ impl Store {
         let (total, ids) = {
             let conn = self.connection();
             // The count binds only the condition values, not the order's join key.
-            let total: i64 = conn.prepare_cached(&count_sql)?.query_row(
-                params_from_iter(values[..n_condition_values].iter()),
-                |row| row.get(0),
-            )?;
+            let total: i64 = conn
+                .prepare_cached(&count_sql)?
+                .query_row(params_vec(values[..n_condition_values].iter()), |row| {
+                    row.get(0)
+                })?;
             let ids: Vec<String> = conn
                 .prepare_cached(&page_sql)?
-                .query_map(params_from_iter(page_values), |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map(params_vec(page_values), |row| row.get(0))?
+                .collect::<DbResult<_>>()?;
             (total, ids)
         };
         let runs = ids
@@ -151,13 +152,13 @@ impl Store {
         // where SQLite would build a temporary b-tree over every point.
         let mut points: Vec<(i64, f64)> = conn
             .prepare_cached("SELECT step, value FROM metrics WHERE run = ?1 AND key = ?2")?
-            .query_map(params![rowid, key], |row| {
+            .query_map(args![rowid, key], |row| {
                 Ok((
                     row.get(0)?,
                     row.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
                 ))
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         points.sort_by_key(|&(step, _)| step);
         Ok(points)
     }
@@ -178,7 +179,7 @@ impl Store {
                     value: row.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<DbResult<_>>()?;
         Ok(points)
     }
 
@@ -190,7 +191,7 @@ impl Store {
             let names = conn
                 .prepare_cached(sql)?
                 .query_map([clamp_i64(sample)], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<DbResult<_>>()?;
             Ok(names)
         };
         Ok(FieldNames {
@@ -221,8 +222,8 @@ impl Store {
         let conn = self.connection();
         let entries = conn
             .prepare_cached("SELECT DISTINCT entry FROM runs ORDER BY entry")?
-            .query_map([], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map((), |row| row.get(0))?
+            .collect::<DbResult<_>>()?;
         Ok(entries)
     }
 }
@@ -263,7 +264,7 @@ fn condition_sql(condition: &RunCondition, values: &mut Vec<Value>) -> String {
                     .replace('%', "\\%")
                     .replace('_', "\\_");
                 format!(
-                    "{column} LIKE {} ESCAPE '\\'",
+                    "lower({column}) LIKE lower({}) ESCAPE '\\'",
                     bind(Value::Text(format!("%{escaped}%")))
                 )
             }
@@ -389,7 +390,7 @@ mod tests {
     }
 
     /// Three train runs with epochs 2, 10, 3 and f1 0.5, 0.9, (none).
-    fn three_runs() -> (tempfile::TempDir, Store, Vec<String>) {
+    fn three_runs() -> (crate::store::test_support::TestDir, Store, Vec<String>) {
         let (dir, store) = temp_store();
         let mut ids = Vec::new();
         for (epochs, f1) in [("2", Some(0.5)), ("10", Some(0.9)), ("3", None)] {

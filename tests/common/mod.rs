@@ -128,6 +128,10 @@ impl TestProject {
             .args(args)
             .current_dir(self.path())
             .env_remove("FLOW_HOME")
+            .env_remove("FLOW_STORE")
+            .env_remove("FLOW_ARTIFACTS")
+            .env_remove("FLOW_HOST")
+            .env_remove("FLOW_LEASE_SECONDS")
             .env_remove("FLOW_PROJECT")
             .env_remove("FLOW_TEST_NOW")
             .env("TZ", "UTC")
@@ -310,4 +314,47 @@ pub fn http(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A fresh database on the test server, dropped when this is.
+pub struct Database {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl Database {
+    pub fn new() -> Database {
+        let server = std::env::var("FLOW_TEST_POSTGRES").expect(
+            "these tests need a PostgreSQL server: run them through scripts/test.sh, or \
+             `scripts/postgres.sh start` and FLOW_TEST_POSTGRES=$(scripts/postgres.sh url)",
+        );
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "flow_it_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut admin = postgres::Client::connect(&server, postgres::NoTls)
+            .unwrap_or_else(|error| panic!("PostgreSQL at {server}: {error}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let (base, _) = server
+            .rsplit_once('/')
+            .expect("a URL ending in /<database>");
+        let url = format!("{base}/{name}");
+        Database { server, name, url }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
 }
