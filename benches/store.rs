@@ -195,10 +195,10 @@ fn resolver_queries(n_runs: usize) -> Result<(), Box<dyn std::error::Error>> {
 
     let start = Instant::now();
     for run in &sample {
-        store.get_run(&run.run_id[..8])?;
+        store.get_run(&run.run_id[..12])?;
     }
     println!(
-        "get_run by 8-char prefix: {:.3} ms",
+        "get_run by 12-char prefix: {:.3} ms",
         per_query(start.elapsed())
     );
     let start = Instant::now();

@@ -12,8 +12,9 @@ use std::time::Duration;
 use crate::store::db::{args, Db, OptionalExtension};
 
 use crate::store::error::Result;
+use crate::store::owner::Owner;
 use crate::store::queries::find_by_key;
-use crate::store::runs::{NewRun, Owner, ReuseQuery, RunId};
+use crate::store::runs::{NewRun, ReuseQuery, RunId};
 use crate::store::timestamps::{now, to_micros};
 use crate::store::{RunRecord, RunStatus, Store};
 

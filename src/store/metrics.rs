@@ -19,6 +19,9 @@ pub struct Metric {
 /// Points per INSERT statement: binding 50 rows and stepping once roughly halves the
 /// per-point cost of one statement per row (5 × 50 = 250 parameters, far below SQLite's limit).
 const ROWS_PER_INSERT: usize = 50;
+/// The same for PostgreSQL, where each statement is a round trip to the server: 1,000 rows
+/// (5,000 parameters, below its 65,535).
+const ROWS_PER_INSERT_POSTGRES: usize = 1000;
 
 impl Store {
     /// Appends a batch of points in one transaction, through cached prepared statements
@@ -29,14 +32,25 @@ impl Store {
         let (rowid, _) = resolve_run(&conn, run)?;
         let tx = conn.write_transaction()?;
         {
-            let mut chunks = metrics.chunks_exact(ROWS_PER_INSERT);
-            let mut insert_many = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+            let rows_per_insert = if tx.is_postgres() {
+                ROWS_PER_INSERT_POSTGRES
+            } else {
+                ROWS_PER_INSERT
+            };
+            let mut chunks = metrics.chunks_exact(rows_per_insert);
+            let mut insert_many = tx.prepare_cached(&insert_sql(rows_per_insert))?;
             for chunk in chunks.by_ref() {
                 insert_many.execute(point_values(rowid, chunk))?;
             }
-            let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
-            for point in chunks.remainder() {
-                insert_one.execute(point_values(rowid, std::slice::from_ref(point)))?;
+            let rest = chunks.remainder();
+            if tx.is_postgres() && !rest.is_empty() {
+                // One round trip for the rest too.
+                tx.execute(&insert_sql(rest.len()), point_values(rowid, rest))?;
+            } else {
+                let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
+                for point in rest {
+                    insert_one.execute(point_values(rowid, std::slice::from_ref(point)))?;
+                }
             }
             let mut advance = tx.prepare_cached(
                 "INSERT INTO latest_metrics (run, key, step, value, timestamp)

@@ -47,6 +47,7 @@ mod experiments;
 mod logged_artifacts;
 mod metrics;
 mod objects;
+mod owner;
 mod queries;
 mod reuses;
 mod run_search;

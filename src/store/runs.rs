@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::store::digest::{inputs_hash, new_run_id, params_hash};
 use crate::store::error::{Result, StoreError};
+use crate::store::owner::{owner_of_this_process, Owner};
 use crate::store::queries::resolve_run;
 use crate::store::timestamps::{now, serialize_optional_time, serialize_time, to_micros};
 use crate::store::Store;
@@ -239,7 +240,7 @@ impl Store {
                 }
                 let alive = if host == self.host {
                     // A run without a pid was written by a tool that owns no process.
-                    pid.is_none_or(|pid| (Owner { pid, started }).alive())
+                    pid.is_none_or(|pid| Owner::new(pid, started).alive())
                 } else {
                     crate::store::claims::heartbeat_fresh(heartbeat)
                 };
@@ -378,65 +379,12 @@ pub(crate) fn insert_run(
     Ok(run_id)
 }
 
-/// `kill(pid, 0)`: succeeds, or fails with EPERM, exactly when the process exists.
-/// The process that owns a RUNNING run: its pid, and when it started where the platform
-/// says, since a pid alone may by now name an unrelated process (after a reboot, say).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Owner {
-    pid: i64,
-    started: Option<i64>,
-}
-
-/// This process, as the owner of the runs it begins.
-pub(crate) fn owner_of_this_process() -> Owner {
-    let pid = std::process::id();
-    Owner {
-        pid: i64::from(pid),
-        started: process_started(pid),
-    }
-}
-
-impl Owner {
-    pub(crate) fn new(pid: i64, started: Option<i64>) -> Owner {
-        Owner { pid, started }
-    }
-
-    /// A process with this pid exists and, when both start times are known, it is the
-    /// same process. An unreadable start time counts as a match: reaping a live run
-    /// would be worse than keeping a dead one.
-    pub(crate) fn alive(self) -> bool {
-        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
-            return false;
-        };
-        if pid <= 0 {
-            return false;
-        }
-        // SAFETY: signal 0 performs only the existence and permission check.
-        let rc = unsafe { libc::kill(pid, 0) };
-        let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !exists {
-            return false;
-        }
-        match (self.started, process_started(pid as u32)) {
-            (Some(recorded), Some(now)) => recorded == now,
-            _ => true,
-        }
-    }
-}
-
-/// When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat,
-/// counted after the parenthesised command name, which may itself hold spaces).
-fn process_started(pid: u32) -> Option<i64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::store::owner::process_started;
     use crate::store::test_support::{begin, day, temp_store};
 
     #[test]

@@ -52,14 +52,20 @@ pub(crate) fn postgres_ddl(sql: &str) -> String {
 }
 
 /// How many migrations the database has applied: SQLite's `user_version`, a one-row
-/// table in PostgreSQL.
+/// table in PostgreSQL (none yet: 0). Reads only, so opening an up-to-date store takes no lock.
 pub(crate) fn user_version(conn: &Db) -> DbResult<i64> {
     if conn.is_postgres() {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS flow_schema (version BIGINT NOT NULL);
-             INSERT INTO flow_schema (version)
-                 SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM flow_schema);",
+        // A query of the catalog, not to_regclass(): that reads a catalog snapshot which a
+        // concurrent first open's commit may not have reached yet.
+        let exists: i64 = conn.query_row(
+            "SELECT count(*) FROM pg_catalog.pg_tables
+             WHERE schemaname = current_schema() AND tablename = 'flow_schema'",
+            (),
+            |row| row.get(0),
         )?;
+        if exists == 0 {
+            return Ok(0);
+        }
         conn.query_row("SELECT version FROM flow_schema", (), |row| row.get(0))
     } else {
         conn.query_row("SELECT user_version FROM pragma_user_version", (), |row| {
@@ -70,7 +76,9 @@ pub(crate) fn user_version(conn: &Db) -> DbResult<i64> {
 
 fn set_user_version(conn: &Db, version: i64) -> DbResult<()> {
     if conn.is_postgres() {
-        conn.execute("UPDATE flow_schema SET version = ?1", [version])?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS flow_schema (version BIGINT NOT NULL)")?;
+        conn.execute("DELETE FROM flow_schema", ())?;
+        conn.execute("INSERT INTO flow_schema (version) VALUES (?1)", [version])?;
     } else {
         conn.execute_batch(&format!("PRAGMA user_version = {version}"))?;
     }
@@ -78,24 +86,26 @@ fn set_user_version(conn: &Db, version: i64) -> DbResult<()> {
 }
 
 /// Applies the migrations the database has not seen yet, all or nothing (PostgreSQL's DDL
-/// is transactional too). A database that has applied more than `migrations` was migrated
-/// by a newer flow and is refused: writing to it would skip the bookkeeping of tables this
-/// flow does not know.
+/// is transactional too), under the store's write lock and after reading the version
+/// again there, so concurrent first opens migrate once. A database that has applied more
+/// than `migrations` was migrated by a newer flow and is refused: writing to it would skip
+/// the bookkeeping of tables this flow does not know.
 pub(crate) fn migrate(conn: &mut Db, migrations: &[Migration]) -> Result<()> {
+    let known = migrations.len();
+    if usize::try_from(user_version(conn)?).ok() == Some(known) {
+        return Ok(());
+    }
     let tx = conn.write_transaction()?;
     let found = user_version(&tx)?;
     let applied = usize::try_from(found).unwrap_or(0);
-    if applied > migrations.len() {
-        return Err(StoreError::NewerSchema {
-            found,
-            known: migrations.len(),
-        });
+    if applied > known {
+        return Err(StoreError::NewerSchema { found, known });
     }
-    if applied < migrations.len() {
+    if applied < known {
         for migration in &migrations[applied..] {
             migration(&tx)?;
         }
-        let version = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+        let version = i64::try_from(known).unwrap_or(i64::MAX);
         set_user_version(&tx, version)?;
     }
     Ok(tx.commit()?)
