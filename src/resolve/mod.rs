@@ -370,9 +370,11 @@ impl Resolver<'_> {
                         .is_some_and(|value| *value != part.value)
                 })
         };
-        let recent = self.store.recent_runs(
+        // Only runs newer than the one reused are explained (the walk below stops there).
+        let recent = self.store.recent_runs_after(
             &node.entry,
             node.key.key_value.as_deref(),
+            found.as_ref().map(|run| run.run_time),
             EXPLAINED_CANDIDATES * 8,
         )?;
         let recent = recent

@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
+
 use crate::store::db::Value;
 use crate::store::db::{args, params_vec, Db, DbResult, OptionalExtension, Row};
 
@@ -34,11 +36,24 @@ impl Store {
         key_value: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RunRecord>> {
+        self.recent_runs_after(entry, key_value, None, limit)
+    }
+
+    /// [`Store::recent_runs`] newer than `after` (run_time): the runs a plan explains above
+    /// the one it reuses, usually none.
+    pub fn recent_runs_after(
+        &self,
+        entry: &str,
+        key_value: Option<&str>,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
         let conn = self.connection();
+        let after = after.map_or(i64::MIN, to_micros);
         let partials = conn
             .prepare_cached(&recent_sql(key_value.is_some()))?
             .query_map(
-                args![entry, key_value, limit_value(Some(limit))],
+                args![entry, key_value, limit_value(Some(limit)), after],
                 record_from_row,
             )?
             .collect::<DbResult<Vec<_>>>()?;
@@ -246,19 +261,10 @@ fn record_from_row(row: &Row) -> DbResult<Result<PartialRecord>> {
 
 /// Attaches params and upstream edges to a row read by `record_from_row`.
 fn complete(conn: &Db, partial: Result<PartialRecord>) -> Result<RunRecord> {
-    let PartialRecord { rowid, mut record } = partial?;
-    record.params = conn
-        .prepare_cached("SELECT key, value FROM params WHERE run = ?1")?
-        .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<DbResult<_>>()?;
-    record.upstream = conn
-        .prepare_cached(
-            "SELECT upstream_entry, upstream_run_id FROM run_inputs WHERE run = ?1
-             ORDER BY upstream_entry, upstream_run_id",
-        )?
-        .query_map([rowid], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<DbResult<_>>()?;
-    Ok(record)
+    let mut records = complete_all(conn, vec![partial])?;
+    records
+        .pop()
+        .ok_or_else(|| StoreError::corrupt("a run vanished while it was read"))
 }
 
 /// Runs per batch of [`complete_all`]'s `IN (...)` lists.
@@ -273,28 +279,30 @@ fn complete_all(conn: &Db, partials: Vec<Result<PartialRecord>>) -> Result<Vec<R
     for chunk in partials.chunks(COMPLETE_CHUNK) {
         let ids: Vec<i64> = chunk.iter().map(|partial| partial.rowid).collect();
         let placeholders = vec!["?"; ids.len()].join(", ");
+        // Params and edges in one statement: against PostgreSQL each is a round trip.
         let rows = conn
             .prepare_cached(&format!(
-                "SELECT run, key, value FROM params WHERE run IN ({placeholders})"
+                "SELECT 0, run, key, value FROM params WHERE run IN ({placeholders})
+                 UNION ALL
+                 SELECT 1, run, upstream_entry, upstream_run_id FROM run_inputs
+                 WHERE run IN ({placeholders})
+                 ORDER BY 1, 2, 3, 4"
             ))?
-            .query_map(params_vec(&ids), |row| {
-                Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
+            .query_map(params_vec(ids.iter().chain(&ids)), |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
             })?
-            .collect::<DbResult<Vec<(i64, String, String)>>>()?;
-        for (run, key, value) in rows {
-            params.entry(run).or_default().insert(key, value);
-        }
-        let rows = conn
-            .prepare_cached(&format!(
-                "SELECT run, upstream_entry, upstream_run_id FROM run_inputs
-                 WHERE run IN ({placeholders}) ORDER BY run, upstream_entry, upstream_run_id"
-            ))?
-            .query_map(params_vec(&ids), |row| {
-                Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
-            })?
-            .collect::<DbResult<Vec<(i64, String, RunId)>>>()?;
-        for (run, entry, run_id) in rows {
-            upstream.entry(run).or_default().push((entry, run_id));
+            .collect::<DbResult<Vec<(i64, i64, String, String)>>>()?;
+        for (table, run, first, second) in rows {
+            if table == 0 {
+                params.entry(run).or_default().insert(first, second);
+            } else {
+                upstream.entry(run).or_default().push((first, second));
+            }
         }
     }
     Ok(partials
@@ -353,7 +361,7 @@ fn recent_sql(with_key: bool) -> String {
     let key = key_condition(with_key);
     format!(
         "SELECT {RUN_COLUMNS} FROM runs r JOIN experiments e ON e.id = r.experiment_id
-         WHERE r.entry = ?1 AND {key}
+         WHERE r.entry = ?1 AND {key} AND r.run_time > ?4
          ORDER BY r.run_time DESC, r.id DESC LIMIT ?3"
     )
 }

@@ -208,6 +208,7 @@ fn reuse_and_recent_queries_use_indexes() {
         Value::Text("train".into()),
         Value::Text("machine-3".into()),
         Value::Integer(10),
+        Value::Integer(i64::MIN),
     ];
     let recent = query_plan(&store, &recent_sql(true), recent_args);
     assert!(uses_index(&recent, "runs_recent"), "{recent}");
