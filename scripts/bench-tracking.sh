@@ -10,10 +10,15 @@
 #   RUNS_N            runs searched (default 10000)
 #   RATE_SECONDS      seconds per rate measurement (default 5)
 #   ANCHORS           where the full mlflow's venv lives (default ~/.cache/flow-anchors)
+#   BACKEND           sqlite (default) or postgres: both servers keep their tables in
+#                     PostgreSQL (the server at FLOW_BENCH_POSTGRES, default
+#                     scripts/postgres.sh's), each in a fresh database; the runs searched
+#                     are then logged through the API (RUNS_N default 500), not cloned in SQL
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 FLOW_BIN=${FLOW_BIN:-$repo/target/release/flow}
-RUNS_N=${RUNS_N:-10000}
+BACKEND=${BACKEND:-sqlite}
+if [ "$BACKEND" = postgres ]; then RUNS_N=${RUNS_N:-500}; else RUNS_N=${RUNS_N:-10000}; fi
 RATE_SECONDS=${RATE_SECONDS:-5}
 ANCHORS=${ANCHORS:-${XDG_CACHE_HOME:-$HOME/.cache}/flow-anchors}
 client=${FLOW_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/flow-test-venv}/bin/python
@@ -25,20 +30,34 @@ driver=$repo/scripts/bench_tracking.py
 [ -x "$server_venv/bin/python" ] || python3 -m venv "$server_venv"
 "$server_venv/bin/python" -c 'import mlflow.server' 2>/dev/null \
   || "$server_venv/bin/pip" install -q "mlflow==$pinned"
+if [ "$BACKEND" = postgres ]; then
+  "$server_venv/bin/python" -c 'import psycopg2' 2>/dev/null \
+    || "$server_venv/bin/pip" install -q psycopg2-binary
+fi
 
 W=$(mktemp -d)
 flow_port=$((20000 + RANDOM % 20000)); mlflow_port=$((flow_port + 1))
-setsid "$server_venv/bin/mlflow" server --backend-store-uri "sqlite:///$W/mlflow.db" \
+flow_store=$W/flow mlflow_store=sqlite:///$W/mlflow.db
+if [ "$BACKEND" = postgres ]; then
+  pg=${FLOW_BENCH_POSTGRES:-$(bash "$repo/scripts/postgres.sh" url)}
+  for db in flow_bench_tracking mlflow_bench_tracking; do
+    psql -q "$pg" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  done
+  flow_store=${pg%/*}/flow_bench_tracking
+  mlflow_store=postgresql+psycopg2://${pg#*://}
+  mlflow_store=${mlflow_store%/*}/mlflow_bench_tracking
+fi
+setsid "$server_venv/bin/mlflow" server --backend-store-uri "$mlflow_store" \
   --default-artifact-root "$W/mlflow-artifacts" --host 127.0.0.1 --port $mlflow_port --workers 1 \
   > "$W/mlflow.log" 2>&1 & mlflow_sid=$!
-setsid "$FLOW_BIN" --store "$W/flow" server --port $flow_port > "$W/flow.log" 2>&1 & flow_sid=$!
+setsid "$FLOW_BIN" --store "$flow_store" --artifacts "$W/flow" server --port $flow_port > "$W/flow.log" 2>&1 & flow_sid=$!
 # setsid makes each server a session leader: the session ids are their pids, and every
 # process of a server (mlflow's workers) is found and ended through its session.
 trap 'kill -- -$mlflow_sid -$flow_sid 2>/dev/null; sleep 1; rm -rf "$W"' EXIT
 for port in $flow_port $mlflow_port; do
   for _ in $(seq 240); do curl -sf "127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.5; done
 done
-echo "# mlflow client $pinned; mlflow server $("$server_venv/bin/mlflow" --version | awk '{print $3}') (SQLite, 1 worker); flow $("$FLOW_BIN" --version | awk '{print $2}')"
+echo "# mlflow client $pinned; mlflow server $("$server_venv/bin/mlflow" --version | awk '{print $3}') (1 worker); both on $BACKEND; flow $("$FLOW_BIN" --version | awk '{print $2}')"
 echo "# load before: $(uptime | sed 's/.*load average: //')"
 
 run() { # server port mode args...
@@ -53,11 +72,16 @@ out=$W/figures
   MLFLOW_TRACKING_URI=http://127.0.0.1:9 MLFLOW_DISABLE_TELEMETRY=true "$client" "$driver" client-cost "$RATE_SECONDS" | sed 's/^bench /bench client./'
   run flow $flow_port rates "$RATE_SECONDS"
   run mlflow $mlflow_port rates "$RATE_SECONDS"
-  # One run each through the API, then cloned in each server's own database.
-  run flow $flow_port populate 1
-  run mlflow $mlflow_port populate 1
-  "$client" "$driver" clone flow "$W/flow/flow.db" "$RUNS_N"
-  "$client" "$driver" clone mlflow "$W/mlflow.db" "$RUNS_N"
+  if [ "$BACKEND" = postgres ]; then
+    run flow $flow_port populate "$RUNS_N"
+    run mlflow $mlflow_port populate "$RUNS_N"
+  else
+    # One run each through the API, then cloned in each server's own database.
+    run flow $flow_port populate 1
+    run mlflow $mlflow_port populate 1
+    "$client" "$driver" clone flow "$W/flow/flow.db" "$RUNS_N"
+    "$client" "$driver" clone mlflow "$W/mlflow.db" "$RUNS_N"
+  fi
   run flow $flow_port search "$RUNS_N"
   run mlflow $mlflow_port search "$RUNS_N"
   run client $flow_port client-search "$RUNS_N"
