@@ -160,3 +160,35 @@ fn an_unreachable_store_is_named_without_its_password() {
     );
     assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
 }
+
+/// `flow server` on a PostgreSQL store answers the API and the dashboard, and a TERM ends
+/// it cleanly: its stores close their connections outside the async runtime (closing one
+/// inside it aborted the process).
+#[test]
+fn flow_server_on_postgres_stops_cleanly_on_term() {
+    let db = Database::new();
+    let p = TestProject::new(&[(
+        "MLproject.yaml",
+        "name: s\nentry_points:\n  main:\n    command: \"true\"\n",
+    )]);
+    let mut server = common::spawn_server({
+        let mut command = flow(&p, &db, "node-a", &["server", "--port", "0"]);
+        command.stdout(Stdio::null());
+        command
+    });
+    let (status, body) = common::http(
+        &server.address,
+        "GET",
+        "/api/2.0/mlflow/experiments/search?max_results=5",
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = common::http(&server.address, "GET", "/api/flow/runs", &[], "");
+    assert_eq!(status, 200);
+    // SAFETY: kill() with a valid pid and signal has no memory effects.
+    let pid = libc::pid_t::try_from(server.child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

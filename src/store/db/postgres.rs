@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error;
+use std::mem::ManuallyDrop;
 
 use bytes::BytesMut;
 use postgres::types::{FromSql, IsNull, ToSql, Type};
@@ -16,7 +17,24 @@ use super::{DbResult, Row, Value};
 const WRITE_LOCK: i64 = 0x666c_6f77;
 
 pub(super) struct Connection {
-    inner: RefCell<Inner>,
+    /// Dropped by hand (see `Drop`), never otherwise.
+    inner: ManuallyDrop<RefCell<Inner>>,
+}
+
+/// The `postgres` client closes its connection on drop by blocking on a runtime of its
+/// own, which tokio refuses inside another runtime (`flow server` drops its stores there at
+/// shutdown): there the close happens on a thread of its own.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // SAFETY: `inner` is taken exactly once, here, and not used after.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Nothing to report a failed close to; the server ends the session either way.
+            let _ = std::thread::spawn(move || drop(inner)).join();
+        } else {
+            drop(inner);
+        }
+    }
 }
 
 struct Inner {
@@ -28,10 +46,10 @@ impl Connection {
     pub(super) fn open(url: &str) -> DbResult<Connection> {
         let client = postgres::Client::connect(url, postgres::NoTls)?;
         Ok(Connection {
-            inner: RefCell::new(Inner {
+            inner: ManuallyDrop::new(RefCell::new(Inner {
                 client,
                 statements: HashMap::new(),
-            }),
+            })),
         })
     }
 
