@@ -20,17 +20,7 @@ static STORE_URL: OnceLock<Option<String>> = OnceLock::new();
 fn postgres_store() -> Option<String> {
     let server = std::env::var("FLOW_BENCH_POSTGRES").ok()?;
     let name = format!("flow_bench_{}", std::process::id());
-    let mut admin = postgres::Client::connect(&server, postgres::NoTls).expect("PostgreSQL");
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (base, _) = server
-        .rsplit_once('/')
-        .expect("a URL ending in /<database>");
-    Some(format!("{base}/{name}"))
+    Some(flow::store::create_postgres_database(&server, &name).expect("PostgreSQL"))
 }
 
 fn suffix() -> &'static str {

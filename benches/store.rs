@@ -38,14 +38,9 @@ fn open_store(dir: &std::path::Path) -> Result<Store, Box<dyn std::error::Error>
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let mut admin = postgres::Client::connect(&server, postgres::NoTls)?;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
-    admin.batch_execute(&format!("CREATE DATABASE {name}"))?;
-    let (base, _) = server
-        .rsplit_once('/')
-        .ok_or("a URL ending in /<database>")?;
+    let url = flow::store::create_postgres_database(&server, &name)?;
     println!("# backend: PostgreSQL");
-    Ok(Store::open_postgres(&format!("{base}/{name}"), &root)?)
+    Ok(Store::open_postgres(&url, &root)?)
 }
 
 fn metric_ingestion() -> Result<(), Box<dyn std::error::Error>> {

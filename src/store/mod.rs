@@ -121,6 +121,32 @@ pub fn redacted(location: &str) -> String {
     format!("{scheme}://{user}@{host}{slash}{path}")
 }
 
+/// A new, empty database `name` on the PostgreSQL server at `server` (a URL ending in
+/// `/<database>`; an older one of that name is dropped), and the URL naming it: each test
+/// and bench measures on a database of its own.
+#[doc(hidden)]
+pub fn create_postgres_database(server: &str, name: &str) -> Result<String> {
+    let Some((base, _)) = server.rsplit_once('/') else {
+        return Err(StoreError::Invalid {
+            what: "PostgreSQL URL",
+            value: redacted(server),
+            reason: "it must end in /<database>".to_string(),
+        });
+    };
+    drop_postgres_database(server, name)?;
+    // One statement per call: CREATE DATABASE refuses to run inside a transaction block.
+    Db::open_postgres(server)?.execute_batch(&format!("CREATE DATABASE {name}"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops database `name` of the server at `server`, ending its sessions.
+#[doc(hidden)]
+pub fn drop_postgres_database(server: &str, name: &str) -> Result<()> {
+    Db::open_postgres(server)?
+        .execute_batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the embedded store in `dir`, usually the project's
     /// `.flow`, and brings its schema up to date.
@@ -295,13 +321,9 @@ pub(crate) mod test_support {
                      through scripts/test.sh, or start one with scripts/postgres.sh start",
                 );
                 let name = format!("flow_test_{}", crate::store::digest::new_run_id());
-                Db::open_postgres(&server)
-                    .and_then(|admin| admin.execute_batch(&format!("CREATE DATABASE {name}")))
+                let url = create_postgres_database(&server, &name)
                     .unwrap_or_else(|error| panic!("PostgreSQL at {server}: {error}"));
-                let (base, _) = server
-                    .rsplit_once('/')
-                    .expect("a URL ending in /<database>");
-                let store = Store::open_postgres(&format!("{base}/{name}"), &root).unwrap();
+                let store = Store::open_postgres(&url, &root).unwrap();
                 let database = Some((server, name));
                 (TestDir { dir, database }, store)
             }
@@ -336,10 +358,8 @@ pub(crate) mod test_support {
     impl Drop for TestDir {
         fn drop(&mut self) {
             if let Some((server, name)) = &self.database {
-                if let Ok(admin) = Db::open_postgres(server) {
-                    let _ = admin
-                        .execute_batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-                }
+                // Nothing to report to from a drop; the cluster is thrown away after the run.
+                let _ = drop_postgres_database(server, name);
             }
         }
     }

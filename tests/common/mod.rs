@@ -335,26 +335,14 @@ impl Database {
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let mut admin = postgres::Client::connect(&server, postgres::NoTls)
+        let url = flow::store::create_postgres_database(&server, &name)
             .unwrap_or_else(|error| panic!("PostgreSQL at {server}: {error}"));
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        let (base, _) = server
-            .rsplit_once('/')
-            .expect("a URL ending in /<database>");
-        let url = format!("{base}/{name}");
         Database { server, name, url }
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
+        let _ = flow::store::drop_postgres_database(&self.server, &self.name);
     }
 }
