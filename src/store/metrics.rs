@@ -44,7 +44,8 @@ impl Store {
             }
             let rest = chunks.remainder();
             if tx.is_postgres() && !rest.is_empty() {
-                // One round trip for the rest too.
+                // One round trip for the rest too. SQLite keeps one cached one-row statement:
+                // a statement per remainder size would churn its statement cache.
                 tx.execute(&insert_sql(rest.len()), point_values(rowid, rest))?;
             } else {
                 let mut insert_one = tx.prepare_cached(&insert_sql(1))?;
