@@ -158,7 +158,15 @@ mod tests {
             reference.backward_step(&loss(&theirs)).unwrap();
         }
         let diff = crate::model::linalg::max_abs_diff(ours.as_tensor(), theirs.as_tensor());
-        assert!(diff < 1e-6, "parameters differ by {diff}");
+        // The inputs are random and the two sum in different orders: allow a few f32 ulps of
+        // the largest parameter (1e-6 absolute failed once at 1.4e-6 on values near 5).
+        let largest = theirs.as_tensor().abs().unwrap().max_all().unwrap();
+        let largest = largest.to_scalar::<f32>().unwrap().max(1.0);
+        let tolerance = 8.0 * f32::EPSILON * largest;
+        assert!(
+            diff < tolerance,
+            "parameters differ by {diff} (tolerance {tolerance})"
+        );
 
         // The clipping scale multiplies the gradient before it enters the moments.
         let var = Var::from_tensor(&start).unwrap();
