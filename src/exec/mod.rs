@@ -470,8 +470,8 @@ impl<'a> Driver<'a> {
             RunStatus::Failed
         };
         for run in self.owned() {
-            let _ = self.store.end_run(&run, status);
             staging::discard(self.store, &run);
+            let _ = self.store.end_run(&run, status);
         }
     }
 

@@ -268,19 +268,21 @@ pub fn complete(
         fs::copy(log, logs.join(format!("{entry}.log")))
             .with_context(|| format!("cannot keep the log of `{entry}`"))?;
         store.publish(run_id, &staging.outputs())?;
-        store.end_run(run_id, RunStatus::Finished)?;
-        // Materialise `.flow/runs/<id>/` now so users (and downstream steps) can browse it.
-        store.run_dir(run_id)?;
         RunStatus::Finished
     } else if killed {
-        store.end_run(run_id, RunStatus::Killed)?;
         RunStatus::Killed
     } else {
-        store.end_run(run_id, RunStatus::Failed)?;
         RunStatus::Failed
     };
-    // Outputs of a failed or killed step are discarded, never published.
+    // Staging goes before the run ends: a flow killed in between leaves a RUNNING run of a
+    // dead process, which the next flow reaps. (Outputs of a failed or killed step are
+    // discarded, never published.)
     discard(store, run_id);
+    store.end_run(run_id, status)?;
+    if status == RunStatus::Finished {
+        // Materialise `.flow/runs/<id>/` now so users (and downstream steps) can browse it.
+        store.run_dir(run_id)?;
+    }
     Ok((status, warnings))
 }
 

@@ -179,7 +179,7 @@ impl Store {
     pub fn gc(&self) -> Result<GcReport> {
         let objects = self.objects();
         let _lock = objects.lock_exclusive()?;
-        let (referenced, live_runs, running) = {
+        let (referenced, live_runs) = {
             let conn = self.connection();
             let referenced: HashSet<String> = conn
                 .prepare(
@@ -193,11 +193,7 @@ impl Store {
                 .prepare("SELECT run_id FROM runs")?
                 .query_map((), |row| row.get(0))?
                 .collect::<DbResult<_>>()?;
-            let running: HashSet<String> = conn
-                .prepare("SELECT run_id FROM runs WHERE status = 'RUNNING'")?
-                .query_map((), |row| row.get(0))?
-                .collect::<DbResult<_>>()?;
-            (referenced, live_runs, running)
+            (referenced, live_runs)
         };
         let mut report = GcReport::default();
         for (hash, size) in objects.list()? {
@@ -215,17 +211,7 @@ impl Store {
             }
         }
         // Staging of runs that ended without cleaning up (a flow killed mid-step).
-        let tmp = self.dir.join("tmp");
-        for staged in fs::read_dir(&tmp).map_err(StoreError::io(&tmp))? {
-            let staged = staged.map_err(StoreError::io(&tmp))?;
-            let name = staged.file_name().to_string_lossy().to_string();
-            let is_run_id = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            if is_run_id && !running.contains(&name) {
-                let path = staged.path();
-                report.bytes_freed += tree_size(&path);
-                fs::remove_dir_all(&path).map_err(StoreError::io(&path))?;
-            }
-        }
+        report.bytes_freed += self.remove_orphan_staging()?;
         for (path, size) in objects.stale_staging()? {
             let removed = if path.is_dir() {
                 fs::remove_dir_all(&path)
@@ -237,19 +223,6 @@ impl Store {
         }
         Ok(report)
     }
-}
-
-/// Bytes under `path`, best effort.
-fn tree_size(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum())
-        .unwrap_or(0)
 }
 
 /// Output files as `(logical path, real path)`, sorted; refuses symlinks and special

@@ -54,6 +54,7 @@ mod run_search;
 mod runs;
 mod schema;
 mod search;
+mod staging;
 mod synthetic;
 mod tags;
 mod timestamps;

@@ -209,8 +209,8 @@ impl Store {
 
     /// Marks FAILED the RUNNING runs whose owner is gone — on this host a process that no
     /// longer exists (a crash or a kill -9 never reached `end_run`), on another host a
-    /// heartbeat older than the lease — and removes their staging directories. Returns
-    /// the runs it changed.
+    /// heartbeat older than the lease — and removes the staging directories of runs that are
+    /// not RUNNING. Returns the runs it changed.
     pub fn reap_dead_runs(&self) -> Result<Vec<RunId>> {
         let reaped = {
             let mut conn = self.connection();
@@ -257,18 +257,9 @@ impl Store {
             tx.commit()?;
             reaped
         };
-        for run in &reaped {
-            let staging = self.staging_dir(run);
-            if staging.exists() {
-                std::fs::remove_dir_all(&staging).map_err(StoreError::io(&staging))?;
-            }
-        }
+        // The staging of the reaped runs, and of runs whose flow died after ending them.
+        self.remove_orphan_staging()?;
         Ok(reaped)
-    }
-
-    /// Where a RUNNING run's outputs, metrics file and inputs are staged until it ends.
-    pub fn staging_dir(&self, run_id: &str) -> std::path::PathBuf {
-        self.dir.join("tmp").join(run_id)
     }
 
     /// Removes the run's rows (params, metrics, tags, edges, artifacts) and its run_dir.
@@ -477,6 +468,30 @@ mod tests {
         assert_eq!(store.get_run(&dead).unwrap().status, RunStatus::Failed);
         assert_eq!(store.get_run(&alive).unwrap().status, RunStatus::Running);
         assert!(store.reap_dead_runs().unwrap().is_empty());
+    }
+
+    /// A flow killed after ending a run but before removing its staging leaves it behind;
+    /// the next start removes it, and never the staging of a run still RUNNING.
+    #[test]
+    fn reap_removes_the_staging_of_ended_runs_only() {
+        let (_dir, store) = temp_store();
+        let none = BTreeMap::new();
+        let running = begin(&store, "load", &none, &[], day(1));
+        let ended = begin(&store, "load", &none, &[], day(1));
+        for run in [&running, &ended] {
+            std::fs::create_dir_all(store.staging_dir(run).join("outputs")).unwrap();
+        }
+        store.end_run(&ended, RunStatus::Killed).unwrap();
+        let unrelated = store.dir().join("tmp").join("out-something");
+        std::fs::create_dir_all(&unrelated).unwrap();
+
+        assert!(store.reap_dead_runs().unwrap().is_empty());
+        assert!(!store.staging_dir(&ended).exists());
+        assert!(store.staging_dir(&running).join("outputs").is_dir());
+        assert!(
+            unrelated.is_dir(),
+            "only directories named like a run id are swept"
+        );
     }
 
     /// A run whose pid now names another process (same pid, other start time) is dead.
