@@ -27,30 +27,93 @@ pub fn padded(embed: usize) -> usize {
 
 multiversion! {
     /// e[i * nodes + j] = sum_d a_d LeakyReLU(p_id + q_jd) for every pair of `nodes` nodes.
+    ///
+    /// Lanes run over j (Q is transposed first), so each logit is a sum in one lane and
+    /// needs no horizontal reduction; tiles of 2 rows x 64, 32 or 16 columns keep their
+    /// sums in registers across the whole embedding.
     pub fn logits(p: &[f32], q: &[f32], a: &[f32], alpha: f32, nodes: usize, stride: usize, e: &mut [f32]) {
-        let a = &a[..stride];
+        let (p, q, a) = (&p[..nodes * stride], &q[..nodes * stride], &a[..stride]);
+        let cols = nodes.next_multiple_of(LANES);
+        let mut q_t = vec![0f32; stride * cols];
+        for (j, row) in q.chunks_exact(stride).enumerate() {
+            for (d, v) in row.iter().enumerate() {
+                q_t[d * cols + j] = *v;
+            }
+        }
         let relu_a: Vec<f32> = a.iter().map(|a| (1.0 - alpha) * a).collect();
         let linear = |rows: &[f32], node: usize| alpha * simd::dot(&rows[node * stride..][..stride], a);
         let q_linear: Vec<f32> = (0..nodes).map(|j| linear(q, j)).collect();
-        for i in 0..nodes {
-            let p_i = &p[i * stride..][..stride];
-            let p_linear = linear(p, i);
-            let e_i = &mut e[i * nodes..][..nodes];
-            for j in 0..nodes {
-                let q_j = &q[j * stride..][..stride];
-                let mut acc = [0f32; LANES];
-                for ((pc, qc), ac) in p_i
-                    .chunks_exact(LANES)
-                    .zip(q_j.chunks_exact(LANES))
-                    .zip(relu_a.chunks_exact(LANES))
-                {
-                    for l in 0..LANES {
-                        acc[l] += ac[l] * (pc[l] + qc[l]).max(0.0);
-                    }
+        let p_linear: Vec<f32> = (0..nodes).map(|i| linear(p, i)).collect();
+        let tiles = ForwardTiles { p, q_t: &q_t, relu_a: &relu_a, stride, cols, nodes, p_linear: &p_linear, q_linear: &q_linear };
+        let mut i = 0;
+        while i < nodes {
+            let rows = (nodes - i).min(2);
+            let mut j = 0;
+            while j < nodes {
+                let width = match cols - j {
+                    left if left >= 64 => 64,
+                    left if left >= 32 => 32,
+                    _ => 16,
+                };
+                match (rows, width) {
+                    (2, 64) => tiles.emit::<2, 64>(i, j, e),
+                    (2, 32) => tiles.emit::<2, 32>(i, j, e),
+                    (2, _) => tiles.emit::<2, 16>(i, j, e),
+                    (_, 64) => tiles.emit::<1, 64>(i, j, e),
+                    (_, 32) => tiles.emit::<1, 32>(i, j, e),
+                    _ => tiles.emit::<1, 16>(i, j, e),
                 }
-                e_i[j] = p_linear + q_linear[j] + simd::sum(&acc);
+                j += width;
+            }
+            i += rows;
+        }
+    }
+}
+
+/// The pairwise part of [`logits`] for rows `i..i + R`, columns `j..j + N`.
+struct ForwardTiles<'a> {
+    p: &'a [f32],
+    /// Q transposed, [stride, cols].
+    q_t: &'a [f32],
+    /// (1 - alpha) a.
+    relu_a: &'a [f32],
+    stride: usize,
+    cols: usize,
+    nodes: usize,
+    /// alpha a.P_i and alpha a.Q_j.
+    p_linear: &'a [f32],
+    q_linear: &'a [f32],
+}
+
+impl ForwardTiles<'_> {
+    /// Writes the logits of rows `i..i + R`, columns `j..j + N` (those below `nodes`).
+    #[inline(always)]
+    fn emit<const R: usize, const N: usize>(&self, i: usize, j: usize, e: &mut [f32]) {
+        let sums = self.run::<R, N>(i, j);
+        let n = self.nodes;
+        for (r, sums) in sums.iter().enumerate() {
+            let e_row = &mut e[(i + r) * n..][..n];
+            for (l, sum) in sums.iter().enumerate().take(n.saturating_sub(j)) {
+                e_row[j + l] = self.p_linear[i + r] + self.q_linear[j + l] + sum;
             }
         }
+    }
+
+    #[inline(always)]
+    fn run<const R: usize, const N: usize>(&self, i: usize, j: usize) -> [[f32; N]; R] {
+        let mut acc = [[0f32; N]; R];
+        for d in 0..self.stride {
+            let a = self.relu_a[d];
+            let q: &[f32; N] = self.q_t[d * self.cols + j..][..N].try_into().expect("tile");
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let p = self.p[(i + r) * self.stride + d];
+                for l in 0..N {
+                    let s = p + q[l];
+                    acc[l] += a * if s > 0.0 { s } else { 0.0 };
+                }
+            }
+        }
+        acc
     }
 }
 
@@ -149,7 +212,7 @@ impl Tile {
                     let t = if s > 0.0 { g_ij } else { 0.0 };
                     dp_acc[d] += t;
                     dq_j[d] += t;
-                    da_acc[d] += g_ij * s.max(0.0);
+                    da_acc[d] += g_ij * if s > 0.0 { s } else { 0.0 };
                 }
             }
             dp[i * stride + start..][..N]
@@ -189,8 +252,9 @@ mod tests {
 
     #[test]
     fn logits_and_their_gradients_match_the_definition() {
-        // embed 51 padded to 64 lanes; 112 = a 64-lane, a 32-lane and a 16-lane tile.
-        for (nodes, embed) in [(5, 51), (7, 112), (3, 16)] {
+        // Embeddings padded to 64 lanes, or split into 64-, 32- and 16-lane tiles (backward);
+        // 100 nodes: column tiles of 64, 32 and 16 and pairs of rows (forward).
+        for (nodes, embed) in [(5, 51), (7, 112), (3, 16), (100, 110), (41, 30)] {
             let stride = padded(embed);
             let pad = |v: Vec<f32>| -> Vec<f32> {
                 v.chunks_exact(embed)
@@ -211,7 +275,10 @@ mod tests {
             logits(&p, &q, &a, alpha, nodes, stride, &mut e);
             let want = reference(&p, &q, &a, alpha, nodes, stride);
             for (got, want) in e.iter().zip(&want) {
-                assert!((*got as f64 - want).abs() < 1e-5, "logit {got} vs {want}");
+                assert!(
+                    (*got as f64 - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "logit {got} vs {want}"
+                );
             }
 
             // The gradients of sum_ij g_ij e_ij, pair by pair in f64.
