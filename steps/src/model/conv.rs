@@ -297,7 +297,12 @@ mod tests {
         let padded = xs.pad_with_zeros(1, 2, 2).unwrap();
         let taps: Vec<Tensor> = (0..5).map(|s| padded.narrow(1, s, 9).unwrap()).collect();
         let unfolded = Tensor::cat(&taps, 2).unwrap();
-        let kernel = conv.weight.permute((0, 2, 1)).unwrap().reshape((3, 15)).unwrap();
+        let kernel = conv
+            .weight
+            .permute((0, 2, 1))
+            .unwrap()
+            .reshape((3, 15))
+            .unwrap();
         let reference = unfolded
             .broadcast_matmul(&kernel.t().unwrap())
             .unwrap()
