@@ -268,6 +268,9 @@ pub fn complete(
         fs::copy(log, logs.join(format!("{entry}.log")))
             .with_context(|| format!("cannot keep the log of `{entry}`"))?;
         store.publish(run_id, &staging.outputs())?;
+        // Materialise `.flow/runs/<id>/` before the run shows FINISHED, so users (and
+        // downstream steps) can browse every FINISHED run's outputs.
+        store.run_dir(run_id)?;
         RunStatus::Finished
     } else if killed {
         RunStatus::Killed
@@ -279,10 +282,6 @@ pub fn complete(
     // discarded, never published.)
     discard(store, run_id);
     store.end_run(run_id, status)?;
-    if status == RunStatus::Finished {
-        // Materialise `.flow/runs/<id>/` now so users (and downstream steps) can browse it.
-        store.run_dir(run_id)?;
-    }
     Ok((status, warnings))
 }
 
