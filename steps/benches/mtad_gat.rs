@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
-use candle_nn::VarMap;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 use flow_steps::model::conv::ConvLayer;
 use flow_steps::model::fit::{StepOutcome, Trainer};
 use flow_steps::model::gat::{GatKind, GraphAttention, Orientation};
@@ -65,8 +65,22 @@ fn main() -> Result<()> {
     println!("bench mtad_gat_train_step {:.1} ms", train_s * 1e3);
     println!("bench mtad_gat_train_windows_per_s {train_rate:.0} windows/s");
 
+    // Scoring as evaluate and `flow serve` run it: the weights are plain tensors (a loaded
+    // bundle), so nothing is kept for a backward pass (the PyTorch anchor: torch.no_grad()).
+    let plain = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the weight map is poisoned"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    let scoring = MtadGat::new(
+        &cfg,
+        VarBuilder::from_tensors(plain, DType::F32, &device),
+        0,
+    )?;
     let mut forward = || -> Result<()> {
-        let out = model.forward(&xs, false)?;
+        let out = scoring.forward(&xs, false)?;
         out.forecast.map(|f| f.sum_all()).transpose()?;
         Ok(())
     };

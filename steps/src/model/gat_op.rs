@@ -32,6 +32,9 @@ pub struct Gatv2Attention {
     nodes_are_columns: bool,
     alpha: f32,
     dropout: Option<DropoutMask>,
+    /// Whether a backward pass can follow (an argument tracks gradients). When scoring, each
+    /// task's intermediates live only while it runs, not for the whole batch.
+    save: bool,
     saved: Mutex<Option<Saved>>,
 }
 
@@ -57,6 +60,7 @@ impl Gatv2Attention {
         alpha: f64,
         dropout: Option<DropoutMask>,
     ) -> Result<Tensor> {
+        let save = x.track_op() || weight.track_op() || params.track_op();
         x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &params.contiguous()?,
@@ -64,6 +68,7 @@ impl Gatv2Attention {
                 nodes_are_columns,
                 alpha: alpha as f32,
                 dropout,
+                save,
                 saved: Mutex::new(None),
             },
         )
@@ -215,17 +220,17 @@ impl CustomOp3 for Gatv2Attention {
             ..
         } = dims;
         let mut out = vec![0f32; batch * matrix];
-        let mut p = vec![0f32; batch * nodes * stride];
-        let mut q = vec![0f32; batch * nodes * stride];
-        let mut attention = vec![0f32; batch * nodes * nodes];
-        let mut dropped = vec![
-            0f32;
-            if self.dropout.is_some() {
-                attention.len()
-            } else {
-                0
-            }
-        ];
+        // The intermediates of `graphs` graphs: for the whole batch when saved, else per task.
+        let buffers = |graphs: usize| {
+            let attention = graphs * nodes * nodes;
+            (
+                vec![0f32; graphs * nodes * stride],
+                vec![0f32; graphs * nodes * stride],
+                vec![0f32; attention],
+                vec![0f32; if self.dropout.is_some() { attention } else { 0 }],
+            )
+        };
+        let (mut p, mut q, mut attention, mut dropped) = buffers(if self.save { batch } else { 0 });
         let n_tasks = batch.div_ceil(GRAPHS_PER_TASK);
         let per = GRAPHS_PER_TASK;
         let tasks: Vec<_> = pieces(&mut out, per * matrix, n_tasks)
@@ -241,15 +246,33 @@ impl CustomOp3 for Gatv2Attention {
             .for_each(|(task, ((((out, p), q), attention), dropped))| {
                 let first = task * per;
                 let x = &x[first * matrix..][..out.len()];
-                self.forward_task(&dims, &params, first, x, out, p, q, attention, dropped);
+                if self.save {
+                    self.forward_task(&dims, &params, first, x, out, p, q, attention, dropped);
+                } else {
+                    let (mut p, mut q, mut attention, mut dropped) =
+                        buffers(per.min(batch - first));
+                    self.forward_task(
+                        &dims,
+                        &params,
+                        first,
+                        x,
+                        out,
+                        &mut p,
+                        &mut q,
+                        &mut attention,
+                        &mut dropped,
+                    );
+                }
             });
-        if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some(Saved {
-                p,
-                q,
-                attention,
-                dropped,
-            });
+        if self.save {
+            if let Ok(mut saved) = self.saved.lock() {
+                *saved = Some(Saved {
+                    p,
+                    q,
+                    attention,
+                    dropped,
+                });
+            }
         }
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }

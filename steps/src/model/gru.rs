@@ -227,6 +227,31 @@ mod tests {
     }
 
     #[test]
+    fn scoring_on_plain_tensors_gives_the_training_forward_states() {
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let trained = Gru::new(5, 4, seeded_var_builder(&varmap, 3, &device)).unwrap();
+        // As a loaded bundle holds them: plain tensors, nothing tracked, no gates saved.
+        let plain: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+            .collect();
+        let vb = VarBuilder::from_tensors(plain, candle_core::DType::F32, &device);
+        let scoring = Gru::new(5, 4, vb).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (3, 6, 5), &device).unwrap();
+        let tracked = trained.forward(&xs).unwrap();
+        let untracked = scoring.forward(&xs).unwrap();
+        assert!(tracked.track_op() && !untracked.track_op());
+        assert_eq!(
+            tracked.to_vec3::<f32>().unwrap(),
+            untracked.to_vec3::<f32>().unwrap()
+        );
+    }
+
+    #[test]
     fn constant_input_matches_repeated_input() {
         let device = Device::Cpu;
         let varmap = VarMap::new();

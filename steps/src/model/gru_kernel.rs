@@ -27,6 +27,9 @@ use super::simd::{self, multiversion};
 pub struct GruRecurrence {
     pub hidden: usize,
     pub steps: usize,
+    /// Whether a backward pass can follow. Scoring runs on plain tensors (a loaded bundle),
+    /// and then the gates are not kept: they would be [B, steps, 4H] written for nothing.
+    pub save: bool,
     /// Gate activations saved by the forward pass for the backward pass.
     saved: Mutex<Option<Saved>>,
 }
@@ -38,21 +41,25 @@ struct Saved {
 }
 
 impl GruRecurrence {
-    pub fn new(hidden: usize, steps: usize) -> GruRecurrence {
+    pub fn new(hidden: usize, steps: usize, save: bool) -> GruRecurrence {
         GruRecurrence {
             hidden,
             steps,
+            save,
             saved: Mutex::new(None),
         }
     }
 
     /// Runs the op with autograd: `gi` [B, steps|1, 3H], `w_hh` [3H, H], `b_hh` [3H].
+    /// candle records the op for a backward pass only when an argument tracks gradients,
+    /// and only then are the gates saved.
     pub fn apply(gi: &Tensor, w_hh: &Tensor, b_hh: &Tensor, steps: usize) -> Result<Tensor> {
         let hidden = w_hh.dim(1)?;
+        let save = gi.track_op() || w_hh.track_op() || b_hh.track_op();
         gi.contiguous()?.apply_op3(
             &w_hh.contiguous()?,
             &b_hh.contiguous()?,
-            GruRecurrence::new(hidden, steps),
+            GruRecurrence::new(hidden, steps, save),
         )
     }
 }
@@ -107,13 +114,37 @@ impl CustomOp3 for GruRecurrence {
             .copy_from(Mat::rows(w_hh, 3 * hid, hid, hid).t());
         let rows_per_chunk = chunk_rows(batch);
         let mut hs = vec![0f32; batch * steps * hid];
-        let mut gates = vec![0f32; batch * steps * 4 * hid];
+        // Saved: every step's gates, [steps, rows, 4H] per chunk. Not saved: one step's,
+        // [rows, 4H] per chunk, overwritten each step.
+        let gate_steps = if self.save { steps } else { 1 };
+        let mut gates = vec![
+            0f32;
+            if self.save {
+                batch * steps * 4 * hid
+            } else {
+                0
+            }
+        ];
+        let mut gate_chunks: Vec<&mut [f32]> = match self.save {
+            true => gates.chunks_mut(rows_per_chunk * steps * 4 * hid).collect(),
+            false => (0..batch.div_ceil(rows_per_chunk))
+                .map(|_| Default::default())
+                .collect(),
+        };
         hs.par_chunks_mut(rows_per_chunk * steps * hid)
-            .zip(gates.par_chunks_mut(rows_per_chunk * steps * 4 * hid))
+            .zip(gate_chunks.par_iter_mut())
             .enumerate()
             .for_each(|(chunk, (hs, gates))| {
                 let row0 = chunk * rows_per_chunk;
                 let rows = hs.len() / (steps * hid);
+                let mut step_gates = Vec::new();
+                let gates: &mut [f32] = match self.save {
+                    true => gates,
+                    false => {
+                        step_gates.resize(rows * 4 * hid, 0f32);
+                        &mut step_gates
+                    }
+                };
                 let mut h = vec![0f32; rows * hid];
                 let mut gh = vec![0f32; rows * 3 * hid];
                 for t in 0..steps {
@@ -133,18 +164,21 @@ impl CustomOp3 for GruRecurrence {
                     for r in 0..rows {
                         let gi_row = &gi[((row0 + r) * gi_steps + gi_t) * 3 * hid..][..3 * hid];
                         let gh_row = &gh[r * 3 * hid..][..3 * hid];
-                        let saved = &mut gates[(t * rows + r) * 4 * hid..][..4 * hid];
+                        let slot = if gate_steps == 1 { r } else { t * rows + r };
+                        let saved = &mut gates[slot * 4 * hid..][..4 * hid];
                         let h_row = &mut h[r * hid..][..hid];
                         forward_row(gi_row, gh_row, h_row, saved);
                         hs[(r * steps + t) * hid..][..hid].copy_from_slice(h_row);
                     }
                 }
             });
-        if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some(Saved {
-                gates,
-                chunk_rows: rows_per_chunk,
-            });
+        if self.save {
+            if let Ok(mut saved) = self.saved.lock() {
+                *saved = Some(Saved {
+                    gates,
+                    chunk_rows: rows_per_chunk,
+                });
+            }
         }
         Ok((CpuStorage::F32(hs), Shape::from((batch, steps, hid))))
     }

@@ -118,3 +118,39 @@ fn fused_layer_matches_the_pairwise_reference_forward_and_backward() {
         }
     }
 }
+
+#[test]
+fn scoring_on_plain_tensors_gives_the_training_forward_output() {
+    let device = Device::Cpu;
+    let plain = |shape: &[usize], seed: u64| {
+        let mut rng = crate::model::init::SplitMix64::new(seed);
+        let n = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        Tensor::from_vec(values, shape, &device).unwrap()
+    };
+    // 11 graphs: one full task of 8 and a short one, each with its own scratch when scoring.
+    for nodes_are_columns in [false, true] {
+        let (n, d) = if nodes_are_columns { (5, 6) } else { (6, 5) };
+        let x = plain(&[11, 6, 5], 1);
+        let weight = plain(&[2 * d, 2 * d], 2);
+        let params = plain(&[4 * d + n * n], 3);
+        let scored =
+            Gatv2Attention::apply(&x, &weight, &params, nodes_are_columns, 0.2, None).unwrap();
+        let tracked_weight = Var::from_tensor(&weight).unwrap();
+        let trained = Gatv2Attention::apply(
+            &x,
+            tracked_weight.as_tensor(),
+            &params,
+            nodes_are_columns,
+            0.2,
+            None,
+        )
+        .unwrap();
+        assert!(trained.track_op() && !scored.track_op());
+        assert_eq!(
+            scored.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            trained.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "columns: {nodes_are_columns}"
+        );
+    }
+}
