@@ -8,6 +8,7 @@
 //! shapes, the FLOPs of a window counted from the model's shapes, the share of the ceiling
 //! they give, and the time of each block on its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,16 +68,9 @@ fn main() -> Result<()> {
 
     // Scoring as evaluate and `flow serve` run it: the weights are plain tensors (a loaded
     // bundle), so nothing is kept for a backward pass (the PyTorch anchor: torch.no_grad()).
-    let plain = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("the weight map is poisoned"))?
-        .iter()
-        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
-        .collect();
     let scoring = MtadGat::new(
         &cfg,
-        VarBuilder::from_tensors(plain, DType::F32, &device),
+        VarBuilder::from_tensors(detached(&varmap)?, DType::F32, &device),
         0,
     )?;
     let mut forward = || -> Result<()> {
@@ -251,6 +245,17 @@ impl ModelFlops {
     }
 }
 
+/// The weights as a loaded bundle holds them: plain tensors that record nothing.
+fn detached(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    Ok(varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the weight map is poisoned"))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect())
+}
+
 /// Each block on its own, forward and forward+backward, on a batch of the model's shapes.
 fn blocks(steps: usize, device: &Device, xs: &Tensor) -> Result<()> {
     println!("# time per batch (forward / forward+backward), blocks timed on their own:");
@@ -291,6 +296,30 @@ fn blocks(steps: usize, device: &Device, xs: &Tensor) -> Result<()> {
     time_block("decoder_gru", steps, || {
         decoder.forward_interleaved(&h_end, &layout)
     })?;
+    // The GRUs as scoring runs them: plain tensors, the input projected inside the recurrence.
+    let plain = VarBuilder::from_tensors(detached(&split)?, DType::F32, device);
+    let encoder = Gru::new(3 * K, H, plain.pp("enc"))?;
+    let decoder = Gru::new(H, H, plain.pp("dec"))?;
+    let (joined, h_end) = (joined.as_tensor().detach(), h_end.as_tensor().detach());
+    let score_encoder = || -> Result<()> {
+        encoder.forward(&joined)?;
+        Ok(())
+    };
+    let score_decoder = || -> Result<()> {
+        decoder.forward_interleaved(&h_end, &layout)?;
+        Ok(())
+    };
+    for (name, mut score) in [
+        (
+            "encoder_gru",
+            Box::new(score_encoder) as Box<dyn FnMut() -> Result<()>>,
+        ),
+        ("decoder_gru", Box::new(score_decoder)),
+    ] {
+        score()?;
+        let secs = median_seconds(steps, &mut *score)?;
+        println!("bench block_{name}_scoring {:.1} ms", secs * 1e3);
+    }
     Ok(())
 }
 
