@@ -166,6 +166,12 @@ impl Bundle {
     ) -> Result<Bundle> {
         let device = Device::Cpu;
         check_manifest(&manifest)?;
+        // A bundle scores: plain tensors, so no op keeps state for a backward pass (weights
+        // straight from training are variables, or copies that still record their origin).
+        let weights: HashMap<String, Tensor> = weights
+            .into_iter()
+            .map(|(name, tensor)| (name, tensor.detach()))
+            .collect();
         let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &device);
         let model = MtadGat::new(&manifest.model, vb, manifest.trained.seed)
             .context("the weights do not fit the model described by the manifest")?;

@@ -213,3 +213,12 @@ fn active_threshold_prefers_chosen_then_epsilon_then_pot() {
     );
     assert_eq!(Thresholds::default().active(), None);
 }
+
+#[test]
+fn a_bundle_scores_on_plain_tensors() {
+    // Built from a training's variables, as `train` and `untrained` build it: scoring must
+    // record no graph and keep nothing for a backward pass.
+    let fresh = bundle(vec![0]);
+    assert!(!fresh.weights().is_empty());
+    assert!(fresh.weights().values().all(|w| !w.track_op()));
+}
