@@ -46,15 +46,17 @@ fn reference(
     candle_nn::ops::sigmoid(&attention.matmul(nodes).unwrap()).unwrap()
 }
 
+/// Seeded values in [-1, 1) of the given shape.
+fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = crate::model::init::SplitMix64::new(seed);
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
 #[test]
 fn fused_layer_matches_the_pairwise_reference_forward_and_backward() {
-    let device = Device::Cpu;
-    let var = |shape: &[usize], seed: u64| {
-        let mut rng = crate::model::init::SplitMix64::new(seed);
-        let n = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
-        Var::from_tensor(&Tensor::from_vec(values, shape, &device).unwrap()).unwrap()
-    };
+    let var = |shape: &[usize], seed: u64| Var::from_tensor(&seeded(shape, seed)).unwrap();
     // 11 graphs: one full task of 8 and a short one. [R, C] = [6, 5].
     for nodes_are_columns in [false, true] {
         let (n, d) = if nodes_are_columns { (5, 6) } else { (6, 5) };
@@ -121,13 +123,7 @@ fn fused_layer_matches_the_pairwise_reference_forward_and_backward() {
 
 #[test]
 fn scoring_on_plain_tensors_gives_the_training_forward_output() {
-    let device = Device::Cpu;
-    let plain = |shape: &[usize], seed: u64| {
-        let mut rng = crate::model::init::SplitMix64::new(seed);
-        let n = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
-        Tensor::from_vec(values, shape, &device).unwrap()
-    };
+    let plain = seeded;
     // 11 graphs: one full task of 8 and a short one, each with its own scratch when scoring.
     for nodes_are_columns in [false, true] {
         let (n, d) = if nodes_are_columns { (5, 6) } else { (6, 5) };
