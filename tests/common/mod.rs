@@ -136,6 +136,18 @@ impl TestProject {
             .env_remove("FLOW_TEST_NOW")
             .env("TZ", "UTC")
             .env("NO_COLOR", "1");
+        // The default hangup disposition, whatever the test runner's: a CI started under
+        // `nohup` hands SIGHUP down ignored, and flow rightly keeps an ignored hangup ignored,
+        // which tests of what SIGHUP does would read as a hang. A test wanting it ignored sets
+        // that in a pre_exec of its own, which runs after this one.
+        // SAFETY: signal(2) is async-signal-safe; it runs in the child between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         command
     }
 
