@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linalg::{gemm, Mat, MatMut};
+use super::packed_gemm::{gemm_packed, PackedRhs};
 
 /// A `nn.Linear`'s parameters, applied through [`Dense`].
 #[derive(Debug, Clone)]
@@ -83,6 +84,7 @@ impl CustomOp3 for Dense {
         let b = contiguous(b_storage, b_layout, "bias")?;
         let mut out = vec![0f32; rows * out_dim];
         if out_dim > 0 {
+            let w_t = PackedRhs::new(Mat::rows(w, out_dim, in_dim, in_dim).t());
             out.par_chunks_mut(ROWS_PER_TASK * out_dim)
                 .zip(x.par_chunks(ROWS_PER_TASK * in_dim.max(1)))
                 .for_each(|(out, x)| {
@@ -90,11 +92,10 @@ impl CustomOp3 for Dense {
                     for row in out.chunks_exact_mut(out_dim) {
                         row.copy_from_slice(b);
                     }
-                    gemm(
+                    gemm_packed(
                         Mat::rows(x, n, in_dim, in_dim),
-                        Mat::rows(w, out_dim, in_dim, in_dim).t(),
+                        &w_t,
                         MatMut::rows(out, n, out_dim, out_dim),
-                        true,
                     );
                     if self.relu {
                         out.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -134,18 +135,14 @@ impl CustomOp3 for Dense {
         let partials: Vec<(Vec<f32>, Vec<f32>)> = if in_dim == 0 || out_dim == 0 {
             Vec::new()
         } else {
+            let w_packed = PackedRhs::new(Mat::rows(&w, out_dim, in_dim, in_dim));
             dx.par_chunks_mut(ROWS_PER_TASK * in_dim)
                 .zip(x_vec.par_chunks(ROWS_PER_TASK * in_dim))
                 .zip(grad.par_chunks(ROWS_PER_TASK * out_dim))
                 .map(|((dx, x), g)| {
                     let n = dx.len() / in_dim;
                     let g_mat = Mat::rows(g, n, out_dim, out_dim);
-                    gemm(
-                        g_mat,
-                        Mat::rows(&w, out_dim, in_dim, in_dim),
-                        MatMut::rows(dx, n, in_dim, in_dim),
-                        false,
-                    );
+                    gemm_packed(g_mat, &w_packed, MatMut::rows(dx, n, in_dim, in_dim));
                     let mut dw = vec![0f32; out_dim * in_dim];
                     gemm(
                         g_mat.t(),

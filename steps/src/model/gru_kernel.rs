@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linalg::{gemm, values, Mat, MatMut};
+use super::packed_gemm::{gemm_packed, PackedRhs};
 use super::simd::{self, multiversion};
 
 /// The recurrence over `steps` time steps. Arguments: `gi` [B, steps, 3H] (or [B, 1, 3H]
@@ -108,10 +109,8 @@ impl CustomOp3 for GruRecurrence {
         let gi = contiguous(gi_storage, gi_layout, "gi")?;
         let w_hh = contiguous(w_storage, w_layout, "w_hh")?;
         let b_hh = contiguous(b_storage, b_layout, "b_hh")?;
-        // W_hh^T [H, 3H], row-major: the layout the GEMM streams fastest.
-        let mut w_t = vec![0f32; hid * 3 * hid];
-        MatMut::rows(&mut w_t, hid, 3 * hid, 3 * hid)
-            .copy_from(Mat::rows(w_hh, 3 * hid, hid, hid).t());
+        // W_hh^T [H, 3H], packed once for the W steps' products.
+        let w_t = PackedRhs::new(Mat::rows(w_hh, 3 * hid, hid, hid).t());
         let rows_per_chunk = chunk_rows(batch);
         let mut hs = vec![0f32; batch * steps * hid];
         // Saved: every step's gates, [steps, rows, 4H] per chunk. Not saved: one step's,
@@ -153,11 +152,10 @@ impl CustomOp3 for GruRecurrence {
                     }
                     if t > 0 {
                         // gh += h W_hh^T (h_0 = 0 adds nothing)
-                        gemm(
+                        gemm_packed(
                             Mat::rows(&h, rows, hid, hid),
-                            Mat::rows(&w_t, hid, 3 * hid, 3 * hid),
+                            &w_t,
                             MatMut::rows(&mut gh, rows, 3 * hid, 3 * hid),
-                            true,
                         );
                     }
                     let gi_t = if gi_steps == 1 { 0 } else { t };
@@ -215,6 +213,7 @@ impl CustomOp3 for GruRecurrence {
         let hs = values(&res, "gru-recurrence", "result")?;
         let grad = values(&grad_res, "gru-recurrence", "gradient")?;
         let (w, hs, grad) = (w.get(), hs.get(), grad.get());
+        let w_packed = PackedRhs::new(Mat::rows(w, 3 * hid, hid, hid));
         let mut dgi = vec![0f32; batch * gi_steps * 3 * hid];
         let n_chunks = batch.div_ceil(rows_per_chunk);
         // Per chunk: (dW_hh [3H, H], db_hh [3H]); summed in chunk order for determinism.
@@ -249,11 +248,10 @@ impl CustomOp3 for GruRecurrence {
                     }
                     if t > 0 {
                         // dh += dG_t W_hh
-                        gemm(
+                        gemm_packed(
                             Mat::rows(&dgh[t * rows * 3 * hid..], rows, 3 * hid, 3 * hid),
-                            Mat::rows(w, 3 * hid, hid, hid),
+                            &w_packed,
                             MatMut::rows(&mut dh, rows, hid, hid),
-                            true,
                         );
                     }
                 }

@@ -101,6 +101,21 @@ impl<'a> Mat<'a> {
         Mat::new(data, rows, cols, row_stride, 1)
     }
 
+    /// (rows, columns).
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// (row stride, column stride).
+    pub fn strides(&self) -> (usize, usize) {
+        (self.row_stride, self.col_stride)
+    }
+
+    /// The values the view indexes into.
+    pub fn data(self) -> &'a [f32] {
+        self.data
+    }
+
     /// The transpose, as a view of the same values.
     pub fn t(self) -> Mat<'a> {
         Mat {
@@ -151,6 +166,21 @@ impl<'a> MatMut<'a> {
     /// A row-major view with `row_stride` between rows.
     pub fn rows(data: &'a mut [f32], rows: usize, cols: usize, row_stride: usize) -> MatMut<'a> {
         MatMut::new(data, rows, cols, row_stride, 1)
+    }
+
+    /// (rows, columns).
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// (row stride, column stride).
+    pub fn strides(&self) -> (usize, usize) {
+        (self.row_stride, self.col_stride)
+    }
+
+    /// The values the view indexes into.
+    pub fn into_data(self) -> &'a mut [f32] {
+        self.data
     }
 
     /// The same view, borrowed for a shorter time.

@@ -30,6 +30,7 @@ pub mod gru_input;
 pub mod gru_kernel;
 pub mod init;
 pub mod linalg;
+pub mod packed_gemm;
 pub mod reconstruct;
 pub mod simd;
 pub mod softmax;
