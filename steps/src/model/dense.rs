@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::linalg::{gemm, Mat, MatMut};
+use super::linalg::{Mat, MatMut};
 use super::packed_gemm::{gemm_packed, PackedRhs};
 
 /// A `nn.Linear`'s parameters, applied through [`Dense`].
@@ -144,11 +144,10 @@ impl CustomOp3 for Dense {
                     let g_mat = Mat::rows(g, n, out_dim, out_dim);
                     gemm_packed(g_mat, &w_packed, MatMut::rows(dx, n, in_dim, in_dim));
                     let mut dw = vec![0f32; out_dim * in_dim];
-                    gemm(
+                    gemm_packed(
                         g_mat.t(),
-                        Mat::rows(x, n, in_dim, in_dim),
+                        &PackedRhs::new(Mat::rows(x, n, in_dim, in_dim)),
                         MatMut::rows(&mut dw, out_dim, in_dim, in_dim),
-                        false,
                     );
                     let mut db = vec![0f32; out_dim];
                     for row in g.chunks_exact(out_dim) {

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::linalg::{gemm, values, Mat, MatMut};
+use super::linalg::{values, Mat, MatMut};
 use super::packed_gemm::{gemm_packed, PackedRhs};
 use super::simd::{self, multiversion};
 
@@ -258,11 +258,10 @@ impl CustomOp3 for GruRecurrence {
                 // dW_hh = sum over (t, row) of dG^T h_prev: [3H, T*rows] x [T*rows, H].
                 let n = steps * rows;
                 let mut dw = vec![0f32; 3 * hid * hid];
-                gemm(
+                gemm_packed(
                     Mat::rows(&dgh, n, 3 * hid, 3 * hid).t(),
-                    Mat::rows(&h_prev, n, hid, hid),
+                    &PackedRhs::new(Mat::rows(&h_prev, n, hid, hid)),
                     MatMut::rows(&mut dw, 3 * hid, hid, hid),
-                    false,
                 );
                 let mut db = vec![0f32; 3 * hid];
                 for row in dgh.chunks_exact(3 * hid) {

@@ -1,18 +1,21 @@
-//! `c += a b` against a right-hand side packed once. The GRU recurrence multiplies by the
-//! same W_hh (transposed forward, as is backward) at each of its W steps; the general `gemm`
-//! crate repacks that matrix on every call and runs small products below its large-matrix
-//! rate. Packed once into column panels that an AVX-512 register block streams from L1, the
-//! step's product runs near the core's FMA peak. Without AVX-512 it is the plain [`gemm`].
+//! `c += a b` against a right-hand side packed into column panels. The GRU recurrence
+//! multiplies by the same W_hh (transposed forward, as is backward) at each of its W steps;
+//! the general `gemm` crate repacks that matrix on every call and runs these small products
+//! well below the core's FMA rate. Packed once into panels that an AVX-512 register block
+//! streams from L1, the step's product runs near it. The same kernel takes the weight
+//! gradients (`a` a transposed view, `b` the activations packed per call). Without AVX-512 it
+//! is the plain [`gemm`].
 
 use super::linalg::{gemm, Mat, MatMut};
+use super::simd::{level, Level};
 
 /// Columns per packed panel: two 16-lane registers.
 const PANEL: usize = 32;
 /// Rows of `a` per register block: 8 x 2 accumulators, within AVX-512's 32 registers.
 const BLOCK_ROWS: usize = 8;
 
-/// `b` [k, n] stored as ceil(n / 32) panels of [k, 32], zero-padded past column n, plus the
-/// row-major original for CPUs without AVX-512.
+/// `b` [k, n] as ceil(n / 32) panels of [k, 32], zero-padded past column n; on CPUs without
+/// AVX-512, the row-major values instead.
 pub struct PackedRhs {
     k: usize,
     n: usize,
@@ -23,16 +26,28 @@ pub struct PackedRhs {
 impl PackedRhs {
     pub fn new(b: Mat<'_>) -> PackedRhs {
         let (k, n) = b.shape();
-        let mut plain = vec![0f32; k * n];
-        MatMut::rows(&mut plain, k, n, n).copy_from(b);
-        let mut panels = vec![0f32; n.div_ceil(PANEL) * k * PANEL];
-        for (p, panel) in panels.chunks_exact_mut(k * PANEL).enumerate() {
-            for (kk, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                let cols = &plain[kk * n..][..n];
+        let (mut panels, mut plain) = (Vec::new(), Vec::new());
+        if level() == Level::Avx512 {
+            let (rs, cs) = b.strides();
+            let values = b.data();
+            panels = vec![0f32; n.div_ceil(PANEL) * k * PANEL];
+            for (p, panel) in panels.chunks_exact_mut(k * PANEL).enumerate() {
                 let j0 = p * PANEL;
                 let width = (n - j0).min(PANEL);
-                row[..width].copy_from_slice(&cols[j0..j0 + width]);
+                for (kk, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                    let first = kk * rs + j0 * cs;
+                    if cs == 1 {
+                        row[..width].copy_from_slice(&values[first..first + width]);
+                    } else {
+                        for (jj, v) in row[..width].iter_mut().enumerate() {
+                            *v = values[first + jj * cs];
+                        }
+                    }
+                }
             }
+        } else {
+            plain = vec![0f32; k * n];
+            MatMut::rows(&mut plain, k, n, n).copy_from(b);
         }
         PackedRhs {
             k,
@@ -43,7 +58,7 @@ impl PackedRhs {
     }
 }
 
-/// `c += a b`, single threaded; `a` and `c` row-major (unit column stride).
+/// `c += a b`, single threaded; `c` row-major (unit column stride), `a` any view.
 pub fn gemm_packed(a: Mat<'_>, b: &PackedRhs, c: MatMut<'_>) {
     let ((m, k), (c_rows, c_cols)) = (a.shape(), c.shape());
     assert_eq!(k, b.k, "gemm_packed: inner dimensions differ");
@@ -52,17 +67,23 @@ pub fn gemm_packed(a: Mat<'_>, b: &PackedRhs, c: MatMut<'_>) {
         "gemm_packed: output is {c_rows}x{c_cols}, the product {m}x{}",
         b.n
     );
+    if m == 0 || k == 0 || b.n == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
-    if super::simd::level() == super::simd::Level::Avx512
-        && a.strides().1 == 1
-        && c.strides().1 == 1
-    {
-        let (lda, ldc, n) = (a.strides().0, c.strides().0, b.n);
+    if b.plain.is_empty() {
+        assert_eq!(
+            c.strides().1,
+            1,
+            "gemm_packed: `c` must have unit column stride"
+        );
+        let (a_strides, ldc, n) = (a.strides(), c.strides().0, b.n);
         let (a, c) = (a.data(), c.into_data());
-        // SAFETY: the CPU has AVX-512F; `avx512::gemm` reads a[i * lda + kk] for i < m,
-        // kk < k and writes c[i * ldc + j] for j < n only, inside the views Mat::new and
-        // MatMut::new checked, and the panels hold ceil(n / 32) * k * 32 values.
-        unsafe { avx512::gemm(m, k, n, a, lda, &b.panels, c, ldc) };
+        // SAFETY: panels exist only where the CPU has AVX-512F (`PackedRhs::new`);
+        // `avx512::gemm` reads a[i * rs + kk * cs] for i < m, kk < k and writes
+        // c[i * ldc + j] for j < n only, inside the views Mat::new and MatMut::new checked,
+        // and the panels hold ceil(n / 32) * k * 32 values.
+        unsafe { avx512::gemm(m, k, n, a, a_strides, &b.panels, c, ldc) };
         return;
     }
     gemm(a, Mat::rows(&b.plain, b.k, b.n, b.n), c, true);
@@ -73,11 +94,13 @@ mod avx512 {
     use super::{BLOCK_ROWS, PANEL};
     use std::arch::x86_64::*;
 
-    /// Rows of `a` per pass over the panels: [256, k] stays in L2 while the panels go by.
+    /// Depth per pass: a [256, 32] panel slice (32 KB) stays in L1.
+    const DEPTH: usize = 256;
+    /// Rows of `a` per pass over the panels: their [256, 256] slice stays in L2.
     const CHUNK_ROWS: usize = 256;
 
-    /// Row chunks, then panels (one [k, 32] panel stays in L1 while the chunk's row blocks
-    /// pass over it), then row blocks.
+    /// Depth slices, row chunks, panels, then register blocks of rows, each block adding its
+    /// [8, 32] product over the slice into `c`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm(
@@ -85,58 +108,39 @@ mod avx512 {
         k: usize,
         n: usize,
         a: &[f32],
-        lda: usize,
+        (rs, cs): (usize, usize),
         panels: &[f32],
         c: &mut [f32],
         ldc: usize,
     ) {
-        for chunk in (0..m).step_by(CHUNK_ROWS) {
-            let chunk_end = (chunk + CHUNK_ROWS).min(m);
-            for p in 0..n.div_ceil(PANEL) {
-                // SAFETY: as the caller's.
-                unsafe { panel_pass(chunk, chunk_end, p, k, n, a, lda, panels, c, ldc) };
-            }
-        }
-    }
-
-    /// Rows `i0..m` of `c`'s columns in panel `p`.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn panel_pass(
-        i0: usize,
-        m: usize,
-        p: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        lda: usize,
-        panels: &[f32],
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        {
-            let j0 = p * PANEL;
-            let width = (n - j0).min(PANEL);
-            let masks = (lanes(width.min(16)), lanes(width.saturating_sub(16)));
-            let panel = panels[p * k * PANEL..].as_ptr();
-            let mut i = i0;
-            while i < m {
-                let a = a[i * lda..].as_ptr();
-                let c = c[i * ldc + j0..].as_mut_ptr();
-                // SAFETY: as the caller's; rows i..i + block of a and c lie in the views.
-                unsafe {
-                    match (m - i).min(BLOCK_ROWS) {
-                        8 => block::<8>(a, lda, k, panel, c, ldc, masks),
-                        7 => block::<7>(a, lda, k, panel, c, ldc, masks),
-                        6 => block::<6>(a, lda, k, panel, c, ldc, masks),
-                        5 => block::<5>(a, lda, k, panel, c, ldc, masks),
-                        4 => block::<4>(a, lda, k, panel, c, ldc, masks),
-                        3 => block::<3>(a, lda, k, panel, c, ldc, masks),
-                        2 => block::<2>(a, lda, k, panel, c, ldc, masks),
-                        _ => block::<1>(a, lda, k, panel, c, ldc, masks),
+        for k0 in (0..k).step_by(DEPTH) {
+            let depth = (k - k0).min(DEPTH);
+            for i0 in (0..m).step_by(CHUNK_ROWS) {
+                let rows_end = (i0 + CHUNK_ROWS).min(m);
+                for p in 0..n.div_ceil(PANEL) {
+                    let j0 = p * PANEL;
+                    let width = (n - j0).min(PANEL);
+                    let masks = (lanes(width.min(16)), lanes(width.saturating_sub(16)));
+                    let panel = panels[(p * k + k0) * PANEL..].as_ptr();
+                    for i in (i0..rows_end).step_by(BLOCK_ROWS) {
+                        let a = a[i * rs + k0 * cs..].as_ptr();
+                        let c = c[i * ldc + j0..].as_mut_ptr();
+                        let strides = (rs, cs, ldc);
+                        // SAFETY: as the caller's; rows i..i + block, depth k0..k0 + depth.
+                        unsafe {
+                            match (rows_end - i).min(BLOCK_ROWS) {
+                                8 => block::<8>(a, depth, panel, c, strides, masks),
+                                7 => block::<7>(a, depth, panel, c, strides, masks),
+                                6 => block::<6>(a, depth, panel, c, strides, masks),
+                                5 => block::<5>(a, depth, panel, c, strides, masks),
+                                4 => block::<4>(a, depth, panel, c, strides, masks),
+                                3 => block::<3>(a, depth, panel, c, strides, masks),
+                                2 => block::<2>(a, depth, panel, c, strides, masks),
+                                _ => block::<1>(a, depth, panel, c, strides, masks),
+                            }
+                        }
                     }
                 }
-                i += BLOCK_ROWS;
             }
         }
     }
@@ -146,27 +150,28 @@ mod avx512 {
         ((1u32 << width) - 1) as __mmask16
     }
 
-    /// `c[..M, ..32] += a[..M, ..k] panel`, the columns past the masks left untouched.
+    /// `c[..M, ..32] += a[..M, ..depth] panel[..depth]`, the columns past the masks left
+    /// untouched. `a`'s element (i, kk) is at `i * rs + kk * cs`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn block<const M: usize>(
         a: *const f32,
-        lda: usize,
-        k: usize,
+        depth: usize,
         panel: *const f32,
         c: *mut f32,
-        ldc: usize,
+        (rs, cs, ldc): (usize, usize, usize),
         (mask0, mask1): (__mmask16, __mmask16),
     ) {
         let mut lo = [_mm512_setzero_ps(); M];
         let mut hi = [_mm512_setzero_ps(); M];
-        for kk in 0..k {
-            // SAFETY: kk < k, i < M: inside the panel and a's rows (the caller's bounds).
+        for kk in 0..depth {
+            // SAFETY: kk < depth, i < M: inside the panel and a's view (the caller's bounds).
             unsafe {
                 let b0 = _mm512_loadu_ps(panel.add(kk * PANEL));
                 let b1 = _mm512_loadu_ps(panel.add(kk * PANEL + 16));
+                let a = a.add(kk * cs);
                 for i in 0..M {
-                    let ai = _mm512_set1_ps(*a.add(i * lda + kk));
+                    let ai = _mm512_set1_ps(*a.add(i * rs));
                     lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
                     hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
                 }
@@ -202,6 +207,7 @@ mod tests {
             (1, 7, 3),
             (9, 20, 17),
             (8, 1, 32),
+            (3, 600, 40),
         ] {
             let lda = k + 3;
             let ldc = n + 5;
@@ -240,6 +246,36 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A weight gradient's shape: `a` a transposed view ([450, n] over [n, 450] values),
+    /// depth n past one slice, `b` activations packed per call.
+    #[test]
+    fn a_transposed_left_side_over_a_long_depth_matches_the_general_gemm() {
+        let (n, rows, cols) = (700, 45, 15);
+        let g: Vec<f32> = (0..n * rows)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.01)
+            .collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.01)
+            .collect();
+        let a = Mat::rows(&g, n, rows, rows).t();
+        let mut expected = vec![0f32; rows * cols];
+        gemm(
+            a,
+            Mat::rows(&x, n, cols, cols),
+            MatMut::rows(&mut expected, rows, cols, cols),
+            false,
+        );
+        let mut got = vec![0f32; rows * cols];
+        gemm_packed(
+            a,
+            &PackedRhs::new(Mat::rows(&x, n, cols, cols)),
+            MatMut::rows(&mut got, rows, cols, cols),
+        );
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "{g} vs {e}");
         }
     }
 
