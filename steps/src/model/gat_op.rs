@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::gat_kernel::{self, padded};
 use super::init::DropoutMask;
 use super::linalg::{gemm, Mat, MatMut};
+use super::packed_gemm::{gemm_packed, PackedRhs};
 use super::simd::{self, multiversion};
 use super::softmax::{softmax_rows, softmax_rows_backward};
 
@@ -144,9 +145,10 @@ impl Dims {
 
 /// The layer's parameters, laid out for the kernels.
 struct Params {
-    /// W1^T and W2^T, [D, stride] each (lanes past E are zero).
-    left: Vec<f32>,
-    right: Vec<f32>,
+    /// W1^T and W2^T, [D, stride] each (lanes past E are zero), packed for the forward
+    /// products; their transposes for the backward ones.
+    packed: [PackedRhs; 2],
+    packed_t: [PackedRhs; 2],
     lin_bias: Vec<f32>,
     a: Vec<f32>,
     bias: Vec<f32>,
@@ -168,9 +170,11 @@ impl Params {
             out[..v.len()].copy_from_slice(v);
             out
         };
+        let pack = |m: &[f32]| PackedRhs::new(Mat::rows(m, d, s, s));
+        let pack_t = |m: &[f32]| PackedRhs::new(Mat::rows(m, d, s, s).t());
         Params {
-            left,
-            right,
+            packed: [pack(&left), pack(&right)],
+            packed_t: [pack_t(&left), pack_t(&right)],
             lin_bias: pad(&params[..e]),
             a: pad(&params[e..2 * e]),
             bias: params[2 * e..].to_vec(),
@@ -434,17 +438,16 @@ impl Gatv2Attention {
             row.copy_from_slice(&params.lin_bias);
         }
         let rows = graphs * nodes;
-        gemm(
+        q.fill(0.0);
+        gemm_packed(
             all_nodes,
-            Mat::rows(&params.left, dim, stride, stride),
+            &params.packed[0],
             MatMut::rows(p, rows, stride, stride),
-            true,
         );
-        gemm(
+        gemm_packed(
             all_nodes,
-            Mat::rows(&params.right, dim, stride, stride),
+            &params.packed[1],
             MatMut::rows(q, rows, stride, stride),
-            false,
         );
         let mut logits = vec![0f32; nodes * nodes];
         for g in 0..graphs {
@@ -564,22 +567,16 @@ impl Gatv2Attention {
         // P = V W1^T + b, Q = V W2^T for all of the task's nodes at once.
         let all_nodes = Mat::rows(&node_values, rows, dim, dim);
         let mut d_all = MatMut::rows(&mut d_nodes, rows, dim, dim);
-        for (d_proj, packed, d_packed) in [
-            (&dp, &params.left, &mut partial.left),
-            (&dq, &params.right, &mut partial.right),
+        for (d_proj, packed_t, d_packed) in [
+            (&dp, &params.packed_t[0], &mut partial.left),
+            (&dq, &params.packed_t[1], &mut partial.right),
         ] {
             let d_proj = Mat::rows(d_proj, rows, stride, stride);
-            gemm(
-                d_proj,
-                Mat::rows(packed, dim, stride, stride).t(),
-                d_all.reborrow(),
-                true,
-            );
-            gemm(
+            gemm_packed(d_proj, packed_t, d_all.reborrow());
+            gemm_packed(
                 all_nodes.t(),
-                d_proj,
+                &PackedRhs::new(d_proj),
                 MatMut::rows(d_packed, dim, stride, stride),
-                true,
             );
         }
         for row in dp.chunks_exact(stride) {
