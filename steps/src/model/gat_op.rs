@@ -143,19 +143,25 @@ impl Dims {
     }
 }
 
+/// Which products a [`Params`] serves.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
 /// The layer's parameters, laid out for the kernels.
 struct Params {
-    /// W1^T and W2^T, [D, stride] each (lanes past E are zero), packed for the forward
-    /// products; their transposes for the backward ones.
-    packed: [PackedRhs; 2],
-    packed_t: [PackedRhs; 2],
+    /// W1^T and W2^T, [D, stride] each (lanes past E are zero), packed as `Pass` multiplies
+    /// by them: as they are forward, transposed backward.
+    projections: [PackedRhs; 2],
     lin_bias: Vec<f32>,
     a: Vec<f32>,
     bias: Vec<f32>,
 }
 
 impl Params {
-    fn new(dims: &Dims, weight: &[f32], params: &[f32]) -> Params {
+    fn new(dims: &Dims, weight: &[f32], params: &[f32], pass: Pass) -> Params {
         let (d, e, s) = (dims.dim, dims.embed, dims.stride);
         let mut left = vec![0f32; d * s];
         let mut right = vec![0f32; d * s];
@@ -170,11 +176,12 @@ impl Params {
             out[..v.len()].copy_from_slice(v);
             out
         };
-        let pack = |m: &[f32]| PackedRhs::new(Mat::rows(m, d, s, s));
-        let pack_t = |m: &[f32]| PackedRhs::new(Mat::rows(m, d, s, s).t());
+        let pack = |m: &[f32]| match pass {
+            Pass::Forward => PackedRhs::new(Mat::rows(m, d, s, s)),
+            Pass::Backward => PackedRhs::new(Mat::rows(m, d, s, s).t()),
+        };
         Params {
-            packed: [pack(&left), pack(&right)],
-            packed_t: [pack_t(&left), pack_t(&right)],
+            projections: [pack(&left), pack(&right)],
             lin_bias: pad(&params[..e]),
             a: pad(&params[e..2 * e]),
             bias: params[2 * e..].to_vec(),
@@ -215,6 +222,7 @@ impl CustomOp3 for Gatv2Attention {
             &dims,
             contiguous(w_storage, w_layout, "weight")?,
             contiguous(p_storage, p_layout, "params")?,
+            Pass::Forward,
         );
         let Dims {
             batch,
@@ -300,7 +308,7 @@ impl CustomOp3 for Gatv2Attention {
         };
         let flat = |t: &Tensor| -> Result<Vec<f32>> { t.contiguous()?.flatten_all()?.to_vec1() };
         let (x_vec, out, grad) = (flat(x)?, flat(res)?, flat(grad_res)?);
-        let params_vec = Params::new(&dims, &flat(weight)?, &flat(params)?);
+        let params_vec = Params::new(&dims, &flat(weight)?, &flat(params)?, Pass::Backward);
         let Dims {
             batch,
             matrix,
@@ -441,12 +449,12 @@ impl Gatv2Attention {
         q.fill(0.0);
         gemm_packed(
             all_nodes,
-            &params.packed[0],
+            &params.projections[0],
             MatMut::rows(p, rows, stride, stride),
         );
         gemm_packed(
             all_nodes,
-            &params.packed[1],
+            &params.projections[1],
             MatMut::rows(q, rows, stride, stride),
         );
         let mut logits = vec![0f32; nodes * nodes];
@@ -568,8 +576,8 @@ impl Gatv2Attention {
         let all_nodes = Mat::rows(&node_values, rows, dim, dim);
         let mut d_all = MatMut::rows(&mut d_nodes, rows, dim, dim);
         for (d_proj, packed_t, d_packed) in [
-            (&dp, &params.packed_t[0], &mut partial.left),
-            (&dq, &params.packed_t[1], &mut partial.right),
+            (&dp, &params.projections[0], &mut partial.left),
+            (&dq, &params.projections[1], &mut partial.right),
         ] {
             let d_proj = Mat::rows(d_proj, rows, stride, stride);
             gemm_packed(d_proj, packed_t, d_all.reborrow());

@@ -196,6 +196,14 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    /// `len` values cycling through `modulo` levels around zero, `scale` apart.
+    fn pattern(len: usize, step: usize, modulo: usize, scale: f32) -> Vec<f32> {
+        let centre = (modulo / 2) as f32;
+        (0..len)
+            .map(|i| ((i * step % modulo) as f32 - centre) * scale)
+            .collect()
+    }
+
     /// Every shape class: full and partial row blocks, full and partial panels (one or
     /// both halves), strided rows in `a` and `c`; against the general GEMM.
     #[test]
@@ -211,12 +219,8 @@ mod tests {
         ] {
             let lda = k + 3;
             let ldc = n + 5;
-            let a: Vec<f32> = (0..m * lda)
-                .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.1)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.1)
-                .collect();
+            let a = pattern(m * lda, 7, 23, 0.1);
+            let b = pattern(k * n, 5, 19, 0.1);
             let start: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32).collect();
             let mut expected = start.clone();
             gemm(
@@ -254,12 +258,8 @@ mod tests {
     #[test]
     fn a_transposed_left_side_over_a_long_depth_matches_the_general_gemm() {
         let (n, rows, cols) = (700, 45, 15);
-        let g: Vec<f32> = (0..n * rows)
-            .map(|i| ((i * 7 % 23) as f32 - 11.0) * 0.01)
-            .collect();
-        let x: Vec<f32> = (0..n * cols)
-            .map(|i| ((i * 5 % 19) as f32 - 9.0) * 0.01)
-            .collect();
+        let g = pattern(n * rows, 7, 23, 0.01);
+        let x = pattern(n * cols, 5, 19, 0.01);
         let a = Mat::rows(&g, n, rows, rows).t();
         let mut expected = vec![0f32; rows * cols];
         gemm(
