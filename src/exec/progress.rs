@@ -4,8 +4,9 @@
 //! `{"label": "epoch 3/10", "done": 120, "total": 400, "unit": "batches"}` — as often as
 //! it likes. flow reads what is new a few times a second, draws one bar per running step
 //! when stderr is a terminal (several at once under `-j` or a fan-out), prints a line when
-//! the label changes otherwise, and keeps the latest as the run's `flow.progress` tag (at
-//! most once a second) for the dashboard.
+//! the label changes otherwise (and once a minute within a long one, so a log shows the
+//! step alive), and keeps the latest as the run's `flow.progress` tag (at most once a
+//! second) for the dashboard.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,6 +25,10 @@ const TAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Without a terminal, the least time between two printed lines of one step.
 const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// Without a terminal, how often a line repeats a label that has not changed: a ten-minute
+/// epoch would otherwise leave a log (a Slurm job's, a CI's) silent for ten minutes.
+const SAME_LABEL_EVERY: Duration = Duration::from_secs(60);
 
 /// stderr, shared by the echo of step output and the progress bars so that neither
 /// tears the other.
@@ -203,16 +208,27 @@ impl Watched {
             }
             None => {
                 let text = describe(update);
-                let due = match &self.printed {
-                    None => true,
-                    Some((when, label)) => *label != update.label && when.elapsed() >= LINE_EVERY,
-                };
-                if due {
+                let printed = self
+                    .printed
+                    .as_ref()
+                    .map(|(when, label)| (when.elapsed(), label.as_str()));
+                if line_due(printed, &update.label) {
                     console.line(&format!("[{}] {text}", self.step));
                     self.printed = Some((Instant::now(), update.label.clone()));
                 }
             }
         }
+    }
+}
+
+/// Whether a step's new progress gets a line, given how long ago its last line was printed
+/// and with which label: at a new label after [`LINE_EVERY`], within one after
+/// [`SAME_LABEL_EVERY`].
+fn line_due(printed: Option<(Duration, &str)>, label: &str) -> bool {
+    match printed {
+        None => true,
+        Some((since, last)) if last != label => since >= LINE_EVERY,
+        Some((since, _)) => since >= SAME_LABEL_EVERY,
     }
 }
 
@@ -262,6 +278,22 @@ mod tests {
         assert!(progress.poll().is_empty());
         let latest = progress.watched[&0].latest.clone().unwrap();
         assert_eq!((latest.label.as_str(), latest.done), ("epoch 2/2", 7));
+    }
+
+    #[test]
+    fn without_a_terminal_lines_come_per_label_and_once_a_minute_within_one() {
+        let secs = Duration::from_secs;
+        assert!(line_due(None, "epoch 1/10"), "the first report is printed");
+        assert!(line_due(Some((secs(11), "epoch 1/10")), "epoch 2/10"));
+        assert!(
+            !line_due(Some((secs(3), "epoch 1/10")), "epoch 2/10"),
+            "labels changing faster than every 10 s are thinned"
+        );
+        assert!(!line_due(Some((secs(30), "epoch 1/10")), "epoch 1/10"));
+        assert!(
+            line_due(Some((secs(61), "epoch 1/10")), "epoch 1/10"),
+            "a long epoch still shows in the log"
+        );
     }
 
     #[test]
