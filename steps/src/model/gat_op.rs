@@ -14,12 +14,15 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gat_kernel::{self, padded};
+use super::gat_kernel;
 use super::init::DropoutMask;
 use super::linalg::{gemm, Mat, MatMut};
 use super::packed_gemm::{gemm_packed, PackedRhs};
 use super::simd::{self, multiversion};
 use super::softmax::{softmax_rows, softmax_rows_backward};
+
+mod layout;
+use layout::{gather_nodes, Dims, Params, Pass};
 
 /// Graphs (batch entries) per rayon task.
 const GRAPHS_PER_TASK: usize = 8;
@@ -76,119 +79,6 @@ impl Gatv2Attention {
     }
 }
 
-/// The sizes of one call.
-#[derive(Clone, Copy)]
-struct Dims {
-    batch: usize,
-    /// R * C, the values of one graph's matrix.
-    matrix: usize,
-    nodes: usize,
-    /// D, the length of a node vector.
-    dim: usize,
-    /// E, the embedding.
-    embed: usize,
-    /// E padded to whole vectors.
-    stride: usize,
-    /// Strides of node i, element d in a graph's [R, C] matrix.
-    node_stride: usize,
-    elem_stride: usize,
-}
-
-impl Dims {
-    fn new(op: &Gatv2Attention, x: &Shape, weight: &Shape, params: &Shape) -> Result<Dims> {
-        let (batch, rows, cols) = x.dims3()?;
-        let (nodes, dim, node_stride, elem_stride) = match op.nodes_are_columns {
-            true => (cols, rows, 1, cols),
-            false => (rows, cols, cols, 1),
-        };
-        let (embed, lin_in) = weight.dims2()?;
-        if lin_in != 2 * dim || params.dims() != [2 * embed + nodes * nodes] {
-            candle_core::bail!(
-                "gatv2-attention: {nodes} nodes of {dim} values need weight [E, {}] and params [2E + {}], got {weight:?} and {params:?}",
-                2 * dim,
-                nodes * nodes
-            )
-        }
-        Ok(Dims {
-            batch,
-            matrix: rows * cols,
-            nodes,
-            dim,
-            embed,
-            stride: padded(embed),
-            node_stride,
-            elem_stride,
-        })
-    }
-
-    /// Graph b's nodes as a [N, D] view of its matrix.
-    fn nodes_of<'a>(&self, matrix: &'a [f32]) -> Mat<'a> {
-        Mat::new(
-            matrix,
-            self.nodes,
-            self.dim,
-            self.node_stride,
-            self.elem_stride,
-        )
-    }
-
-    fn nodes_of_mut<'a>(&self, matrix: &'a mut [f32]) -> MatMut<'a> {
-        MatMut::new(
-            matrix,
-            self.nodes,
-            self.dim,
-            self.node_stride,
-            self.elem_stride,
-        )
-    }
-}
-
-/// Which products a [`Params`] serves.
-#[derive(Clone, Copy)]
-enum Pass {
-    Forward,
-    Backward,
-}
-
-/// The layer's parameters, laid out for the kernels.
-struct Params {
-    /// W1^T and W2^T, [D, stride] each (lanes past E are zero), packed as `Pass` multiplies
-    /// by them: as they are forward, transposed backward.
-    projections: [PackedRhs; 2],
-    lin_bias: Vec<f32>,
-    a: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-impl Params {
-    fn new(dims: &Dims, weight: &[f32], params: &[f32], pass: Pass) -> Params {
-        let (d, e, s) = (dims.dim, dims.embed, dims.stride);
-        let mut left = vec![0f32; d * s];
-        let mut right = vec![0f32; d * s];
-        for row in 0..e {
-            for col in 0..d {
-                left[col * s + row] = weight[row * 2 * d + col];
-                right[col * s + row] = weight[row * 2 * d + d + col];
-            }
-        }
-        let pad = |v: &[f32]| -> Vec<f32> {
-            let mut out = vec![0f32; s];
-            out[..v.len()].copy_from_slice(v);
-            out
-        };
-        let pack = |m: &[f32]| match pass {
-            Pass::Forward => PackedRhs::new(Mat::rows(m, d, s, s)),
-            Pass::Backward => PackedRhs::new(Mat::rows(m, d, s, s).t()),
-        };
-        Params {
-            projections: [pack(&left), pack(&right)],
-            lin_bias: pad(&params[..e]),
-            a: pad(&params[e..2 * e]),
-            bias: params[2 * e..].to_vec(),
-        }
-    }
-}
-
 /// The f32 values of a contiguous argument of this op.
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     super::linalg::contiguous_f32(storage, layout, "gatv2-attention", what)
@@ -216,7 +106,12 @@ impl CustomOp3 for Gatv2Attention {
         p_storage: &CpuStorage,
         p_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = Dims::new(self, x_layout.shape(), w_layout.shape(), p_layout.shape())?;
+        let dims = Dims::new(
+            self.nodes_are_columns,
+            x_layout.shape(),
+            w_layout.shape(),
+            p_layout.shape(),
+        )?;
         let x = contiguous(x_storage, x_layout, "x")?;
         let params = Params::new(
             &dims,
@@ -297,7 +192,12 @@ impl CustomOp3 for Gatv2Attention {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = Dims::new(self, x.shape(), weight.shape(), params.shape())?;
+        let dims = Dims::new(
+            self.nodes_are_columns,
+            x.shape(),
+            weight.shape(),
+            params.shape(),
+        )?;
         let saved = self
             .saved
             .lock()
@@ -601,23 +501,6 @@ impl Gatv2Attention {
         }
         partial
     }
-}
-
-/// The task's node vectors, row after row: [graphs * N, D].
-fn gather_nodes(dims: &Dims, x: &[f32]) -> Vec<f32> {
-    let graphs = x.len() / dims.matrix;
-    let mut values = vec![0f32; graphs * dims.nodes * dims.dim];
-    for g in 0..graphs {
-        let src = dims.nodes_of(&x[g * dims.matrix..][..dims.matrix]);
-        let dst = MatMut::rows(
-            &mut values[g * dims.nodes * dims.dim..],
-            dims.nodes,
-            dims.dim,
-            dims.dim,
-        );
-        dst.copy_from(src);
-    }
-    values
 }
 
 multiversion! {
