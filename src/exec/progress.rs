@@ -207,13 +207,12 @@ impl Watched {
                 bar.set_message(format!("{} {unit}", update.label).trim().to_string());
             }
             None => {
-                let text = describe(update);
                 let printed = self
                     .printed
                     .as_ref()
                     .map(|(when, label)| (when.elapsed(), label.as_str()));
                 if line_due(printed, &update.label) {
-                    console.line(&format!("[{}] {text}", self.step));
+                    console.line(&format!("[{}] {}", self.step, describe(update)));
                     self.printed = Some((Instant::now(), update.label.clone()));
                 }
             }
